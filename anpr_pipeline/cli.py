@@ -1,0 +1,44 @@
+"""The `anpr` command: one entry point, one module per sub-command.
+
+Each sub-command lives with the code it drives and parses its own arguments, so this
+file stays a table. Modules are imported only when their command runs: `anpr --help`
+must not pay for importing torch or Dagster.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# name -> ("module:function", one-line help). The function takes argv (after the name)
+# and returns an exit code.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("anpr_pipeline.demo:main", "generate synthetic videos and run the pipeline on them"),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: anpr <command> [options]", "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {help_}" for name, (_, help_) in sorted(COMMANDS.items())]
+    lines += ["", "Run `anpr <command> --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in {"-h", "--help", "help"}:
+        print(_usage())
+        return 0
+    name, rest = args[0], args[1:]
+    if name not in COMMANDS:
+        print(f"anpr: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    target, _ = COMMANDS[name]
+    module_name, func_name = target.split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    return int(func(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

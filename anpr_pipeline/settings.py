@@ -1,0 +1,157 @@
+"""Every ANPR_* setting in one place, typed.
+
+The embedded default (no servers) and production (Postgres + S3) differ only in these
+values: the code never forks on deployment. Secrets (database passwords, S3 keys) come from
+the environment or the standard AWS credential chain, never from files in the repository.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    """A setting has a value the pipeline cannot use; the message names the variable."""
+
+
+def _default_data_dir() -> Path:
+    return Path(os.environ.get("ANPR_DATA_DIR", Path.cwd() / ".anpr_data"))
+
+
+def _env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from exc
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is not a number") from exc
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise SettingsError(f"{name}={raw!r} is not a boolean (use true/false)")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed view of the ANPR_* environment. Build with :func:`load_settings`."""
+
+    # --- storage -----------------------------------------------------------------------
+    # "local" (a folder, the embedded default) or "s3" (an S3-compatible bucket).
+    bucket_kind: str = "local"
+    bucket_dir: str = ""  # local bucket root
+    s3_bucket: str = "anpr"
+    s3_endpoint_url: str = ""  # empty = AWS; set for MinIO / SeaweedFS
+    s3_region: str = "us-east-1"
+    database_url: str = ""  # SQLAlchemy URL of the events database
+    # --- processing ----------------------------------------------------------------------
+    sample_fps: float = 5.0
+    device: str = "auto"  # auto | cpu | cuda
+    torch_threads: int = 0  # 0 = let torch decide
+    detector: str = "default"
+    reader: str = "default"
+    detector_batch_size: int = 8
+    reader_batch_size: int = 32
+    models_dir: str = ""  # EasyOCR model storage; empty = the offline PyPI package
+    keep_frames: bool = False  # keep sampled frames as JPEG for audit
+    min_read_confidence: float = 0.3
+    low_confidence_share_max: float = 0.5
+    # --- operations ----------------------------------------------------------------------
+    retention_videos_days: int = 30
+    retention_crops_days: int = 90
+    retention_events_days: int = 365
+    retention_parquet_days: int = 365
+    archive_videos_after_days: int = 14
+    archive_events_after_days: int = 180
+    s3_archive_storage_class: str = "GLACIER_IR"
+    backups_keep: int = 7
+    alert_webhook_url: str = ""
+    gdpr_salt: str = field(default="", repr=False)
+    backlog_warn: int = 100
+    backlog_critical: int = 500
+
+    @property
+    def data_dir(self) -> Path:
+        return _default_data_dir()
+
+
+def load_settings() -> Settings:
+    """Read the environment now (not at import) so tests and jobs can change it."""
+    data_dir = _default_data_dir()
+    settings = Settings(
+        bucket_kind=_env_str("ANPR_BUCKET_KIND", "local").lower(),
+        bucket_dir=_env_str("ANPR_BUCKET_DIR", str(data_dir / "bucket")),
+        s3_bucket=_env_str("ANPR_S3_BUCKET", "anpr"),
+        s3_endpoint_url=_env_str("ANPR_S3_ENDPOINT_URL", ""),
+        s3_region=_env_str("ANPR_S3_REGION", "us-east-1"),
+        database_url=_env_str("ANPR_DATABASE_URL", f"sqlite:///{data_dir / 'events.db'}"),
+        sample_fps=_env_float("ANPR_SAMPLE_FPS", 5.0),
+        device=_env_str("ANPR_DEVICE", "auto").lower(),
+        torch_threads=_env_int("ANPR_TORCH_THREADS", 0),
+        detector=_env_str("ANPR_DETECTOR", "default"),
+        reader=_env_str("ANPR_READER", "default"),
+        detector_batch_size=_env_int("ANPR_DETECTOR_BATCH_SIZE", 8),
+        reader_batch_size=_env_int("ANPR_READER_BATCH_SIZE", 32),
+        models_dir=_env_str("ANPR_MODELS_DIR", ""),
+        keep_frames=_env_bool("ANPR_KEEP_FRAMES", False),
+        min_read_confidence=_env_float("ANPR_MIN_READ_CONFIDENCE", 0.3),
+        low_confidence_share_max=_env_float("ANPR_LOW_CONFIDENCE_SHARE_MAX", 0.5),
+        retention_videos_days=_env_int("ANPR_RETENTION_VIDEOS_DAYS", 30),
+        retention_crops_days=_env_int("ANPR_RETENTION_CROPS_DAYS", 90),
+        retention_events_days=_env_int("ANPR_RETENTION_EVENTS_DAYS", 365),
+        retention_parquet_days=_env_int("ANPR_RETENTION_PARQUET_DAYS", 365),
+        archive_videos_after_days=_env_int("ANPR_ARCHIVE_VIDEOS_AFTER_DAYS", 14),
+        archive_events_after_days=_env_int("ANPR_ARCHIVE_EVENTS_AFTER_DAYS", 180),
+        s3_archive_storage_class=_env_str("ANPR_S3_ARCHIVE_STORAGE_CLASS", "GLACIER_IR"),
+        backups_keep=_env_int("ANPR_BACKUPS_KEEP", 7),
+        alert_webhook_url=_env_str("ANPR_ALERT_WEBHOOK_URL", ""),
+        gdpr_salt=_env_str("ANPR_GDPR_SALT", ""),
+        backlog_warn=_env_int("ANPR_BACKLOG_WARN", 100),
+        backlog_critical=_env_int("ANPR_BACKLOG_CRITICAL", 500),
+    )
+    validate(settings)
+    return settings
+
+
+def validate(settings: Settings) -> None:
+    """Fail early, naming the variable, rather than deep inside a run."""
+    if settings.bucket_kind not in {"local", "s3"}:
+        raise SettingsError(f"ANPR_BUCKET_KIND={settings.bucket_kind!r}: expected 'local' or 's3'")
+    if settings.device not in {"auto", "cpu", "cuda"}:
+        raise SettingsError(f"ANPR_DEVICE={settings.device!r}: expected auto, cpu or cuda")
+    if not 0 < settings.sample_fps <= 120:
+        raise SettingsError(f"ANPR_SAMPLE_FPS={settings.sample_fps}: expected 0 < fps <= 120")
+    for f in fields(settings):
+        if f.name.startswith("retention_") and getattr(settings, f.name) < 0:
+            raise SettingsError(f"ANPR_{f.name.upper()} must be >= 0 (0 keeps forever)")
+    for name in ("detector_batch_size", "reader_batch_size"):
+        if getattr(settings, name) < 1:
+            raise SettingsError(f"ANPR_{name.upper()} must be >= 1")
+    if not settings.database_url.split(":", 1)[0].startswith(("sqlite", "postgresql")):
+        raise SettingsError(
+            f"ANPR_DATABASE_URL scheme {settings.database_url.split(':', 1)[0]!r} is not supported: "
+            "use sqlite:///path or postgresql+psycopg://user@host/db"
+        )

@@ -1,0 +1,82 @@
+"""Plain data types shared by the vision modules (no Dagster, no torch imports here).
+
+Images are numpy arrays, ``uint8``, RGB, shape ``(H, W, 3)``. Boxes are integer pixels,
+``x, y`` = top-left corner, in the coordinates of the image they were found in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Box:
+    x: int
+    y: int
+    w: int
+    h: int
+
+    @property
+    def area(self) -> int:
+        return max(self.w, 0) * max(self.h, 0)
+
+    def iou(self, other: Box) -> float:
+        ix = max(0, min(self.x + self.w, other.x + other.w) - max(self.x, other.x))
+        iy = max(0, min(self.y + self.h, other.y + other.h) - max(self.y, other.y))
+        inter = ix * iy
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
+    def clip(self, width: int, height: int) -> Box:
+        x0, y0 = max(0, self.x), max(0, self.y)
+        x1, y1 = min(width, self.x + self.w), min(height, self.y + self.h)
+        return Box(x0, y0, max(0, x1 - x0), max(0, y1 - y0))
+
+    def crop(self, image: np.ndarray, pad: float = 0.0) -> np.ndarray:
+        """Crop ``image`` to this box, grown by ``pad`` x its size on each side, clipped."""
+        px, py = int(round(self.w * pad)), int(round(self.h * pad))
+        b = Box(self.x - px, self.y - py, self.w + 2 * px, self.h + 2 * py).clip(
+            image.shape[1], image.shape[0]
+        )
+        return image[b.y : b.y + b.h, b.x : b.x + b.w]
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One plate candidate in one image."""
+
+    box: Box
+    score: float  # 0..1, detector confidence
+
+
+@dataclass(frozen=True)
+class PlateRead:
+    """What the reader made of one plate crop."""
+
+    text: str  # as read (may contain a space/line break for two-line plates)
+    normalized: str  # A-Z0-9 only
+    confidence: float  # 0..1 for the whole plate
+    char_confidences: tuple[float, ...] = field(default_factory=tuple)  # one per normalized char
+    region: str | None = None  # matched plate format (us, eu, br, ...), None if none matched
+
+
+@runtime_checkable
+class PlateDetector(Protocol):
+    """Finds plates in whole frames. Implementations batch internally."""
+
+    version: str
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]: ...
+
+
+@runtime_checkable
+class PlateReader(Protocol):
+    """Reads plate crops. Implementations batch internally."""
+
+    version: str
+
+    def read(self, crops: Sequence[np.ndarray]) -> list[PlateRead]: ...
