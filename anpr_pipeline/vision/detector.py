@@ -1,0 +1,194 @@
+"""Plate detectors behind one factory, :func:`build_detector`.
+
+Implementations (pick by name; ``"default"`` is the one that measures best on
+``../shared/data/real_dev`` and still works on the synthetic demo videos — see
+``anpr_pipeline/weights/MODELS.md`` for the numbers):
+
+- ``"classical"``: a contour/morphology candidate finder (OpenCV). A plate is a
+  light (or dark) rectangle of wide aspect holding a row of high-contrast vertical
+  strokes; blackhat/gradient + a horizontal close turns such a row into one blob,
+  contours give candidates, geometry and a text-density score filter them. No
+  weights, a few milliseconds per 1280x720 frame.
+
+Every detector returns boxes in the coordinates of the image it was given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from anpr_pipeline.vision.types import Box, Detection, PlateDetector
+
+# Working width of the classical finder: plates in traffic frames are >= ~60 px wide
+# at 1280 px, so half resolution keeps strokes >= 2 px while making it ~4x cheaper.
+_CLASSICAL_WORK_WIDTH = 640
+
+
+@dataclass(frozen=True)
+class ClassicalParams:
+    """Geometry limits in working-image pixels (after resizing to ``work_width``)."""
+
+    work_width: int = _CLASSICAL_WORK_WIDTH
+    min_width: int = 24
+    max_width_frac: float = 0.6  # of the image width
+    min_aspect: float = 1.3  # two-line plates (EU square, moto) are ~1.3-2
+    max_aspect: float = 7.5
+    min_fill: float = 0.35  # contour area / bounding-box area
+    min_score: float = 0.35
+    max_detections: int = 12
+
+
+def nms(dets: list[Detection], iou_threshold: float = 0.3) -> list[Detection]:
+    """Greedy non-maximum suppression by score (highest first)."""
+    kept: list[Detection] = []
+    for d in sorted(dets, key=lambda d: d.score, reverse=True):
+        if all(d.box.iou(k.box) < iou_threshold for k in kept):
+            kept.append(d)
+    return kept
+
+
+def _text_density_score(gray: np.ndarray, x: int, y: int, w: int, h: int) -> float:
+    """How plate-like the region looks: a row of several vertical strokes.
+
+    Counts sign changes of the binarised middle band (characters give 2 per
+    stroke: 10-30 transitions for a 5-8 char plate) and the share of the box
+    that is "ink" (plates sit around 15-50 %). Returns 0..1.
+    """
+    roi = gray[y : y + h, x : x + w]
+    if roi.size == 0 or h < 6 or w < 12:
+        return 0.0
+    _, binary = cv2.threshold(roi, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    band = binary[h // 4 : h - h // 4] > 0
+    if band.size == 0:
+        return 0.0
+    transitions = np.count_nonzero(band[:, 1:] != band[:, :-1], axis=1)
+    per_row = float(np.median(transitions))
+    ink = float(band.mean())
+    ink = min(ink, 1.0 - ink)  # dark-on-light or light-on-dark both fine
+    # Stroke count score peaks for 8..30 transitions across the plate.
+    stroke = float(np.clip((per_row - 4.0) / 8.0, 0.0, 1.0)) * float(
+        np.clip((48.0 - per_row) / 18.0, 0.0, 1.0)
+    )
+    ink_score = float(np.clip((ink - 0.08) / 0.12, 0.0, 1.0))
+    contrast = float(np.clip((float(roi.std()) - 15.0) / 35.0, 0.0, 1.0))
+    return stroke * (0.5 + 0.5 * ink_score) * (0.4 + 0.6 * contrast)
+
+
+def _grow_to_plate(gray: np.ndarray, blob: Box, dark_text: bool) -> Box:
+    """Grow a character-row blob out to the plate's rim.
+
+    The closed gradient hugs the characters, but labels (and readers) want the whole
+    plate. The plate background has the "paper" grey level of the blob; rows above and
+    below (and columns to the sides) that are still mostly that grey belong to the plate.
+    """
+    h_img, w_img = gray.shape
+    roi = gray[blob.y : blob.y + blob.h, blob.x : blob.x + blob.w]
+    thr, _ = cv2.threshold(roi, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    paper = roi[roi > thr] if dark_text else roi[roi <= thr]
+    if paper.size == 0:
+        return blob
+    bg, tol = float(np.median(paper)), max(18.0, 2.0 * float(paper.std()))
+
+    def plate_like(strip: np.ndarray) -> bool:
+        return strip.size > 0 and float(np.mean(np.abs(strip.astype(np.float32) - bg) < tol)) >= 0.55
+
+    x0, x1, y0, y1 = blob.x, blob.x + blob.w, blob.y, blob.y + blob.h
+    max_dy, max_dx = blob.h, max(2, blob.w // 8)
+    while y0 > 0 and blob.y - y0 < max_dy and plate_like(gray[y0 - 1, x0:x1]):
+        y0 -= 1
+    while y1 < h_img and y1 - (blob.y + blob.h) < max_dy and plate_like(gray[y1, x0:x1]):
+        y1 += 1
+    while x0 > 0 and blob.x - x0 < max_dx and plate_like(gray[y0:y1, x0 - 1]):
+        x0 -= 1
+    while x1 < w_img and x1 - (blob.x + blob.w) < max_dx and plate_like(gray[y0:y1, x1]):
+        x1 += 1
+    # A small margin for the rim itself (a dark frame line or a shadow edge).
+    mx, my = max(1, (x1 - x0) // 40), max(1, (y1 - y0) // 12)
+    return Box(x0 - mx, y0 - my, x1 - x0 + 2 * mx, y1 - y0 + 2 * my).clip(w_img, h_img)
+
+
+def _candidates(gray: np.ndarray, p: ClassicalParams) -> list[Detection]:
+    h_img, w_img = gray.shape
+    found: list[Detection] = []
+    # Dark text on light plates (blackhat) and light text on dark plates (tophat).
+    for op in (cv2.MORPH_BLACKHAT, cv2.MORPH_TOPHAT):
+        hat = cv2.morphologyEx(gray, op, cv2.getStructuringElement(cv2.MORPH_RECT, (15, 5)))
+        # Vertical strokes: horizontal gradient of the hat image.
+        grad = np.abs(cv2.Sobel(hat, cv2.CV_32F, 1, 0, ksize=3))
+        grad = cv2.normalize(grad, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+        grad = cv2.GaussianBlur(grad, (5, 5), 0)
+        for kw in (13, 21):  # two close widths: small/far and large/near plates
+            closed = cv2.morphologyEx(
+                grad, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (kw, 3))
+            )
+            _, mask = cv2.threshold(closed, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+            mask = cv2.erode(mask, None, iterations=1)
+            mask = cv2.dilate(mask, None, iterations=2)
+            contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+            for c in contours:
+                x, y, w, h = cv2.boundingRect(c)
+                if w < p.min_width or w > p.max_width_frac * w_img or h < 6:
+                    continue
+                aspect = w / h
+                if not p.min_aspect <= aspect <= p.max_aspect:
+                    continue
+                if cv2.contourArea(c) / float(w * h) < p.min_fill:
+                    continue
+                b = _grow_to_plate(gray, Box(x, y, w, h), dark_text=op == cv2.MORPH_BLACKHAT)
+                score = _text_density_score(gray, b.x, b.y, b.w, b.h)
+                if score >= p.min_score:
+                    found.append(Detection(b, score))
+    return found
+
+
+class ClassicalDetector:
+    """Contour/morphology plate finder; no weights, CPU only, a few ms per frame."""
+
+    version = "classical-morph-1"
+
+    def __init__(self, params: ClassicalParams | None = None) -> None:
+        self.params = params or ClassicalParams()
+
+    def detect_one(self, image: np.ndarray) -> list[Detection]:
+        h, w = image.shape[:2]
+        scale = min(1.0, self.params.work_width / float(w))
+        small = (
+            cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+            if scale < 1
+            else image
+        )
+        gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+        dets = nms(_candidates(gray, self.params))[: self.params.max_detections]
+        inv = 1.0 / scale
+        return [
+            Detection(
+                Box(
+                    round(d.box.x * inv), round(d.box.y * inv), round(d.box.w * inv), round(d.box.h * inv)
+                ).clip(w, h),
+                round(d.score, 4),
+            )
+            for d in dets
+        ]
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        return [self.detect_one(img) for img in images]
+
+
+DETECTORS = ("classical",)
+DEFAULT_DETECTOR = "classical"
+
+
+def build_detector(name: str = "default", device: str = "auto", batch_size: int = 8) -> PlateDetector:
+    """Return the plate detector called ``name`` ("default" = the measured best).
+
+    ``device`` and ``batch_size`` apply to the neural detectors; the classical one is
+    CPU-only and per-image, so it ignores them.
+    """
+    key = DEFAULT_DETECTOR if name == "default" else name
+    if key == "classical":
+        return ClassicalDetector()
+    raise ValueError(f"unknown detector {name!r}; choose one of {('default', *DETECTORS)}")
