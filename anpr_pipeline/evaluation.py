@@ -1,0 +1,341 @@
+"""`anpr eval` and `anpr eval-crops`: accuracy measured on labelled real photos.
+
+``anpr eval LABELS_CSV --json OUT`` runs the pipeline's own detection + reading path
+(:func:`anpr_pipeline.vision.recognize.read_plates`) over every image named in a
+``file,x,y,w,h,plate`` CSV (paths relative to the CSV, one row per plate) and reports,
+overall and per group (the image's parent folder name, e.g. us/eu/br):
+
+- ``detection_recall``: share of labelled plates with a predicted box at IoU >= 0.5;
+- ``detection_precision``: share of predicted boxes that hit a labelled plate at IoU >= 0.5
+  (an unlabelled real plate in the photo counts against it: a lower bound);
+- ``plate_accuracy``: share of labelled plates whose read equals the label exactly, after
+  normalisation (upper case, A-Z0-9 only). The read of a labelled plate is the read of the
+  predicted box with the best IoU to it ("" when no box overlaps it);
+- ``char_accuracy``: mean of 1 - edit_distance(read, label) / max(len(read), len(label));
+- ``seconds_per_image``: detection + reading wall time per image (image decoding excluded);
+- ``misses``: every labelled plate not read exactly, with what was read and the IoU.
+
+``anpr eval-crops CROPS_CSV --json OUT`` does the same for reading alone, on crops.
+
+The metric definitions live here, not in the vision code they measure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from anpr_pipeline.vision.types import Box, PlateDetector, PlateReader
+
+IOU_THRESHOLD = 0.5
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def normalize(text: str) -> str:
+    """Upper case, A-Z0-9 only: what "the same plate" means for every metric."""
+    return re.sub(r"[^A-Z0-9]", "", text.upper())
+
+
+def edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance (insert, delete, substitute all cost 1)."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def char_accuracy(read: str, label: str) -> float:
+    """1 - normalised edit distance, in 0..1 (1 = exact)."""
+    read, label = normalize(read), normalize(label)
+    longest = max(len(read), len(label))
+    return 1.0 if longest == 0 else 1.0 - edit_distance(read, label) / longest
+
+
+# --------------------------------------------------------------------------- labels
+
+
+@dataclass(frozen=True)
+class LabelledPlate:
+    file: str  # as written in the CSV (relative to it)
+    box: Box
+    plate: str  # normalised
+
+    @property
+    def group(self) -> str:
+        return Path(self.file).parent.name or "."
+
+
+def load_labels(csv_path: str | Path) -> list[LabelledPlate]:
+    """Rows of a ``file,x,y,w,h,plate`` CSV (``plate`` may be absent: detection only)."""
+    with open(csv_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return [
+        LabelledPlate(
+            r["file"],
+            Box(int(r["x"]), int(r["y"]), int(r["w"]), int(r["h"])),
+            normalize(r.get("plate") or ""),
+        )
+        for r in rows
+    ]
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """An image file as RGB uint8 (EXIF orientation ignored: labels use stored pixels)."""
+    import cv2
+
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if bgr is None:
+        raise FileNotFoundError(f"{path}: missing or not an image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return round(num / den, 4) if den else None
+
+
+def _summary(plates: list[dict], n_images: int, n_dets: int, n_true_dets: int, seconds: float) -> dict:
+    n = len(plates)
+    with_text = [p for p in plates if p["plate"]]
+    read = [p for p in with_text if p.get("read") is not None]
+    return {
+        "images": n_images,
+        "plates": n,
+        "detections": n_dets,
+        "detection_recall": _ratio(sum(p["detected"] for p in plates), n),
+        "detection_precision": _ratio(n_true_dets, n_dets),
+        "plate_accuracy": _ratio(sum(p["exact"] for p in read), len(read)) if read else None,
+        "char_accuracy": _ratio(sum(p["char_accuracy"] for p in read), len(read)) if read else None,
+        "seconds_per_image": round(seconds / n_images, 4) if n_images else None,
+    }
+
+
+def evaluate(
+    labels_csv: str | Path,
+    detector: PlateDetector,
+    reader: PlateReader | None,
+    limit: int | None = None,
+    batch_size: int = 4,
+) -> dict:
+    """Run detection (+ reading) on the labelled images; the report described above."""
+    from anpr_pipeline.vision.recognize import read_plates
+
+    root = Path(labels_csv).resolve().parent
+    labels = load_labels(labels_csv)
+    by_file: dict[str, list[LabelledPlate]] = defaultdict(list)
+    for lab in labels:
+        by_file[lab.file].append(lab)
+    files = sorted(by_file)[:limit] if limit else sorted(by_file)
+
+    plates_out: list[dict] = []
+    per_group: dict[str, dict] = defaultdict(lambda: {"images": 0, "dets": 0, "true_dets": 0, "seconds": 0.0})
+    for start in range(0, len(files), batch_size):
+        chunk = files[start : start + batch_size]
+        images = [load_rgb(root / f) for f in chunk]
+        t0 = time.perf_counter()
+        results = read_plates(images, detector, reader)
+        elapsed = time.perf_counter() - t0
+        for f, res in zip(chunk, results, strict=True):
+            labs = by_file[f]
+            g = per_group[labs[0].group]
+            g["images"] += 1
+            g["dets"] += len(res)
+            g["seconds"] += elapsed / len(chunk)
+            g["true_dets"] += sum(any(d.box.iou(lab.box) >= IOU_THRESHOLD for lab in labs) for d, _ in res)
+            plates_out.extend(_score_plate(lab, res, reader is not None) for lab in labs)
+
+    groups = sorted(per_group)
+    report = {
+        "labels": str(labels_csv),
+        "detector": detector.version,
+        "reader": reader.version if reader is not None else None,
+        "iou_threshold": IOU_THRESHOLD,
+        "overall": _summary(
+            plates_out,
+            sum(per_group[g]["images"] for g in groups),
+            sum(per_group[g]["dets"] for g in groups),
+            sum(per_group[g]["true_dets"] for g in groups),
+            sum(per_group[g]["seconds"] for g in groups),
+        ),
+        "groups": {
+            g: _summary(
+                [p for p in plates_out if p["group"] == g],
+                per_group[g]["images"],
+                per_group[g]["dets"],
+                per_group[g]["true_dets"],
+                per_group[g]["seconds"],
+            )
+            for g in groups
+        },
+        "misses": [
+            {k: p[k] for k in ("file", "group", "plate", "read", "iou", "detected", "char_accuracy")}
+            for p in plates_out
+            if not p["exact"]
+        ],
+    }
+    return report
+
+
+def _score_plate(lab: LabelledPlate, res: Sequence, with_reader: bool) -> dict:
+    """Match one labelled plate to the predicted box with the best IoU."""
+    best_iou, best_read = 0.0, None
+    for det, read in res:
+        iou = det.box.iou(lab.box)
+        if iou > best_iou:
+            best_iou, best_read = iou, read
+    text = (best_read.normalized if best_read is not None else "") if with_reader else None
+    row = {
+        "file": lab.file,
+        "group": lab.group,
+        "plate": lab.plate,
+        "iou": round(best_iou, 3),
+        "detected": best_iou >= IOU_THRESHOLD,
+        "read": text,
+    }
+    if with_reader:
+        row["exact"] = text == lab.plate
+        row["char_accuracy"] = round(char_accuracy(text or "", lab.plate), 4)
+    else:  # detection-only: a "miss" is a plate not found
+        row["exact"] = row["detected"]
+        row["char_accuracy"] = None
+    return row
+
+
+def evaluate_crops(crops_csv: str | Path, reader: PlateReader, limit: int | None = None) -> dict:
+    """Recognition only: read each labelled crop (the CSV box, usually the whole image)."""
+    root = Path(crops_csv).resolve().parent
+    labels = load_labels(crops_csv)[:limit] if limit else load_labels(crops_csv)
+    crops = [lab.box.crop(load_rgb(root / lab.file)) for lab in labels]
+    t0 = time.perf_counter()
+    reads = reader.read(crops)
+    elapsed = time.perf_counter() - t0
+    rows = [
+        {
+            "file": lab.file,
+            "group": lab.group,
+            "plate": lab.plate,
+            "read": r.normalized,
+            "confidence": round(float(r.confidence), 4),
+            "exact": r.normalized == lab.plate,
+            "char_accuracy": round(char_accuracy(r.normalized, lab.plate), 4),
+        }
+        for lab, r in zip(labels, reads, strict=True)
+    ]
+
+    def summary(sel: list[dict]) -> dict:
+        return {
+            "crops": len(sel),
+            "plate_accuracy": _ratio(sum(r["exact"] for r in sel), len(sel)),
+            "char_accuracy": _ratio(sum(r["char_accuracy"] for r in sel), len(sel)),
+            "seconds_per_crop": round(elapsed / len(rows), 4) if rows else None,
+        }
+
+    groups = sorted({r["group"] for r in rows})
+    return {
+        "labels": str(crops_csv),
+        "reader": reader.version,
+        "overall": summary(rows),
+        "groups": {g: summary([r for r in rows if r["group"] == g]) for g in groups},
+        "misses": [{k: v for k, v in r.items() if k != "exact"} for r in rows if not r["exact"]],
+    }
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _table(report: dict, columns: Sequence[str]) -> str:
+    rows = [("overall", report["overall"])] + sorted(report["groups"].items())
+    head = ["group", *columns]
+    cells = [[name, *("-" if s.get(c) is None else str(s[c]) for c in columns)] for name, s in rows]
+    widths = [max(len(r[i]) for r in [head, *cells]) for i in range(len(head))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in [head, *cells])
+
+
+def _write(report: dict, out: str | None) -> None:
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import cv2
+        import torch
+
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`anpr eval LABELS_CSV --json OUT [--detector NAME --reader NAME|none --limit N]`."""
+    ap = argparse.ArgumentParser(prog="anpr eval", description=__doc__.split("\n\n")[1])
+    ap.add_argument("labels_csv", help="file,x,y,w,h,plate CSV; image paths relative to it")
+    ap.add_argument("--json", dest="out", help="write the full report (with misses) here")
+    ap.add_argument("--detector", default="default")
+    ap.add_argument("--reader", default="default", help='reader name, or "none" for detection only')
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    ap.add_argument("--limit", type=int, default=None, help="first N images only")
+    ap.add_argument("--threads", type=int, default=None, help="torch/OpenCV CPU threads")
+    args = ap.parse_args(argv)
+    _set_threads(args.threads)
+
+    from anpr_pipeline.vision.detector import build_detector
+
+    detector = build_detector(args.detector, device=args.device)
+    reader = None
+    if args.reader != "none":
+        from anpr_pipeline.vision.reader import build_reader
+
+        reader = build_reader(args.reader, device=args.device)
+    report = evaluate(args.labels_csv, detector, reader, limit=args.limit)
+    _write(report, args.out)
+    cols = ["images", "plates", "detection_recall", "detection_precision", "plate_accuracy", "char_accuracy"]
+    print(f"detector {report['detector']}  reader {report['reader']}")
+    print(_table(report, [*cols, "seconds_per_image"]))
+    print(f"{len(report['misses'])} misses" + (f"; full report: {args.out}" if args.out else ""))
+    return 0
+
+
+def main_crops(argv: list[str] | None = None) -> int:
+    """`anpr eval-crops CROPS_CSV --json OUT [--reader NAME --limit N]`."""
+    ap = argparse.ArgumentParser(
+        prog="anpr eval-crops", description="Reading accuracy on labelled plate crops."
+    )
+    ap.add_argument("crops_csv", help="file,x,y,w,h,plate CSV; crop paths relative to it")
+    ap.add_argument("--json", dest="out", help="write the full report (with misses) here")
+    ap.add_argument("--reader", default="default")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    ap.add_argument("--limit", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch/OpenCV CPU threads")
+    args = ap.parse_args(argv)
+    _set_threads(args.threads)
+
+    from anpr_pipeline.vision.reader import build_reader
+
+    report = evaluate_crops(args.crops_csv, build_reader(args.reader, device=args.device), limit=args.limit)
+    _write(report, args.out)
+    print(f"reader {report['reader']}")
+    print(_table(report, ["crops", "plate_accuracy", "char_accuracy", "seconds_per_crop"]))
+    print(f"{len(report['misses'])} misses" + (f"; full report: {args.out}" if args.out else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

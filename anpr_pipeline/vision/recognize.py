@@ -1,0 +1,53 @@
+"""Detection + reading of whole images: the one code path the pipeline and `anpr eval` share.
+
+Detectors take whole frames (they downscale internally); crops are always cut from the
+full-resolution image, so the reader sees every pixel the camera recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from anpr_pipeline.vision.types import Detection, PlateDetector, PlateRead, PlateReader
+
+# Crop margin (fraction of the box size on each side): detector boxes sit on the plate
+# rim and are sometimes a few pixels tight; readers cope with a little border much better
+# than with a clipped first/last character.
+CROP_PAD = 0.06
+
+
+def crop_detections(
+    image: np.ndarray, detections: Sequence[Detection], pad: float = CROP_PAD
+) -> list[np.ndarray]:
+    """Full-resolution crops of ``detections`` (contiguous copies, safe to keep)."""
+    return [np.ascontiguousarray(d.box.crop(image, pad=pad)) for d in detections]
+
+
+def read_plates(
+    images: Sequence[np.ndarray],
+    detector: PlateDetector,
+    reader: PlateReader | None,
+    pad: float = CROP_PAD,
+) -> list[list[tuple[Detection, PlateRead | None]]]:
+    """Detect plates in each image and read every detection, batched across images.
+
+    Returns, per image, ``(detection, read)`` pairs in the detector's order; ``read`` is
+    None when ``reader`` is None (detection-only evaluation).
+    """
+    per_image = detector.detect(list(images))
+    crops: list[np.ndarray] = []
+    for image, dets in zip(images, per_image, strict=True):
+        crops.extend(crop_detections(image, dets, pad))
+    reads: list[PlateRead | None]
+    if reader is None or not crops:
+        reads = [None] * len(crops)
+    else:
+        reads = list(reader.read(crops))
+    out: list[list[tuple[Detection, PlateRead | None]]] = []
+    i = 0
+    for dets in per_image:
+        out.append([(d, reads[i + k]) for k, d in enumerate(dets)])
+        i += len(dets)
+    return out

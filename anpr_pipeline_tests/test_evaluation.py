@@ -1,0 +1,116 @@
+"""`anpr eval` / `anpr eval-crops`: metrics computed right, and accuracy regression checks."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from anpr_pipeline import evaluation
+from anpr_pipeline.cli import main as anpr
+from anpr_pipeline.vision.detector import build_detector
+from anpr_pipeline.vision.types import Box, Detection, PlateRead
+
+
+def test_text_metrics() -> None:
+    assert evaluation.normalize("ab-12 c") == "AB12C"
+    assert evaluation.edit_distance("ABC123", "ABC123") == 0
+    assert evaluation.edit_distance("ABC123", "A8C12") == 2
+    assert evaluation.char_accuracy("ABC-123", "abc123") == 1.0
+    assert evaluation.char_accuracy("ABC12", "ABC123") == pytest.approx(1 - 1 / 6)
+    assert evaluation.char_accuracy("", "ABC123") == 0.0
+
+
+def test_plate_takes_the_read_of_the_best_iou_box() -> None:
+    lab = evaluation.LabelledPlate("us/a.jpg", Box(100, 100, 80, 40), "ABC123")
+
+    def read(text: str) -> PlateRead:
+        return PlateRead(text, evaluation.normalize(text), 0.9)
+
+    res = [
+        (Detection(Box(300, 300, 80, 40), 0.99), read("ZZZ999")),  # no overlap
+        (Detection(Box(110, 100, 80, 40), 0.50), read("ABC-128")),  # best IoU
+        (Detection(Box(140, 100, 80, 40), 0.90), read("ABC123")),  # overlaps less
+    ]
+    row = evaluation._score_plate(lab, res, with_reader=True)
+    assert row["detected"] and row["read"] == "ABC128" and not row["exact"]
+    assert row["iou"] == pytest.approx(Box(110, 100, 80, 40).iou(lab.box), abs=1e-3)
+    assert row["char_accuracy"] == pytest.approx(5 / 6, abs=1e-4)
+    missed = evaluation._score_plate(lab, res[:1], with_reader=True)
+    assert missed == {**missed, "detected": False, "read": "", "exact": False, "iou": 0.0}
+
+
+def _labelled_folder(root: Path) -> Path:
+    """Two groups of generated photos: one plate per image, plus an unlabelled blank image."""
+    rows = []
+    for group, seeds in (("aa", (0, 1)), ("bb", (2,))):
+        (root / group).mkdir(parents=True)
+        for seed in seeds:
+            rng = np.random.default_rng(seed)
+            img = np.clip(rng.normal(110, 10, (480, 640, 3)), 0, 255).astype(np.uint8)
+            x, y, w, h = 200 + 20 * seed, 250, 150, 40
+            cv2.rectangle(img, (x, y), (x + w, y + h), (235, 235, 235), -1)
+            cv2.putText(img, f"AB{seed}123", (x + 8, y + 32), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (15, 15, 15), 2)
+            cv2.imwrite(str(root / group / f"{seed}.png"), img[:, :, ::-1])
+            rows.append([f"{group}/{seed}.png", x, y, w, h, f"AB{seed}123"])
+    # A labelled plate the detector cannot find (nothing drawn there).
+    cv2.imwrite(str(root / "bb" / "empty.png"), np.full((240, 320, 3), 90, np.uint8))
+    rows.append(["bb/empty.png", 10, 10, 100, 30, "XYZ789"])
+    path = root / "labels.csv"
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh).writerows([["file", "x", "y", "w", "h", "plate"], *rows])
+    return path
+
+
+def test_eval_detection_metrics_on_a_generated_folder(tmp_path: Path) -> None:
+    labels = _labelled_folder(tmp_path / "set")
+    report = evaluation.evaluate(labels, build_detector("classical"), reader=None)
+    overall, groups = report["overall"], report["groups"]
+    assert overall["images"] == 4 and overall["plates"] == 4
+    assert overall["detection_recall"] == 0.75  # the three drawn plates, not the empty one
+    assert groups["aa"]["detection_recall"] == 1.0 and groups["bb"]["detection_recall"] == 0.5
+    assert overall["detection_precision"] == pytest.approx(3 / overall["detections"], abs=1e-4)
+    assert overall["plate_accuracy"] is None  # no reader, no reading metrics
+    assert [m["file"] for m in report["misses"]] == ["bb/empty.png"]
+    assert overall["seconds_per_image"] > 0
+
+
+def test_eval_cli_writes_json(tmp_path: Path) -> None:
+    labels = _labelled_folder(tmp_path / "set")
+    out = tmp_path / "out" / "report.json"
+    assert anpr(["eval", str(labels), "--json", str(out), "--detector", "classical", "--reader", "none"]) == 0
+    report = json.loads(out.read_text())
+    assert set(report["groups"]) == {"aa", "bb"} and report["detector"] == "classical-morph-1"
+
+
+# --------------------------------------------------------------------------- accuracy on real_dev
+# Regression floors sit a little below the measured numbers (see README accuracy table /
+# weights/MODELS.md); raise them when the models improve.
+DETECTION_RECALL_FLOOR = 0.60
+PLATE_ACCURACY_FLOOR = None  # set once the reader is measured
+CROPS_ACCURACY_FLOOR = None
+
+
+@pytest.mark.accuracy
+def test_real_dev_detection_and_reading(real_dev_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eval.json"
+    reader = "default" if PLATE_ACCURACY_FLOOR is not None else "none"
+    assert anpr(["eval", str(real_dev_dir / "labels.csv"), "--json", str(out), "--reader", reader]) == 0
+    overall = json.loads(out.read_text())["overall"]
+    assert overall["plates"] == 36
+    assert overall["detection_recall"] >= DETECTION_RECALL_FLOOR
+    if PLATE_ACCURACY_FLOOR is not None:
+        assert overall["plate_accuracy"] >= PLATE_ACCURACY_FLOOR
+
+
+@pytest.mark.accuracy
+def test_real_dev_crops_reading(real_dev_dir: Path, tmp_path: Path) -> None:
+    if CROPS_ACCURACY_FLOOR is None:
+        pytest.skip("reader accuracy floor not set yet")
+    out = tmp_path / "crops.json"
+    assert anpr(["eval-crops", str(real_dev_dir / "ocr_crops.csv"), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["overall"]["plate_accuracy"] >= CROPS_ACCURACY_FLOOR
