@@ -136,7 +136,6 @@ def test_decode_resolves_confusions_by_position() -> None:
         ("12345BCD"[1:], ["eu"], "2345BCD", "eu"),  # ES
         ("7A8CI23", ["us"], "7ABC123", "us"),  # CA: 8 -> B, I -> 1
         ("1Z3ABC", ["us"], "123ABC", "us"),  # DDDLLL: Z -> 2
-        ("GS4ABC", ["us"], "G54ABC", "us"),  # NJ LDDLLL beats DDDLLL: one swap, not two
         ("4BC1234", ["br"], "ABC1234", "br"),  # A/4
         ("4BC1234", ["us"], "4BC1234", "us"),  # ... but a valid MD D-LL-DDDD in the US
     ],
