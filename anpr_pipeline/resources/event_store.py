@@ -1,0 +1,607 @@
+"""The events store: one row per vehicle pass, in SQLite (embedded) or Postgres (production).
+
+One SQLAlchemy Core definition of the `events` table (DESIGN §3) serves both databases;
+only the physical layout differs:
+
+- Postgres: ``PARTITION BY RANGE (captured_at)``, one partition per month named
+  ``events_yYYYYmMM`` plus ``events_default``. The DEFAULT partition means an insert never
+  fails because its month has no partition (a backfill of an old video, a clock that is
+  wrong); `ensure_month_partitions` (nightly maintenance and `init_schema`) creates the
+  current month and the next ones ahead of need, and moves any rows that landed in DEFAULT
+  into their proper monthly partition, so DEFAULT stays (nearly) empty and cheap to scan.
+  The primary key is ``(id, captured_at)`` because a partitioned table's unique
+  constraints must contain the partition key. Bulk loads use COPY (psycopg 3).
+- SQLite: the same columns, ``id`` an INTEGER rowid, executemany inserts.
+
+Writes for a video are one transaction that deletes that video's rows and inserts the new
+ones, so a re-run replaces instead of duplicating, and a write cut short by a lost
+connection leaves nothing behind: it is retried from the start with backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import sqlalchemy as sa
+from dagster import ConfigurableResource
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import URL, Connection, Engine
+
+if TYPE_CHECKING:
+    from anpr_pipeline.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+# Characters OCR confuses; fuzzy search treats each pair as equal.
+CONFUSIONS = str.maketrans("OIBSZG", "018526")
+
+
+class EventStoreError(RuntimeError):
+    """The events database failed; the message names host/port/database, never the password."""
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """Timestamps go in as tz-aware (naive means UTC) and come out tz-aware UTC on both databases.
+
+    SQLite has no time zones: it stores the UTC wall time, so string order is time order.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _columns() -> list[sa.Column[Any]]:
+    return [
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), sa.Identity(), nullable=False),
+        sa.Column("event_id", sa.Uuid(as_uuid=False), nullable=False),
+        sa.Column("camera_id", sa.Text(), nullable=False),
+        sa.Column("captured_at", UTCDateTime(), nullable=False),
+        sa.Column("first_seen_at", UTCDateTime(), nullable=False),
+        sa.Column("last_seen_at", UTCDateTime(), nullable=False),
+        sa.Column("plate_text", sa.Text(), nullable=False),
+        sa.Column("normalized_plate", sa.Text(), nullable=False),
+        sa.Column("region", sa.Text(), nullable=True),
+        sa.Column("confidence", sa.REAL(), nullable=False),
+        sa.Column("char_confidences", sa.JSON().with_variant(JSONB(), "postgresql"), nullable=False),
+        sa.Column("bbox_x", sa.Integer(), nullable=False),
+        sa.Column("bbox_y", sa.Integer(), nullable=False),
+        sa.Column("bbox_w", sa.Integer(), nullable=False),
+        sa.Column("bbox_h", sa.Integer(), nullable=False),
+        sa.Column("frame_index", sa.Integer(), nullable=False),
+        sa.Column("frames_seen", sa.Integer(), nullable=False),
+        sa.Column("video_key", sa.Text(), nullable=False),
+        sa.Column("crop_key", sa.Text(), nullable=True),
+        sa.Column("detector_version", sa.Text(), nullable=False),
+        sa.Column("reader_version", sa.Text(), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+    ]
+
+
+def build_events_table(metadata: sa.MetaData, *, partitioned: bool) -> sa.Table:
+    """The `events` table. `partitioned` (Postgres) only changes the key and the layout."""
+    table = sa.Table(
+        "events",
+        metadata,
+        *_columns(),
+        # A partitioned table's keys must include the partition column.
+        sa.PrimaryKeyConstraint(*(["id", "captured_at"] if partitioned else ["id"]), name="events_pkey"),
+        sa.UniqueConstraint("event_id", "captured_at", name="uq_events_event_id_captured_at"),
+        postgresql_partition_by="RANGE (captured_at)" if partitioned else None,
+    )
+    sa.Index("ix_events_camera_captured", table.c.camera_id, table.c.captured_at.desc())
+    sa.Index("ix_events_plate_captured", table.c.normalized_plate, table.c.captured_at.desc())
+    # LIKE 'AB1%' can use a btree only with the pattern operator class (non-C collations).
+    sa.Index(
+        "ix_events_plate_prefix",
+        table.c.normalized_plate,
+        postgresql_ops={"normalized_plate": "text_pattern_ops"},
+    )
+    # Replacing a video's rows deletes by video_key: keep that an index lookup.
+    sa.Index("ix_events_video_key", table.c.video_key)
+    return table
+
+
+def _schema_info_table(metadata: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "anpr_schema",
+        metadata,
+        sa.Column("component", sa.Text(), primary_key=True),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
+    )
+
+
+# Module-level table for queries (column references are the same on both databases).
+metadata = sa.MetaData()
+events = build_events_table(metadata, partitioned=False)
+schema_info = _schema_info_table(metadata)
+
+EVENT_COLUMNS: tuple[str, ...] = tuple(c.name for c in events.columns if c.name != "id")
+REQUIRED_KEYS = frozenset(EVENT_COLUMNS) - {"region", "crop_key", "created_at", "video_key"}
+
+
+def normalize_plate(text: str) -> str:
+    """A–Z0–9 only, upper case (same contract as vision.plates.normalize)."""
+    return re.sub(r"[^A-Z0-9]", "", text.upper())
+
+
+def fuzzy_match(query: str, candidate: str) -> bool:
+    """Edit distance ≤ 1 after folding OCR confusions (O/0, I/1, B/8, S/5, Z/2, G/6)."""
+    a, b = query.translate(CONFUSIONS), candidate.translate(CONFUSIONS)
+    if a == b:
+        return True
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b, strict=True)) <= 1
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    i = 0
+    while i < len(short) and short[i] == long_[i]:
+        i += 1
+    return short[i:] == long_[i + 1 :]
+
+
+def _add_months(d: date, n: int) -> date:
+    m = d.month - 1 + n
+    return date(d.year + m // 12, m % 12 + 1, 1)
+
+
+def partition_name(month: date) -> str:
+    return f"events_y{month.year:04d}m{month.month:02d}"
+
+
+def _describe_url(url: URL) -> str:
+    if url.get_backend_name() == "sqlite":
+        return f"SQLite database {url.database or ':memory:'}"
+    return (
+        f"Postgres database {url.database!r} at {url.host or 'localhost'}:{url.port or 5432}"
+        f" (user {url.username or '(default)'})"
+    )
+
+
+class EventStore:
+    """Read/write access to `events`. Safe to share between threads (pooled engine)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        retries: int = 5,
+        retry_backoff_s: float = 0.5,
+        connect_timeout_s: int = 5,
+        pool_size: int = 5,
+    ):
+        self.url = sa.make_url(url)
+        self.retries = retries
+        self.retry_backoff_s = retry_backoff_s
+        backend = self.url.get_backend_name()
+        if backend == "sqlite":
+            if self.url.database and self.url.database != ":memory:":
+                Path(self.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            self._engine = sa.create_engine(self.url, pool_pre_ping=True, connect_args={"timeout": 30})
+            sa.event.listen(self._engine, "connect", _sqlite_pragmas)
+        elif backend == "postgresql":
+            if self.url.get_driver_name() != "psycopg":
+                raise EventStoreError(
+                    f"events database URL must use the psycopg 3 driver (postgresql+psycopg://...),"
+                    f" got {self.url.drivername!r}"
+                )
+            self._engine = sa.create_engine(
+                self.url,
+                pool_pre_ping=True,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_recycle=1800,
+                connect_args={"connect_timeout": connect_timeout_s, "application_name": "anpr_pipeline"},
+            )
+        else:
+            raise EventStoreError(
+                f"unsupported events database {self.url.drivername!r}: use sqlite or postgresql"
+            )
+        self._table = build_events_table(sa.MetaData(), partitioned=self.dialect == "postgresql")
+
+    # -- basics ----------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        return self._engine.dialect.name
+
+    def describe(self) -> str:
+        return _describe_url(self.url)
+
+    def dispose(self) -> None:
+        self._engine.dispose()
+
+    def _is_transient(self, exc: BaseException) -> bool:
+        if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+            return True
+        if self.dialect == "sqlite":
+            return isinstance(exc, sa.exc.OperationalError) and "locked" in str(exc).lower()
+        # psycopg: OperationalError covers refused/lost connections, admin shutdown,
+        # serialization failures; InterfaceError a connection closed under us.
+        return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+
+    def _run(self, what: str, fn: Callable[[], T], retries: int | None = None) -> T:
+        """Run `fn` (one whole transaction), retrying transient connection errors with backoff."""
+        attempts = 1 + (self.retries if retries is None else retries)
+        for attempt in range(1, attempts + 1):
+            try:
+                return fn()
+            except sa.exc.SQLAlchemyError as exc:
+                if not self._is_transient(exc):
+                    raise EventStoreError(f"{what} failed on {self.describe()}: {_first_line(exc)}") from exc
+                if attempt == attempts:
+                    raise EventStoreError(
+                        f"{what} failed on {self.describe()} after {attempts} attempt(s): the database is "
+                        f"unreachable or the connection was lost ({_first_line(exc)})"
+                    ) from exc
+                delay = min(self.retry_backoff_s * 2 ** (attempt - 1), 30.0)
+                log.warning(
+                    "%s: transient error on %s (%s); retry %d in %.1fs",
+                    what,
+                    self.describe(),
+                    _first_line(exc),
+                    attempt,
+                    delay,
+                )
+                # The pool may hold more dead connections; drop them rather than ping each.
+                self._engine.dispose()
+                time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    # -- schema ----------------------------------------------------------------------------
+
+    def init_schema(self) -> None:
+        """Create the table, indexes and (Postgres) partitions. Idempotent; safe concurrently."""
+
+        def create() -> None:
+            with self._engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    # Serialise concurrent initialisers (several run workers starting at once).
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('anpr_events_schema'))"))
+                self._table.metadata.create_all(conn, checkfirst=True)
+                schema_info.create(conn, checkfirst=True)
+                if self.dialect == "postgresql":
+                    conn.execute(
+                        sa.text("CREATE TABLE IF NOT EXISTS events_default PARTITION OF events DEFAULT")
+                    )
+                self._set_version(conn)
+
+        self._run("init schema", create)
+        self.ensure_month_partitions()
+
+    def _set_version(self, conn: Connection) -> None:
+        now = datetime.now(UTC)
+        updated = conn.execute(
+            schema_info.update()
+            .where(schema_info.c.component == "events")
+            .values(version=SCHEMA_VERSION, updated_at=now)
+        )
+        if updated.rowcount == 0:
+            conn.execute(
+                schema_info.insert().values(component="events", version=SCHEMA_VERSION, updated_at=now)
+            )
+
+    def schema_version(self) -> int | None:
+        insp = sa.inspect(self._engine)
+        if not insp.has_table("anpr_schema"):
+            return None
+        with self._engine.connect() as conn:
+            return conn.execute(
+                sa.select(schema_info.c.version).where(schema_info.c.component == "events")
+            ).scalar_one_or_none()
+
+    def ensure_month_partitions(self, months_ahead: int = 2, today: date | None = None) -> list[str]:
+        """Postgres: create monthly partitions for this month + `months_ahead`, and for every
+        month that has rows in DEFAULT (moving them out). Returns the partitions created.
+
+        Rows are moved within one transaction (copy to a temp table, delete from DEFAULT,
+        create the partition, re-insert), because Postgres refuses to create a partition
+        while DEFAULT holds rows of its range. SQLite: nothing to do.
+        """
+        if self.dialect != "postgresql":
+            return []
+        first = (today or datetime.now(UTC).date()).replace(day=1)
+
+        def ensure() -> list[str]:
+            created: list[str] = []
+            with self._engine.begin() as conn:
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('anpr_events_schema'))"))
+                existing = set(self.partitions(conn))
+                wanted = {_add_months(first, i) for i in range(months_ahead + 1)}
+                stray = conn.execute(
+                    sa.text(
+                        "SELECT DISTINCT date_trunc('month', captured_at AT TIME ZONE 'UTC')::date "
+                        "FROM events_default"
+                    )
+                ).scalars()
+                wanted |= set(stray)
+                for month in sorted(wanted):
+                    name = partition_name(month)
+                    if name not in existing:
+                        self._create_partition(conn, month)
+                        created.append(name)
+            return created
+
+        created = self._run("ensure month partitions", ensure)
+        if created:
+            log.info("created partitions %s on %s", created, self.describe())
+        return created
+
+    def _create_partition(self, conn: Connection, month: date) -> None:
+        lo = f"{month.isoformat()} 00:00:00+00"
+        hi = f"{_add_months(month, 1).isoformat()} 00:00:00+00"
+        rng = sa.text("captured_at >= CAST(:lo AS timestamptz) AND captured_at < CAST(:hi AS timestamptz)")
+        params = {"lo": lo, "hi": hi}
+        n = conn.execute(
+            sa.text(f"SELECT count(*) FROM events_default WHERE {rng.text}"), params
+        ).scalar_one()
+        if n:
+            conn.execute(
+                sa.text(
+                    f"CREATE TEMP TABLE _anpr_moving ON COMMIT DROP AS "
+                    f"SELECT * FROM events_default WHERE {rng.text}"
+                ),
+                params,
+            )
+            conn.execute(sa.text(f"DELETE FROM events_default WHERE {rng.text}"), params)
+        conn.execute(
+            sa.text(
+                f"CREATE TABLE {partition_name(month)} PARTITION OF events "
+                f"FOR VALUES FROM ('{lo}') TO ('{hi}')"
+            )
+        )
+        if n:
+            conn.execute(sa.text("INSERT INTO events SELECT * FROM _anpr_moving"))
+            conn.execute(sa.text("DROP TABLE _anpr_moving"))
+
+    def partitions(self, conn: Connection | None = None) -> list[str]:
+        """Names of the partitions of `events` (Postgres), sorted; [] on SQLite."""
+        if self.dialect != "postgresql":
+            return []
+        query = sa.text(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'events' ORDER BY 1"
+        )
+        if conn is not None:
+            return list(conn.execute(query).scalars())
+        with self._engine.connect() as c:
+            return list(c.execute(query).scalars())
+
+    def index_names(self) -> list[str]:
+        return sorted(ix["name"] for ix in sa.inspect(self._engine).get_indexes("events") if ix["name"])
+
+    # -- writes ----------------------------------------------------------------------------
+
+    def _prepare(self, video_key: str, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        now = datetime.now(UTC)
+        out = []
+        for i, row in enumerate(rows):
+            missing = REQUIRED_KEYS - row.keys()
+            if missing:
+                raise ValueError(f"event row {i} of {video_key!r} lacks {sorted(missing)}")
+            if row.get("video_key", video_key) != video_key:
+                raise ValueError(f"event row {i} has video_key {row['video_key']!r}, expected {video_key!r}")
+            r = {name: row.get(name) for name in EVENT_COLUMNS}
+            r["video_key"] = video_key
+            r["event_id"] = str(uuid.UUID(str(r["event_id"])))
+            r["char_confidences"] = [float(c) for c in r["char_confidences"]]
+            r["created_at"] = r["created_at"] or now
+            for ts in ("captured_at", "first_seen_at", "last_seen_at", "created_at"):
+                v = r[ts]
+                r[ts] = v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+            out.append(r)
+        return out
+
+    def replace_video_events(self, video_key: str, rows: Sequence[dict[str, Any]]) -> int:
+        """Replace every event of `video_key` with `rows` in one transaction; returns rows written.
+
+        Retried as a whole on transient connection errors: the transaction either committed
+        (then the retry would not run) or rolled back, so no row is lost or duplicated.
+        """
+        prepared = self._prepare(video_key, rows)
+
+        def write() -> int:
+            with self._engine.begin() as conn:
+                conn.execute(sa.delete(events).where(events.c.video_key == video_key))
+                if not prepared:
+                    return 0
+                if self.dialect == "postgresql":
+                    self._copy(conn, prepared)
+                else:
+                    conn.execute(sa.insert(events), prepared)
+            return len(prepared)
+
+        return self._run(f"replace events of video {video_key!r}", write)
+
+    def _copy(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        cols = ", ".join(EVENT_COLUMNS)
+        # The raw psycopg 3 connection of this same SQLAlchemy transaction.
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur, cur.copy(f"COPY events ({cols}) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row(
+                    tuple(json.dumps(r[c]) if c == "char_confidences" else r[c] for c in EVENT_COLUMNS)
+                )
+
+    def delete_video_events(self, video_key: str) -> int:
+        def delete() -> int:
+            with self._engine.begin() as conn:
+                return conn.execute(sa.delete(events).where(events.c.video_key == video_key)).rowcount
+
+        return self._run(f"delete events of video {video_key!r}", delete)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    def _select(self, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
+        def read() -> list[dict[str, Any]]:
+            with self._engine.connect() as conn:
+                return [_row_dict(r._mapping) for r in conn.execute(stmt)]
+
+        return self._run("read events", read, retries=min(self.retries, 2))
+
+    def events_for_video(self, video_key: str) -> list[dict[str, Any]]:
+        stmt = (
+            sa.select(events)
+            .where(events.c.video_key == video_key)
+            .order_by(events.c.captured_at, events.c.event_id)
+        )
+        return self._select(stmt)
+
+    def search(
+        self,
+        plate: str,
+        mode: str = "exact",
+        camera_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """Events for a plate, newest first. mode: exact | prefix | fuzzy (see `fuzzy_match`).
+
+        `since` is inclusive, `until` exclusive.
+        """
+        p = normalize_plate(plate)
+        if not p:
+            raise ValueError(f"plate {plate!r} has no letters or digits")
+        filters: list[sa.ColumnElement[bool]] = []
+        if camera_id is not None:
+            filters.append(events.c.camera_id == camera_id)
+        if since is not None:
+            filters.append(events.c.captured_at >= since)
+        if until is not None:
+            filters.append(events.c.captured_at < until)
+        plate_col = events.c.normalized_plate
+        if mode == "exact":
+            cond: sa.ColumnElement[bool] = plate_col == p
+        elif mode == "prefix":
+            # LIKE on Postgres (text_pattern_ops index); a range on SQLite (its LIKE is
+            # case-insensitive and skips the index). Normalised plates hold no wildcards.
+            cond = (
+                plate_col.like(p + "%")
+                if self.dialect == "postgresql"
+                else sa.and_(plate_col >= p, plate_col < p + "\x7f")
+            )
+        elif mode == "fuzzy":
+            matches = self._fuzzy_candidates(p, filters)
+            if not matches:
+                return []
+            cond = plate_col.in_(sorted(matches))
+        else:
+            raise ValueError(f"search mode {mode!r}: expected exact, prefix or fuzzy")
+        stmt = (
+            sa.select(events)
+            .where(cond, *filters)
+            .order_by(events.c.captured_at.desc(), events.c.event_id)
+            .limit(limit)
+        )
+        return self._select(stmt)
+
+    def _fuzzy_candidates(self, p: str, filters: list[sa.ColumnElement[bool]]) -> set[str]:
+        # Distinct plates of a compatible length (an index-only scan of the plate index),
+        # filtered exactly in Python: correct for every confusion, no extension needed.
+        length = sa.func.length(events.c.normalized_plate)
+        stmt = (
+            sa.select(events.c.normalized_plate)
+            .where(length.between(len(p) - 1, len(p) + 1), *filters)
+            .distinct()
+        )
+
+        def read() -> set[str]:
+            with self._engine.connect() as conn:
+                return {c for c in conn.execute(stmt).scalars() if fuzzy_match(p, c)}
+
+        return self._run("fuzzy search", read, retries=min(self.retries, 2))
+
+    def count(self, video_key: str | None = None) -> int:
+        stmt = sa.select(sa.func.count()).select_from(events)
+        if video_key is not None:
+            stmt = stmt.where(events.c.video_key == video_key)
+
+        def read() -> int:
+            with self._engine.connect() as conn:
+                return int(conn.execute(stmt).scalar_one())
+
+        return self._run("count events", read, retries=min(self.retries, 2))
+
+    def __repr__(self) -> str:
+        return f"EventStore({self.url.render_as_string(hide_password=True)!r})"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    # WAL: readers (sensors, UI) do not block the writer; busy_timeout waits out short locks.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return text[0] if text else type(orig).__name__
+
+
+def _row_dict(mapping: Any) -> dict[str, Any]:
+    d = dict(mapping)
+    d["event_id"] = str(uuid.UUID(str(d["event_id"])))
+    cc = d.get("char_confidences")
+    if isinstance(cc, str):
+        cc = json.loads(cc)
+    d["char_confidences"] = [float(c) for c in (cc or [])]
+    return d
+
+
+class EventStoreResource(ConfigurableResource):
+    """The events database as a Dagster resource; `get_store()` returns an EventStore.
+
+    Stores are cached per URL in the process so the connection pool is reused across
+    assets of one run.
+    """
+
+    database_url: str
+
+    def get_store(self) -> EventStore:
+        return get_event_store(self.database_url)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EventStoreResource:
+        return cls(database_url=settings.database_url)
+
+
+_STORES: dict[str, EventStore] = {}
+
+
+def get_event_store(url: str) -> EventStore:
+    """A process-wide EventStore per URL (one pool), schema initialised on first use."""
+    store = _STORES.get(url)
+    if store is None:
+        store = EventStore(url)
+        store.init_schema()
+        _STORES[url] = store
+    return store
