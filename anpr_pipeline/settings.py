@@ -60,6 +60,7 @@ class Settings:
     """Typed view of the ANPR_* environment. Build with :func:`load_settings`."""
 
     # --- storage -----------------------------------------------------------------------
+    data_dir: str = ".anpr_data"  # embedded default's home for bucket, SQLite DB, step outputs
     # "local" (a folder, the embedded default) or "s3" (an S3-compatible bucket).
     bucket_kind: str = "local"
     bucket_dir: str = ""  # local bucket root
@@ -94,14 +95,15 @@ class Settings:
     backlog_critical: int = 500
 
     @property
-    def data_dir(self) -> Path:
-        return _default_data_dir()
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
 
 
 def load_settings() -> Settings:
     """Read the environment now (not at import) so tests and jobs can change it."""
     data_dir = _default_data_dir()
     settings = Settings(
+        data_dir=str(data_dir),
         bucket_kind=_env_str("ANPR_BUCKET_KIND", "local").lower(),
         bucket_dir=_env_str("ANPR_BUCKET_DIR", str(data_dir / "bucket")),
         s3_bucket=_env_str("ANPR_S3_BUCKET", "anpr"),

@@ -1,0 +1,31 @@
+import pytest
+
+from anpr_pipeline.settings import SettingsError, load_settings
+
+
+def test_defaults_are_the_embedded_setup(monkeypatch, tmp_path):
+    monkeypatch.setenv("ANPR_DATA_DIR", str(tmp_path))
+    for name in ("ANPR_BUCKET_KIND", "ANPR_DATABASE_URL", "ANPR_BUCKET_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_settings()
+    assert settings.bucket_kind == "local"
+    assert settings.bucket_dir == str(tmp_path / "bucket")
+    assert settings.database_url == f"sqlite:///{tmp_path / 'events.db'}"
+
+
+@pytest.mark.parametrize(
+    "name, value, fragment",
+    [
+        ("ANPR_SAMPLE_FPS", "fast", "ANPR_SAMPLE_FPS='fast' is not a number"),
+        ("ANPR_SAMPLE_FPS", "0", "ANPR_SAMPLE_FPS"),
+        ("ANPR_BUCKET_KIND", "ftp", "ANPR_BUCKET_KIND"),
+        ("ANPR_DEVICE", "tpu", "ANPR_DEVICE"),
+        ("ANPR_KEEP_FRAMES", "maybe", "ANPR_KEEP_FRAMES"),
+        ("ANPR_RETENTION_VIDEOS_DAYS", "-1", "ANPR_RETENTION_VIDEOS_DAYS"),
+        ("ANPR_DATABASE_URL", "mysql://x/y", "ANPR_DATABASE_URL"),
+    ],
+)
+def test_bad_settings_name_the_variable(monkeypatch, name, value, fragment):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=fragment):
+        load_settings()

@@ -1,0 +1,56 @@
+from datetime import UTC, datetime
+
+import pytest
+
+from anpr_pipeline.uploads import (
+    UploadNameError,
+    apply_sidecar,
+    is_sidecar_key,
+    parse_partition_key,
+    parse_upload_key,
+    video_key_for,
+)
+
+
+def test_parse_upload_key_gives_camera_time_and_partition():
+    upload = parse_upload_key("uploads/cam-01/20261128T101500Z.mp4")
+    assert upload.camera_id == "cam-01"
+    assert upload.started_at == datetime(2026, 11, 28, 10, 15, tzinfo=UTC)
+    assert upload.partition_key == "cam-01/20261128T101500Z"
+    assert upload.sidecar_key == "uploads/cam-01/20261128T101500Z.json"
+    assert parse_partition_key(upload.partition_key) == ("cam-01", upload.started_at)
+
+
+@pytest.mark.parametrize(
+    "key, fragment",
+    [
+        ("uploads/cam-01/2026-11-28.mp4", "does not match"),
+        ("uploads/cam-01/20261128T101500Z.txt", "extension .txt"),
+        ("uploads/20261128T101500Z.mp4", "does not match"),
+        ("videos/cam-01/20261128T101500Z.mp4", "does not match"),
+        ("uploads/cam-01/20261399T101500Z.mp4", "not a valid UTC time"),
+        ("uploads/cam 01/20261128T101500Z.mp4", "does not match"),
+    ],
+)
+def test_bad_keys_say_what_is_wrong(key, fragment):
+    with pytest.raises(UploadNameError, match=fragment):
+        parse_upload_key(key)
+
+
+def test_sidecar_overrides_and_rejects_unknown_fields():
+    upload = parse_upload_key("uploads/cam-01/20261128T101500Z.mkv")
+    assert is_sidecar_key(upload.sidecar_key)
+    changed = apply_sidecar(upload, b'{"camera_id": "gate-7", "started_at": "2026-11-28T10:15:02Z", "fps": 12.5, "region": "EU"}')
+    assert changed.camera_id == "gate-7"
+    assert changed.started_at == datetime(2026, 11, 28, 10, 15, 2, tzinfo=UTC)
+    assert changed.fps_hint == 12.5 and changed.region == "eu"
+    assert changed.partition_key == "cam-01/20261128T101500Z"  # stable whatever the sidecar says
+    with pytest.raises(UploadNameError, match="unknown fields"):
+        apply_sidecar(upload, b'{"camera": "x"}')
+    with pytest.raises(UploadNameError, match="not valid JSON"):
+        apply_sidecar(upload, b"{nope")
+
+
+def test_video_key_round_trips():
+    started = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert parse_upload_key(video_key_for("cam-9", started)).started_at == started
