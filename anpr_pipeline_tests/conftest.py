@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pytest
 
+# Server fixtures (postgres_url, fresh_postgres_url, pg_cluster, s3_server, s3_store, s3_env, moto_s3).
+from anpr_pipeline_tests.servers import *  # noqa: F403
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(REPO_ROOT.parent / "shared" / "data")
 
