@@ -1,0 +1,309 @@
+"""Group per-frame plate reads into one track per vehicle pass, and vote the plate text.
+
+A read joins a track when its box overlaps the track's box (or where the track's last
+velocity predicts it) *and* its text is similar enough; a strong text match also joins a
+nearby box that no longer overlaps (fast vehicles at a low sampling rate). Tracks idle for
+``max_gap_s`` close. Afterwards, tracks with the same (or nearly the same) voted plate that
+are close in time are merged: a vehicle hidden for a moment behind a bus is one event.
+
+Text comparisons use :func:`plates.confusion_key`, so reads differing only by O/0, I/1,
+B/8, S/5, Z/2, G/6 count as the same plate.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from anpr_pipeline.vision import plates
+from anpr_pipeline.vision.types import Box, PlateRead
+
+
+@dataclass
+class FrameRead:
+    """One plate read in one frame."""
+
+    frame_index: int
+    pts_s: float
+    box: Box
+    read: PlateRead
+    detection_score: float
+    crop_key: str | None = None
+
+    @property
+    def quality(self) -> float:
+        """Read confidence x detection score: how good a picture of the plate this is."""
+        return self.read.confidence * self.detection_score
+
+
+@dataclass
+class Track:
+    """The reads of one vehicle pass. Text properties are voted over all reads."""
+
+    track_id: int
+    reads: list[FrameRead] = field(default_factory=list)
+
+    @property
+    def best(self) -> FrameRead:
+        """Read with the best confidence x detection score (tie: the larger box)."""
+        return max(self.reads, key=lambda r: (r.quality, r.box.area))
+
+    @property
+    def text(self) -> str:
+        return vote(self.reads)[0]
+
+    @property
+    def char_confidences(self) -> tuple[float, ...]:
+        return vote(self.reads)[1]
+
+    @property
+    def confidence(self) -> float:
+        return vote(self.reads)[2]
+
+    @property
+    def region(self) -> str | None:
+        return vote(self.reads)[3]
+
+    @property
+    def first_pts_s(self) -> float:
+        return min(r.pts_s for r in self.reads)
+
+    @property
+    def last_pts_s(self) -> float:
+        return max(r.pts_s for r in self.reads)
+
+    @property
+    def frames_seen(self) -> int:
+        return len({r.frame_index for r in self.reads})
+
+
+def _char_conf(read: PlateRead, i: int) -> float:
+    if i < len(read.char_confidences):
+        return float(read.char_confidences[i])
+    return float(read.confidence)
+
+
+def vote(reads: Sequence[FrameRead]) -> tuple[str, tuple[float, ...], float, str | None]:
+    """Vote the plate text of a track: (text, char_confidences, confidence, region).
+
+    1. Length: the length with the largest total read confidence (ties: more reads, then
+       longer).
+    2. Each position: the character with the largest sum of (char confidence x read
+       confidence) over the reads of that length.
+    3. Per-character confidence = that character's weighted share at the position x the
+       noisy-OR of the agreeing reads' char confidences - one read keeps its own confidence,
+       agreeing reads raise it, disagreeing reads lower it.
+    4. Confidence = mean char confidence x the voted length's weighted share.
+    5. Region = plates.match_region(text), hinted by the reads' most common region.
+    Reads with empty text do not vote; no text at all gives ("", (), 0.0, None).
+    """
+    voting = [r for r in reads if r.read.normalized]
+    if not voting:
+        return "", (), 0.0, None
+    by_length: dict[int, list[FrameRead]] = defaultdict(list)
+    for r in voting:
+        by_length[len(r.read.normalized)].append(r)
+
+    def length_weight(n: int) -> float:
+        return sum(max(r.read.confidence, 1e-6) for r in by_length[n])
+
+    length = max(by_length, key=lambda n: (length_weight(n), len(by_length[n]), n))
+    length_share = length_weight(length) / sum(length_weight(n) for n in by_length)
+    chosen = by_length[length]
+
+    chars: list[str] = []
+    confs: list[float] = []
+    for i in range(length):
+        votes: dict[str, float] = defaultdict(float)
+        for r in chosen:
+            votes[r.read.normalized[i]] += max(_char_conf(r.read, i) * r.read.confidence, 1e-9)
+        char = max(votes, key=lambda c: (votes[c], c))
+        share = votes[char] / sum(votes.values())
+        miss = 1.0
+        for r in chosen:
+            if r.read.normalized[i] == char:
+                miss *= 1.0 - min(max(_char_conf(r.read, i), 0.0), 1.0)
+        chars.append(char)
+        confs.append(share * (1.0 - miss))
+    text = "".join(chars)
+    confidence = length_share * sum(confs) / len(confs)
+    regions = [r.read.region for r in chosen if r.read.region]
+    hint = max(set(regions), key=regions.count) if regions else None
+    return text, tuple(confs), confidence, plates.match_region(text, hint=hint)
+
+
+# --- association -------------------------------------------------------------------------
+
+
+def _center(box: Box) -> tuple[float, float]:
+    return box.x + box.w / 2.0, box.y + box.h / 2.0
+
+
+@dataclass
+class _Active:
+    """Association state of an open track."""
+
+    track: Track
+    last: FrameRead
+    velocity: tuple[float, float] = (0.0, 0.0)  # px/s of the box centre
+    texts: list[str] = field(default_factory=list)  # recent confusion keys
+
+    def predicted(self, pts_s: float) -> Box:
+        dt = pts_s - self.last.pts_s
+        b = self.last.box
+        return Box(round(b.x + self.velocity[0] * dt), round(b.y + self.velocity[1] * dt), b.w, b.h)
+
+    def add(self, r: FrameRead) -> None:
+        dt = r.pts_s - self.last.pts_s
+        if dt > 0:
+            (x0, y0), (x1, y1) = _center(self.last.box), _center(r.box)
+            self.velocity = ((x1 - x0) / dt, (y1 - y0) / dt)
+        self.last = r
+        self.track.reads.append(r)
+        if r.read.normalized:
+            self.texts = [*self.texts[-2:], plates.confusion_key(r.read.normalized)]
+
+
+def _text_similarity(active: _Active, r: FrameRead) -> float | None:
+    """Best similarity of the read to the track's recent texts; None if either has none."""
+    if not r.read.normalized or not active.texts:
+        return None
+    key = plates.confusion_key(r.read.normalized)
+    return max(plates.similarity(key, t) for t in active.texts)
+
+
+def _pair_score(
+    active: _Active,
+    r: FrameRead,
+    iou_threshold: float,
+    min_similarity: float,
+    text_match_similarity: float,
+    text_match_distance: float,
+) -> float | None:
+    """Association score (higher is better), or None when the read cannot join."""
+    predicted = active.predicted(r.pts_s)
+    overlap = max(active.last.box.iou(r.box), predicted.iou(r.box))
+    sim = _text_similarity(active, r)
+    if overlap >= iou_threshold:
+        if sim is not None and sim < min_similarity:
+            return None  # same place, different plate (two cars queueing)
+        return overlap + (sim if sim is not None else min_similarity)
+    # No overlap: a near-identical plate close to where the track should be.
+    if sim is None or sim < text_match_similarity:
+        return None
+    (px, py), (rx, ry) = _center(predicted), _center(r.box)
+    size = max(predicted.w, predicted.h, r.box.w, r.box.h, 1)
+    if ((px - rx) ** 2 + (py - ry) ** 2) ** 0.5 > text_match_distance * size:
+        return None
+    return sim
+
+
+def _associate(
+    reads: Iterable[FrameRead],
+    iou_threshold: float,
+    max_gap_s: float,
+    min_similarity: float,
+    text_match_similarity: float,
+    text_match_distance: float,
+) -> list[Track]:
+    by_frame: dict[tuple[float, int], list[FrameRead]] = defaultdict(list)
+    for r in reads:
+        by_frame[(r.pts_s, r.frame_index)].append(r)
+    tracks: list[Track] = []
+    active: list[_Active] = []
+    for (pts_s, _), frame_reads in sorted(by_frame.items(), key=lambda kv: kv[0]):
+        active = [a for a in active if pts_s - a.last.pts_s <= max_gap_s]
+        pairs = []
+        for ai, a in enumerate(active):
+            for ri, r in enumerate(frame_reads):
+                score = _pair_score(
+                    a, r, iou_threshold, min_similarity, text_match_similarity, text_match_distance
+                )
+                if score is not None:
+                    pairs.append((score, ai, ri))
+        used_tracks: set[int] = set()
+        used_reads: set[int] = set()
+        for _, ai, ri in sorted(pairs, key=lambda p: (-p[0], p[1], p[2])):  # greedy, best first
+            if ai not in used_tracks and ri not in used_reads:
+                active[ai].add(frame_reads[ri])
+                used_tracks.add(ai)
+                used_reads.add(ri)
+        for ri, r in enumerate(frame_reads):
+            if ri not in used_reads:
+                track = Track(track_id=len(tracks))
+                tracks.append(track)
+                new = _Active(track=track, last=r)
+                new.track.reads.append(r)
+                if r.read.normalized:
+                    new.texts = [plates.confusion_key(r.read.normalized)]
+                active.append(new)
+    return tracks
+
+
+def _merge_similar(tracks: list[Track], merge_gap_s: float, merge_similarity: float) -> list[Track]:
+    """Merge tracks of the same plate close in time (occlusion, a missed detection run).
+
+    Identical voted plates (up to look-alikes) within ``merge_gap_s`` merge even when they
+    overlap in time (a duplicate detection of one plate); similar plates merge only when
+    one ends before the other starts.
+    """
+    merged = sorted(tracks, key=lambda t: t.first_pts_s)
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(merged)):
+            a = merged[i]
+            key_a = plates.confusion_key(a.text)
+            for j in range(i + 1, len(merged)):
+                b = merged[j]
+                if b.first_pts_s - a.last_pts_s > merge_gap_s:
+                    continue
+                key_b = plates.confusion_key(b.text)
+                if not key_a or not key_b:
+                    continue
+                sim = plates.similarity(key_a, key_b)
+                disjoint = b.first_pts_s > a.last_pts_s or a.first_pts_s > b.last_pts_s
+                if sim == 1.0 or (sim >= merge_similarity and disjoint):
+                    a.reads.extend(b.reads)
+                    a.reads.sort(key=lambda r: (r.pts_s, r.frame_index))
+                    del merged[j]
+                    changed = True
+                    break
+            if changed:
+                break
+    return merged
+
+
+def track_reads(
+    reads: Iterable[FrameRead],
+    iou_threshold: float = 0.2,
+    max_gap_s: float = 1.5,
+    min_similarity: float = 0.5,
+    min_frames: int = 1,
+    *,
+    text_match_similarity: float = 0.8,
+    text_match_distance: float = 3.0,
+    merge_gap_s: float = 5.0,
+    merge_similarity: float = 0.75,
+) -> list[Track]:
+    """One Track per vehicle pass, ordered by first appearance, ids 0, 1, 2, ...
+
+    iou_threshold: box overlap (with the last box or the motion-predicted one) to join.
+    max_gap_s: a track with no read for this long is closed.
+    min_similarity: an overlapping read whose text is less similar starts its own track.
+    text_match_similarity / text_match_distance: a read this similar (look-alike
+    insensitive) joins without overlap if within this many box sizes of the prediction.
+    merge_gap_s / merge_similarity: post-merge of same-plate tracks (see _merge_similar).
+    min_frames: tracks seen in fewer frames are dropped. Tracks with no text are dropped.
+    Ids depend only on the input, so re-runs produce the same ids.
+    """
+    tracks = _associate(reads, iou_threshold, max_gap_s, min_similarity, text_match_similarity, text_match_distance)
+    for t in tracks:
+        t.reads.sort(key=lambda r: (r.pts_s, r.frame_index))
+    tracks = _merge_similar(tracks, merge_gap_s, merge_similarity)
+    kept = [t for t in tracks if t.frames_seen >= min_frames and t.text]
+    kept.sort(key=lambda t: (t.first_pts_s, t.reads[0].frame_index, t.reads[0].box.x, t.reads[0].box.y))
+    for i, t in enumerate(kept):
+        t.track_id = i
+    return kept
