@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -178,7 +179,77 @@ class ClassicalDetector:
         return [self.detect_one(img) for img in images]
 
 
-DETECTORS = ("classical",)
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
+PLATENET_WEIGHTS = "plate_net_v1.pt"
+
+
+class NetDetector:
+    """PlateNet (vision/plate_net.py): a tiny segmentation net, boxes from its plate map.
+
+    Frames are letterboxed to ``max_side`` (reduced input keeps video real-time on a CPU);
+    boxes are mapped back to the caller's full-resolution coordinates.
+    """
+
+    def __init__(
+        self,
+        weights: str | Path | None = None,
+        device: str = "cpu",
+        batch_size: int = 8,
+        max_side: int = 640,
+        threshold: float = 0.5,
+        min_score: float = 0.6,
+        model=None,
+    ) -> None:
+        import torch
+
+        from anpr_pipeline.vision.plate_net import PlateNet
+
+        path = Path(weights) if weights else WEIGHTS_DIR / PLATENET_WEIGHTS
+        if model is None:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            model = PlateNet()
+            model.load_state_dict(ckpt["state_dict"])
+        self.model = model.eval().to(device)
+        self.device, self.batch_size = device, batch_size
+        self.max_side, self.threshold, self.min_score = max_side, threshold, min_score
+        self.version = f"platenet-{path.stem}@{max_side}"
+
+    def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
+        import torch
+
+        from anpr_pipeline.vision.plate_net import boxes_from_map, letterbox, to_tensor
+
+        out: list[list[Detection]] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            boxed = [letterbox(img, self.max_side) for img in chunk]
+            # Letterboxed sizes differ between images of different shapes: group equal ones.
+            probs: list[np.ndarray | None] = [None] * len(chunk)
+            by_shape: dict[tuple[int, int], list[int]] = {}
+            for i, (arr, _) in enumerate(boxed):
+                by_shape.setdefault(arr.shape[:2], []).append(i)
+            with torch.inference_mode():
+                for idx in by_shape.values():
+                    x = to_tensor([boxed[i][0] for i in idx]).to(self.device)
+                    p = torch.sigmoid(self.model(x))[:, 0].float().cpu().numpy()
+                    for k, i in enumerate(idx):
+                        probs[i] = p[k]
+            for img, (_, scale), prob in zip(chunk, boxed, probs, strict=True):
+                h, w = img.shape[:2]
+                dets = [
+                    Detection(
+                        Box(round(x / scale), round(y / scale), round(bw / scale), round(bh / scale)).clip(
+                            w, h
+                        ),
+                        round(score, 4),
+                    )
+                    for x, y, bw, bh, score in boxes_from_map(prob, self.threshold, self.min_score)
+                ]
+                out.append(sorted((d for d in dets if d.box.area > 0), key=lambda d: -d.score))
+        return out
+
+
+DETECTORS = ("classical", "platenet")
 DEFAULT_DETECTOR = "classical"
 
 
@@ -191,4 +262,8 @@ def build_detector(name: str = "default", device: str = "auto", batch_size: int 
     key = DEFAULT_DETECTOR if name == "default" else name
     if key == "classical":
         return ClassicalDetector()
+    if key == "platenet":
+        from anpr_pipeline.vision.device import resolve_device
+
+        return NetDetector(device=resolve_device(device), batch_size=batch_size)
     raise ValueError(f"unknown detector {name!r}; choose one of {('default', *DETECTORS)}")
