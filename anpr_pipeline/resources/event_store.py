@@ -240,11 +240,14 @@ class EventStore:
     def _is_transient(self, exc: BaseException) -> bool:
         if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
             return True
+        dbapi = self._engine.dialect.dbapi
+        operational = (sa.exc.OperationalError, dbapi.OperationalError)
         if self.dialect == "sqlite":
-            return isinstance(exc, sa.exc.OperationalError) and "locked" in str(exc).lower()
+            return isinstance(exc, operational) and "locked" in str(exc).lower()
         # psycopg: OperationalError covers refused/lost connections, admin shutdown,
-        # serialization failures; InterfaceError a connection closed under us.
-        return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+        # serialization failures; InterfaceError a connection closed under us. The COPY
+        # path talks to psycopg directly, so its errors arrive unwrapped.
+        return isinstance(exc, (*operational, sa.exc.InterfaceError, dbapi.InterfaceError))
 
     def _run(self, what: str, fn: Callable[[], T], retries: int | None = None) -> T:
         """Run `fn` (one whole transaction), retrying transient connection errors with backoff."""
@@ -252,7 +255,7 @@ class EventStore:
         for attempt in range(1, attempts + 1):
             try:
                 return fn()
-            except sa.exc.SQLAlchemyError as exc:
+            except (sa.exc.SQLAlchemyError, self._engine.dialect.dbapi.Error) as exc:
                 if not self._is_transient(exc):
                     raise EventStoreError(f"{what} failed on {self.describe()}: {_first_line(exc)}") from exc
                 if attempt == attempts:
