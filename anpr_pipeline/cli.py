@@ -14,6 +14,7 @@ import sys
 # and returns an exit code.
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("anpr_pipeline.demo:main", "generate synthetic videos and run the pipeline on them"),
+    "db": ("anpr_pipeline.db_cli:main", "events database: init | upgrade | info"),
     "eval": ("anpr_pipeline.evaluation:main", "detection + reading accuracy on a labelled photo folder"),
     "eval-crops": ("anpr_pipeline.evaluation:main_crops", "reading accuracy on labelled plate crops"),
 }

@@ -311,13 +311,17 @@ class EventStore:
             )
 
     def schema_version(self) -> int | None:
-        insp = sa.inspect(self._engine)
-        if not insp.has_table("anpr_schema"):
-            return None
-        with self._engine.connect() as conn:
-            return conn.execute(
-                sa.select(schema_info.c.version).where(schema_info.c.component == "events")
-            ).scalar_one_or_none()
+        """The schema version recorded by init_schema, None before it ran."""
+
+        def read() -> int | None:
+            with self._engine.connect() as conn:
+                if not sa.inspect(conn).has_table("anpr_schema"):
+                    return None
+                return conn.execute(
+                    sa.select(schema_info.c.version).where(schema_info.c.component == "events")
+                ).scalar_one_or_none()
+
+        return self._run("read schema version", read, retries=min(self.retries, 1))
 
     def ensure_month_partitions(self, months_ahead: int = 2, today: date | None = None) -> list[str]:
         """Postgres: create monthly partitions for this month + `months_ahead`, and for every
@@ -393,11 +397,19 @@ class EventStore:
         )
         if conn is not None:
             return list(conn.execute(query).scalars())
-        with self._engine.connect() as c:
-            return list(c.execute(query).scalars())
+
+        def read() -> list[str]:
+            with self._engine.connect() as c:
+                return list(c.execute(query).scalars())
+
+        return self._run("list partitions", read, retries=min(self.retries, 1))
 
     def index_names(self) -> list[str]:
-        return sorted(ix["name"] for ix in sa.inspect(self._engine).get_indexes("events") if ix["name"])
+        def read() -> list[str]:
+            with self._engine.connect() as conn:
+                return sorted(ix["name"] for ix in sa.inspect(conn).get_indexes("events") if ix["name"])
+
+        return self._run("list indexes", read, retries=min(self.retries, 1))
 
     # -- writes ----------------------------------------------------------------------------
 
