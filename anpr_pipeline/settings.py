@@ -78,6 +78,8 @@ class Settings:
     reader_batch_size: int = 32
     models_dir: str = ""  # EasyOCR model storage; empty = the offline PyPI package
     keep_frames: bool = False  # keep sampled frames as JPEG for audit
+    # multiprocess (default) | in_process | k8s (one pod per step: GPU steps on the GPU pool)
+    executor: str = "multiprocess"
     min_read_confidence: float = 0.3
     low_confidence_share_max: float = 0.5
     # --- operations ----------------------------------------------------------------------
@@ -90,6 +92,7 @@ class Settings:
     s3_archive_storage_class: str = "GLACIER_IR"
     backups_keep: int = 7
     alert_webhook_url: str = ""
+    watchlist: str = ""  # YAML or CSV file of watched plates (exact or pattern); empty = none
     gdpr_salt: str = field(default="", repr=False)
     backlog_warn: int = 100
     backlog_critical: int = 500
@@ -119,6 +122,7 @@ def load_settings() -> Settings:
         reader_batch_size=_env_int("ANPR_READER_BATCH_SIZE", 32),
         models_dir=_env_str("ANPR_MODELS_DIR", ""),
         keep_frames=_env_bool("ANPR_KEEP_FRAMES", False),
+        executor=_env_str("ANPR_EXECUTOR", "multiprocess").lower(),
         min_read_confidence=_env_float("ANPR_MIN_READ_CONFIDENCE", 0.3),
         low_confidence_share_max=_env_float("ANPR_LOW_CONFIDENCE_SHARE_MAX", 0.5),
         retention_videos_days=_env_int("ANPR_RETENTION_VIDEOS_DAYS", 30),
@@ -130,6 +134,7 @@ def load_settings() -> Settings:
         s3_archive_storage_class=_env_str("ANPR_S3_ARCHIVE_STORAGE_CLASS", "GLACIER_IR"),
         backups_keep=_env_int("ANPR_BACKUPS_KEEP", 7),
         alert_webhook_url=_env_str("ANPR_ALERT_WEBHOOK_URL", ""),
+        watchlist=_env_str("ANPR_WATCHLIST", ""),
         gdpr_salt=_env_str("ANPR_GDPR_SALT", ""),
         backlog_warn=_env_int("ANPR_BACKLOG_WARN", 100),
         backlog_critical=_env_int("ANPR_BACKLOG_CRITICAL", 500),
@@ -144,6 +149,8 @@ def validate(settings: Settings) -> None:
         raise SettingsError(f"ANPR_BUCKET_KIND={settings.bucket_kind!r}: expected 'local' or 's3'")
     if settings.device not in {"auto", "cpu", "cuda"}:
         raise SettingsError(f"ANPR_DEVICE={settings.device!r}: expected auto, cpu or cuda")
+    if settings.executor not in {"multiprocess", "in_process", "k8s"}:
+        raise SettingsError(f"ANPR_EXECUTOR={settings.executor!r}: expected multiprocess, in_process or k8s")
     if not 0 < settings.sample_fps <= 120:
         raise SettingsError(f"ANPR_SAMPLE_FPS={settings.sample_fps}: expected 0 < fps <= 120")
     for f in fields(settings):

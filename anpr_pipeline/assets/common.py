@@ -1,0 +1,60 @@
+"""Glue shared by the per-video assets: finding the upload, getting a local copy, Failure."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from dagster import Failure, MetadataValue
+
+from anpr_pipeline.resources.object_store import LocalObjectStore, ObjectStore
+from anpr_pipeline.uploads import (
+    UPLOADS_PREFIX,
+    VIDEO_EXTENSIONS,
+    Upload,
+    UploadNameError,
+    apply_sidecar,
+    parse_partition_key,
+    parse_upload_key,
+)
+
+
+def find_upload(store: ObjectStore, partition_key: str) -> Upload:
+    """The upload behind a partition, with its sidecar applied; Failure if it is gone."""
+    camera_id, started_at = parse_partition_key(partition_key)
+    stem = f"{UPLOADS_PREFIX}{partition_key}."
+    candidates = [info.key for info in store.list(stem) if info.key.rsplit(".", 1)[-1].lower() in VIDEO_EXTENSIONS]
+    if not candidates:
+        raise Failure(
+            description=f"No upload found for partition {partition_key!r} (looked for {stem}<{'|'.join(VIDEO_EXTENSIONS)}>);"
+            " it may have been deleted by retention or never uploaded.",
+            allow_retries=False,
+        )
+    upload = parse_upload_key(sorted(candidates)[0])
+    if store.exists(upload.sidecar_key):
+        try:
+            upload = apply_sidecar(upload, store.get_bytes(upload.sidecar_key))
+        except UploadNameError as exc:
+            raise Failure(description=f"Bad sidecar for {upload.key}: {exc}", allow_retries=False) from exc
+    return upload
+
+
+@contextlib.contextmanager
+def local_copy(store: ObjectStore, key: str) -> Iterator[Path]:
+    """A local file for ``key``: the file itself on a local bucket, a temporary download on S3."""
+    if isinstance(store, LocalObjectStore):
+        yield Path(store.root) / key
+        return
+    with tempfile.TemporaryDirectory(prefix="anpr-video-") as tmp:
+        yield store.download(key, Path(tmp) / Path(key).name)
+
+
+def decode_failure(exc: Exception, key: str) -> Failure:
+    """A clear, non-retried failure for a video that cannot be decoded: retrying will not help."""
+    return Failure(
+        description=f"Cannot decode {key}: {getattr(exc, 'reason', exc)}",
+        metadata={"video_key": key, "error": MetadataValue.text(str(exc))},
+        allow_retries=False,
+    )

@@ -1,0 +1,144 @@
+"""``plate_events``: per-frame reads -> one event per vehicle pass, in the events DB and Parquet.
+
+Writes are idempotent: event ids are uuid5(video key, track id), the DB write replaces the
+video's rows in one transaction, and the video's Parquet files are replaced whole.
+"""
+
+
+import uuid
+from datetime import datetime, timedelta
+
+import pandas as pd
+from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
+
+from anpr_pipeline.checks import EVENTS_CONSISTENT, check_events
+from anpr_pipeline.partitions import videos_partitions
+from anpr_pipeline.resources.event_store import EventStoreResource
+from anpr_pipeline.resources.models import ModelsResource
+from anpr_pipeline.resources.object_store import ObjectStoreResource
+from anpr_pipeline.resources.parquet_dataset import write_video_events
+from anpr_pipeline.resources.pipeline_config import PipelineConfig
+from anpr_pipeline.vision.tracker import FrameRead, Track, track_reads
+from anpr_pipeline.vision.types import Box, PlateRead
+
+# Fixed namespace: event ids must be the same on every re-run and every machine.
+EVENT_NAMESPACE = uuid.UUID("6f1c2f8e-54a4-4a8e-9a57-3b1d2c0e7a11")
+
+
+def frame_reads(reads: pd.DataFrame) -> list[FrameRead]:
+    return [
+        FrameRead(
+            frame_index=int(row.sample_index),
+            pts_s=float(row.pts_s),
+            box=Box(int(row.x), int(row.y), int(row.w), int(row.h)),
+            read=PlateRead(
+                text=str(row.plate_text),
+                normalized=str(row.normalized_plate),
+                confidence=float(row.read_confidence),
+                char_confidences=tuple(float(c) for c in row.char_confidences),
+                region=None if pd.isna(row.region) else str(row.region),
+            ),
+            detection_score=float(row.score),
+            crop_key=str(row.crop_key),
+        )
+        for row in reads.itertuples(index=False)
+    ]
+
+
+def event_row(track: Track, video: dict, detector_version: str, reader_version: str) -> dict:
+    started_at = datetime.fromisoformat(video["started_at"])
+    best = track.best
+    return {
+        "event_id": str(uuid.uuid5(EVENT_NAMESPACE, f"{video['video_key']}#{track.track_id}")),
+        "camera_id": video["camera_id"],
+        "captured_at": started_at + timedelta(seconds=best.pts_s),
+        "first_seen_at": started_at + timedelta(seconds=track.first_pts_s),
+        "last_seen_at": started_at + timedelta(seconds=track.last_pts_s),
+        "plate_text": track.text,
+        "normalized_plate": track.text,
+        "region": track.region or video.get("region"),
+        "confidence": float(track.confidence),
+        "char_confidences": [float(c) for c in track.char_confidences],
+        "bbox_x": best.box.x,
+        "bbox_y": best.box.y,
+        "bbox_w": best.box.w,
+        "bbox_h": best.box.h,
+        "frame_index": best.frame_index,
+        "frames_seen": track.frames_seen,
+        "video_key": video["video_key"],
+        "crop_key": best.crop_key,
+        "detector_version": detector_version,
+        "reader_version": reader_version,
+    }
+
+
+def keep_track(track: Track, pipeline: PipelineConfig) -> bool:
+    """Drop what cannot be a plate: too short to be any format, or read too unsure to act on."""
+    return len(track.text) >= pipeline.min_plate_chars and track.confidence >= pipeline.min_read_confidence
+
+
+def video_span(video: dict) -> tuple[datetime, datetime]:
+    start = datetime.fromisoformat(video["started_at"])
+    # One frame of slack: the last sampled frame's pts can equal the declared duration.
+    return start, start + timedelta(seconds=float(video["duration_s"]) + 1.0 / max(float(video["fps"] or 1), 1.0))
+
+
+def events_markdown(rows: list[dict], limit: int = 25) -> str:
+    if not rows:
+        return "_no plate events in this video_"
+    lines = ["| captured_at (UTC) | plate | region | confidence | frames | crop |", "|---|---|---|---|---|---|"]
+    for row in rows[:limit]:
+        lines.append(
+            f"| {row['captured_at']:%Y-%m-%d %H:%M:%S} | **{row['normalized_plate']}** | {row['region'] or ''} "
+            f"| {row['confidence']:.2f} | {row['frames_seen']} | `{row['crop_key']}` |"
+        )
+    if len(rows) > limit:
+        lines.append(f"\n… and {len(rows) - limit} more")
+    return "\n".join(lines)
+
+
+@asset(
+    ins={"video": AssetIn(), "plate_reads": AssetIn()},
+    partitions_def=videos_partitions,
+    group_name="events",
+    kinds={"postgres", "parquet"},
+    owners=["team:traffic-ops"],
+    check_specs=[EVENTS_CONSISTENT],
+    description="One event per vehicle pass (tracking + multi-frame text vote), written to the events "
+    "database (replacing this video's rows) and to the hive-partitioned Parquet dataset.",
+)
+def plate_events(
+    context: AssetExecutionContext,
+    video: dict,
+    plate_reads: pd.DataFrame,
+    bucket: ObjectStoreResource,
+    events_db: EventStoreResource,
+    models: ModelsResource,
+    pipeline: PipelineConfig,
+):
+    detector_version = models.get_detector().version
+    reader_version = models.get_reader().version
+    tracks = track_reads(frame_reads(plate_reads)) if len(plate_reads) else []
+    kept = [t for t in tracks if keep_track(t, pipeline)]
+    rows = sorted(
+        (event_row(t, video, detector_version, reader_version) for t in kept), key=lambda r: r["captured_at"]
+    )
+    store = events_db.get_store()
+    written = store.replace_video_events(video["video_key"], rows)
+    span = video_span(video)
+    parquet_keys = write_video_events(bucket.get_store(), video["camera_id"], video["timestamp"], rows, span)
+    stored = store.events_for_video(video["video_key"])
+    df = pd.DataFrame(rows)
+    yield Output(
+        df,
+        metadata={
+            "events": len(rows),
+            "tracks": len(tracks),
+            "dropped_tracks": len(tracks) - len(kept),
+            "rows_written": written,
+            "plates": ", ".join(r["normalized_plate"] for r in rows[:20]),
+            "parquet_files": MetadataValue.json(parquet_keys),
+            "events_table": MetadataValue.md(events_markdown(rows)),
+        },
+    )
+    yield check_events(stored, span)

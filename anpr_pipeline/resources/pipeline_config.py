@@ -1,0 +1,30 @@
+"""Processing knobs shared by the per-video assets, as one resource built from settings."""
+
+from __future__ import annotations
+
+from dagster import ConfigurableResource
+
+from anpr_pipeline.settings import Settings
+
+
+class PipelineConfig(ConfigurableResource):
+    """Sampling, crop and event rules. Change them with ANPR_* env vars (or per run in the launchpad)."""
+
+    sample_fps: float = 5.0
+    keep_frames: bool = False
+    crop_padding: float = 0.08
+    min_read_confidence: float = 0.3
+    low_confidence_share_max: float = 0.5
+    min_plate_chars: int = 4
+    # Consecutive sampled frames that differ less than this (mean abs. grey level, 0..255)
+    # are skipped before detection: a static street costs decode time only.
+    static_frame_threshold: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PipelineConfig:
+        return cls(
+            sample_fps=settings.sample_fps,
+            keep_frames=settings.keep_frames,
+            min_read_confidence=settings.min_read_confidence,
+            low_confidence_share_max=settings.low_confidence_share_max,
+        )
