@@ -1,0 +1,95 @@
+"""Fixtures for the operations tests: both backends (local + SQLite, S3 + Postgres) and a
+small factory for event rows, crops and Parquet files that follow the name contract."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pytest
+
+from anpr_pipeline.resources.event_store import EventStore
+from anpr_pipeline.resources.object_store import ObjectStore
+from anpr_pipeline.resources.parquet_dataset import write_video_events
+from anpr_pipeline.uploads import TIMESTAMP_FORMAT
+
+
+@dataclass
+class Backend:
+    name: str
+    store: ObjectStore
+    events: EventStore
+    database_url: str
+    bucket_kwargs: dict  # ObjectStoreResource fields for this bucket
+
+
+@pytest.fixture
+def local_backend(tmp_path) -> Iterator[Backend]:
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    events = EventStore(url)
+    events.init_schema()
+    from anpr_pipeline.resources.object_store import LocalObjectStore
+
+    yield Backend("local+sqlite", LocalObjectStore(tmp_path / "bucket"), events, url,
+                  {"kind": "local", "bucket_dir": str(tmp_path / "bucket")})
+    events.dispose()
+
+
+@pytest.fixture
+def s3_backend(s3_server, fresh_postgres_url, monkeypatch) -> Iterator[Backend]:
+    bucket = s3_server.new_bucket()
+    for key, value in s3_server.env(bucket).items():
+        monkeypatch.setenv(key, value)
+    events = EventStore(fresh_postgres_url)
+    events.init_schema()
+    yield Backend("s3+postgres", s3_server.store(bucket), events, fresh_postgres_url,
+                  {"kind": "s3", "s3_bucket": bucket, "s3_endpoint_url": s3_server.endpoint_url,
+                   "s3_region": s3_server.region})
+    events.dispose()
+
+
+@pytest.fixture(params=["local+sqlite", "s3+postgres"])
+def backend(request) -> Backend:
+    return request.getfixturevalue("local_backend" if request.param == "local+sqlite" else "s3_backend")
+
+
+def event_row(captured_at: datetime, plate: str = "AB123CD", camera: str = "cam1",
+              video_key: str | None = None, n: int = 0) -> dict:
+    started = captured_at.replace(microsecond=0)
+    video_key = video_key or f"uploads/{camera}/{started.strftime(TIMESTAMP_FORMAT)}.mp4"
+    ts = video_key.rsplit("/", 1)[-1].split(".")[0]
+    return {
+        "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{video_key}#{n}")),
+        "camera_id": camera,
+        "captured_at": captured_at,
+        "first_seen_at": captured_at - timedelta(seconds=1),
+        "last_seen_at": captured_at + timedelta(seconds=1),
+        "plate_text": plate,
+        "normalized_plate": plate,
+        "region": "eu",
+        "confidence": 0.9,
+        "char_confidences": [0.9] * len(plate),
+        "bbox_x": 10, "bbox_y": 20, "bbox_w": 100, "bbox_h": 30,
+        "frame_index": n,
+        "frames_seen": 3,
+        "video_key": video_key,
+        "crop_key": f"crops/{camera}/{started.date().isoformat()}/{ts}/{n:06d}_0.jpg",
+        "detector_version": "test-det",
+        "reader_version": "test-read",
+    }
+
+
+def store_video(backend: Backend, rows: list[dict], video: bytes = b"\x00video") -> str:
+    """Write a video's upload, crops, events rows and Parquet files, like process_video does."""
+    video_key = rows[0]["video_key"]
+    camera = rows[0]["camera_id"]
+    ts = video_key.rsplit("/", 1)[-1].split(".")[0]
+    backend.store.put_bytes(video_key, video)
+    for row in rows:
+        backend.store.put_bytes(row["crop_key"], b"\xff\xd8jpeg-" + row["normalized_plate"].encode())
+    backend.events.replace_video_events(video_key, rows)
+    start = datetime.strptime(ts, TIMESTAMP_FORMAT).replace(tzinfo=rows[0]["captured_at"].tzinfo)
+    write_video_events(backend.store, camera, ts, rows, (start, max(r["captured_at"] for r in rows)))
+    return video_key
