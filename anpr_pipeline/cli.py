@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "db": ("anpr_pipeline.db_cli:main", "events database: init | upgrade | info"),
     "eval": ("anpr_pipeline.evaluation:main", "detection + reading accuracy on a labelled photo folder"),
     "eval-crops": ("anpr_pipeline.evaluation:main_crops", "reading accuracy on labelled plate crops"),
+    "search": ("anpr_pipeline.analyst_cli:search", "find a plate's events (exact, --prefix, --fuzzy)"),
+    "export": ("anpr_pipeline.analyst_cli:export", "export events in a time window as Parquet or CSV"),
 }
 
 

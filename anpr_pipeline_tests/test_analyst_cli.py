@@ -1,0 +1,148 @@
+"""`anpr search` / `anpr export` against a real events database (SQLite here; Postgres when up)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pyarrow.parquet as pq
+import pytest
+
+from anpr_pipeline.analyst_cli import parse_time
+from anpr_pipeline.cli import main as anpr
+from anpr_pipeline.resources.event_store import EventStore
+
+T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+
+
+def event(plate: str, camera: str, at: datetime, video_key: str, n: int) -> dict:
+    return {
+        "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{video_key}#{n}")),
+        "camera_id": camera,
+        "captured_at": at,
+        "first_seen_at": at - timedelta(seconds=1),
+        "last_seen_at": at + timedelta(seconds=1),
+        "plate_text": plate,
+        "normalized_plate": plate,
+        "region": "eu",
+        "confidence": 0.9,
+        "char_confidences": [0.9] * len(plate),
+        "bbox_x": 10, "bbox_y": 20, "bbox_w": 120, "bbox_h": 30,
+        "frame_index": n,
+        "frames_seen": 5,
+        "crop_key": f"crops/{camera}/2026-11-20/x/{n:06d}_0.jpg",
+        "detector_version": "det-test",
+        "reader_version": "read-test",
+    }
+
+
+SEED = [
+    ("AB8C12", "cam-north", T0),                       # B/8 look-alike of ABBC12
+    ("ABBC12", "cam-east", T0 + timedelta(hours=1)),
+    ("ABBC123", "cam-east", T0 + timedelta(hours=2)),  # one extra character
+    ("XY9999", "cam-north", T0 + timedelta(days=1)),
+    ("ABZZ00", "cam-south", T0 + timedelta(days=2)),
+]
+
+
+def seed(url: str) -> None:
+    store = EventStore(url)
+    store.init_schema()
+    by_video: dict[str, list[dict]] = {}
+    for n, (plate, camera, at) in enumerate(SEED):
+        key = f"uploads/{camera}/{at:%Y%m%dT%H%M%SZ}.mp4"
+        by_video.setdefault(key, []).append(event(plate, camera, at, key, n))
+    for key, rows in by_video.items():
+        store.replace_video_events(key, rows)
+    store.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    seed(url)
+    return url
+
+
+def run_json(capsys, *argv: str) -> list[dict]:
+    assert anpr(list(argv)) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def plates(rows: list[dict]) -> list[str]:
+    return sorted(r["normalized_plate"] for r in rows)
+
+
+def check_search_modes(url: str, capsys) -> None:
+    base = ["--database-url", url, "--format", "json"]
+    assert plates(run_json(capsys, "search", "abbc-12", *base)) == ["ABBC12"]
+    assert plates(run_json(capsys, "search", "ABBC", "--prefix", *base)) == ["ABBC12", "ABBC123"]
+    # Fuzzy: the B/8 look-alike and the one-extra-character read, not the far plates.
+    assert plates(run_json(capsys, "search", "ABBC12", "--fuzzy", *base)) == ["AB8C12", "ABBC12", "ABBC123"]
+    assert plates(run_json(capsys, "search", "ABBC12", "--fuzzy", "--camera", "cam-north", *base)) == ["AB8C12"]
+    window = ["--since", "2026-11-20T08:30", "--until", "2026-11-20T09:30"]
+    assert plates(run_json(capsys, "search", "ABBC12", "--fuzzy", *window, *base)) == ["ABBC12"]
+
+
+def test_search_modes_sqlite(sqlite_url, capsys):
+    check_search_modes(sqlite_url, capsys)
+
+
+@pytest.mark.postgres
+def test_search_modes_postgres(fresh_postgres_url, capsys):
+    seed(fresh_postgres_url)
+    check_search_modes(fresh_postgres_url, capsys)
+
+
+def test_search_json_row_has_every_column_and_crop_key(sqlite_url, capsys):
+    (row,) = run_json(capsys, "search", "XY9999", "--database-url", sqlite_url, "--format", "json")
+    assert row["camera_id"] == "cam-north"
+    assert row["captured_at"] == (T0 + timedelta(days=1)).isoformat()
+    assert row["crop_key"].endswith("_0.jpg") and row["char_confidences"] == [0.9] * 6
+
+
+def test_search_table_and_csv(sqlite_url, capsys):
+    assert anpr(["search", "ABBC", "--prefix", "--database-url", sqlite_url]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["captured_at", "camera_id", "normalized_plate"]
+    assert [line.split()[3] for line in out[2:]] == ["ABBC123", "ABBC12"]  # newest first
+    assert anpr(["search", "ABBC", "--prefix", "--database-url", sqlite_url, "--format", "csv"]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert [r["normalized_plate"] for r in rows] == ["ABBC123", "ABBC12"]
+    assert json.loads(rows[0]["char_confidences"]) == [0.9] * 7
+
+
+def test_search_reports_errors_clearly(tmp_path, capsys):
+    assert anpr(["search", "AB", "--database-url", f"sqlite:///{tmp_path / 'none.db'}"]) == 1
+    assert "no events table" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        anpr(["search", "AB", "--since", "yesterday-ish"])
+    assert "is not a time" in capsys.readouterr().err
+
+
+def test_export_parquet_and_csv(sqlite_url, tmp_path, capsys):
+    out = tmp_path / "week.parquet"
+    args = ["--since", "2026-11-20", "--until", "2026-11-22", "--database-url", sqlite_url]
+    assert anpr(["export", *args, "--format", "parquet", "--out", str(out)]) == 0
+    assert "4 events" in capsys.readouterr().out
+    table = pq.read_table(out).to_pandas()
+    assert list(table["normalized_plate"]) == ["AB8C12", "ABBC12", "ABBC123", "XY9999"]  # oldest first
+    assert set(table["camera_id"]) == {"cam-north", "cam-east"}
+    assert str(table["captured_at"].dt.tz) == "UTC"
+    out_csv = tmp_path / "north.csv"
+    assert anpr(["export", *args, "--camera", "cam-north", "--format", "csv", "--out", str(out_csv)]) == 0
+    rows = list(csv.DictReader(out_csv.open()))
+    assert [r["normalized_plate"] for r in rows] == ["AB8C12", "XY9999"]
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_parse_time_forms():
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    assert parse_time("7d", now) == now - timedelta(days=7)
+    assert parse_time("30m", now) == now - timedelta(minutes=30)
+    assert parse_time("2026-11-20") == datetime(2026, 11, 20, tzinfo=UTC)
+    assert parse_time("2026-11-20T09:00:00+01:00") == datetime(2026, 11, 20, 8, tzinfo=UTC)
+    assert parse_time("2026-11-20T08:00:00Z") == datetime(2026, 11, 20, 8, tzinfo=UTC)
