@@ -443,6 +443,13 @@ class EventStore:
 
         def write() -> int:
             with self._engine.begin() as conn:
+                if self.dialect == "postgresql":
+                    # Two runs of the same video (a retry racing a stale run) take turns; without
+                    # this the second's DELETE cannot see the first's new rows and its insert
+                    # would hit the unique key. SQLite serialises writers by itself.
+                    conn.execute(
+                        sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": video_key}
+                    )
                 conn.execute(sa.delete(events).where(events.c.video_key == video_key))
                 if not prepared:
                     return 0

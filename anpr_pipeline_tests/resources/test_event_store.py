@@ -223,6 +223,27 @@ def test_replace_is_idempotent_and_scoped_to_the_video(store: EventStore) -> Non
     assert store.replace_video_events(VIDEO, []) == 0 and store.count() == 4
 
 
+def test_concurrent_replaces_of_one_video_do_not_collide(store: EventStore) -> None:
+    versions = [make_rows(n=60, version=f"v{i}") for i in range(6)]
+    errors: list[BaseException] = []
+
+    def replace(rows: list[dict[str, Any]]) -> None:
+        try:
+            store.replace_video_events(VIDEO, rows)
+        except BaseException as exc:  # noqa: BLE001 - asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=replace, args=(v,)) for v in versions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    got = store.events_for_video(VIDEO)
+    assert len(got) == 60 == len({r["event_id"] for r in got})
+    assert len({r["reader_version"] for r in got}) == 1  # one whole version won, not a mix
+
+
 def test_rows_are_validated(store: EventStore) -> None:
     bad = make_rows(n=1)
     del bad[0]["camera_id"]
