@@ -13,11 +13,14 @@ from anpr_pipeline import jobs as jobs_module
 from anpr_pipeline import sensors as sensors_module
 from anpr_pipeline.assets import detections, events, reads, video
 from anpr_pipeline.deploy_tags import executor_for
+from anpr_pipeline.ops.jobs import OPS_JOBS
+from anpr_pipeline.ops.resources import OpsSettings
 from anpr_pipeline.resources.event_store import EventStoreResource
 from anpr_pipeline.resources.models import ModelsResource
 from anpr_pipeline.resources.object_store import ObjectStoreResource
 from anpr_pipeline.resources.pipeline_config import PipelineConfig
 from anpr_pipeline.settings import Settings, load_settings
+from anpr_pipeline.watchlist import watchlist_sensor
 
 
 def io_manager_for(settings: Settings):
@@ -38,6 +41,7 @@ def build_resources(settings: Settings) -> dict:
         "events_db": EventStoreResource.from_settings(settings),
         "models": ModelsResource.from_settings(settings),
         "pipeline": PipelineConfig.from_settings(settings),
+        "ops_settings": OpsSettings.from_settings(settings),
         "io_manager": io_manager_for(settings),
     }
 
@@ -46,8 +50,8 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or load_settings()
     return Definitions(
         assets=load_assets_from_modules([video, detections, reads, events]),
-        jobs=[jobs_module.process_video_job],
-        sensors=[sensors_module.upload_sensor],
+        jobs=[jobs_module.process_video_job, *OPS_JOBS],
+        sensors=[sensors_module.upload_sensor, watchlist_sensor],
         resources=build_resources(settings),
         executor=executor_for(settings.executor),
     )

@@ -1,0 +1,122 @@
+"""Operations jobs: thin Dagster glue over the pure functions in ``anpr_pipeline.ops``.
+
+Each job is one op with a typed run config (``dry_run``, ``plate``, …) that returns a
+summary dict and attaches it as output metadata (counts and bytes per class, sizes,
+checksums), so the UI shows what a run did and the same run can be repeated from there.
+"""
+
+
+from datetime import UTC, datetime
+from typing import Any
+
+from dagster import (
+    Config,
+    Failure,
+    MetadataValue,
+    OpExecutionContext,
+    Output,
+    job,
+    op,
+)
+from pydantic import Field
+
+from anpr_pipeline.ops.resources import OpsSettings
+from anpr_pipeline.partitions import videos_partitions
+from anpr_pipeline.resources.event_store import EventStoreResource
+from anpr_pipeline.resources.object_store import ObjectStoreResource
+
+OPS_TAGS = {"anpr/kind": "ops"}
+
+
+def _parse_now(text: str) -> datetime:
+    if not text:
+        return datetime.now(UTC)
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def as_metadata(summary: dict[str, Any]) -> dict[str, Any]:
+    """Dagster metadata from a plain summary: numbers/text as they are, lists/dicts as JSON."""
+    out: dict[str, Any] = {}
+    for key, value in summary.items():
+        if isinstance(value, list | dict | tuple):
+            out[key] = MetadataValue.json(value)
+        elif value is None:
+            out[key] = MetadataValue.text("")
+        else:
+            out[key] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# retention_sweep
+# --------------------------------------------------------------------------------------
+
+
+class RetentionConfig(Config):
+    dry_run: bool = Field(False, description="List what would be deleted; delete nothing.")
+    now: str = Field("", description="Sweep as of this ISO time (empty = now).")
+
+
+@op(tags=OPS_TAGS, description="Delete expired videos, crops, Parquet files, event rows and video partitions.")
+def retention_sweep_op(
+    context: OpExecutionContext,
+    config: RetentionConfig,
+    bucket: ObjectStoreResource,
+    events_db: EventStoreResource,
+    ops_settings: OpsSettings,
+):
+    from anpr_pipeline.ops.retention import run_retention
+
+    plan, result = run_retention(
+        _parse_now(config.now), bucket.get_store(), events_db.get_store(), ops_settings, dry_run=config.dry_run
+    )
+    summary: dict[str, Any] = {"dry_run": config.dry_run, **plan.summary()}
+    examples = {name: [o.key for o in cplan.expired[:10]] for name, cplan in plan.classes.items()}
+    if result is not None:
+        summary.update(result.summary())
+        instance = context.instance
+        removed = 0
+        for key in plan.video_partitions:
+            if instance.has_dynamic_partition(videos_partitions.name, key):
+                instance.delete_dynamic_partition(videos_partitions.name, key)
+                removed += 1
+        summary["video_partitions_deleted"] = removed
+    context.log.info(f"retention {'(dry run) ' if config.dry_run else ''}{summary}")
+    summary["examples"] = examples
+    return Output(summary, metadata=as_metadata(summary))
+
+
+@job(name="retention_sweep", tags=OPS_TAGS, description="Per-class retention (videos, crops, events, Parquet).")
+def retention_sweep_job():
+    retention_sweep_op()
+
+
+# --------------------------------------------------------------------------------------
+# db_maintenance
+# --------------------------------------------------------------------------------------
+
+
+class MaintenanceConfig(Config):
+    months_ahead: int = Field(2, description="Monthly partitions to create ahead of the current month.")
+    vacuum: bool = Field(True, description="Run VACUUM (ANALYZE) / VACUUM + ANALYZE.")
+
+
+@op(tags=OPS_TAGS, description="VACUUM (ANALYZE) events, create the next monthly partitions, record sizes.")
+def db_maintenance_op(context: OpExecutionContext, config: MaintenanceConfig, events_db: EventStoreResource):
+    from anpr_pipeline.ops.maintenance import run_maintenance
+
+    result = run_maintenance(events_db.get_store(), months_ahead=config.months_ahead, vacuum=config.vacuum)
+    summary = result.summary()
+    context.log.info(f"db maintenance: {summary}")
+    return Output(summary, metadata=as_metadata(summary))
+
+
+@job(name="db_maintenance", tags=OPS_TAGS, description="Nightly events-database upkeep.")
+def db_maintenance_job():
+    db_maintenance_op()
+
+
+OPS_JOBS = [retention_sweep_job, db_maintenance_job]
+
+__all__ = ["OPS_JOBS", "Failure", "as_metadata"]

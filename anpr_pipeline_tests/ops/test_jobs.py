@@ -1,0 +1,76 @@
+"""The operations jobs run through Dagster (execute_in_process, real resources) on both backends."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from dagster import instance_for_test
+
+from anpr_pipeline.ops.jobs import db_maintenance_job, retention_sweep_job
+from anpr_pipeline.ops.resources import OpsSettings
+from anpr_pipeline.resources.event_store import EventStoreResource
+from anpr_pipeline.resources.object_store import ObjectStoreResource
+from anpr_pipeline_tests.ops.conftest import event_row, store_video
+
+
+def resources_for(backend, **ops) -> dict:
+    return {
+        "bucket": ObjectStoreResource(**backend.bucket_kwargs),
+        "events_db": EventStoreResource(database_url=backend.database_url),
+        "ops_settings": OpsSettings(**ops),
+    }
+
+
+def _step_metadata(result, node: str) -> dict:
+    [event] = [e for e in result.events_for_node(node) if e.event_type_value == "STEP_OUTPUT"]
+    return event.step_output_data.metadata
+
+
+def test_retention_job_deletes_old_video_its_partition_and_keeps_new(backend):
+    now = datetime.now(UTC)
+    old = store_video(backend, [event_row(now - timedelta(days=40), "OLD111", camera="camA")])
+    new = store_video(backend, [event_row(now - timedelta(days=2), "NEW222", camera="camB")])
+    old_pk, new_pk = (k.split("/", 1)[1].rsplit(".", 1)[0] for k in (old, new))
+    resources = resources_for(backend, retention_videos_days=30, retention_crops_days=30,
+                              retention_events_days=30, retention_parquet_days=30)
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions("videos", [old_pk, new_pk])
+        dry = retention_sweep_job.execute_in_process(
+            run_config={"ops": {"retention_sweep_op": {"config": {"dry_run": True}}}},
+            instance=instance, resources=resources)
+        summary = dry.output_for_node("retention_sweep_op")
+        assert summary["videos_expired"] == 1 and summary["crops_expired"] == 1 and summary["events_expired"] == 1
+        assert backend.store.exists(old) and set(instance.get_dynamic_partitions("videos")) == {old_pk, new_pk}
+
+        result = retention_sweep_job.execute_in_process(instance=instance, resources=resources)
+        assert result.success
+        summary = result.output_for_node("retention_sweep_op")
+        metadata = _step_metadata(result, "retention_sweep_op")
+        assert metadata["videos_deleted"].value == 1 and metadata["videos_bytes"].value == len(b"\x00video")
+        assert summary["video_partitions_deleted"] == 1
+        assert instance.get_dynamic_partitions("videos") == [new_pk]
+    assert not backend.store.exists(old) and backend.store.exists(new)
+    assert [o.key for o in backend.store.list("crops/")] == [event_row(now - timedelta(days=2), camera="camB")["crop_key"]]
+    assert [e["normalized_plate"] for e in backend.events.search("NEW222")] == ["NEW222"]
+    assert backend.events.search("OLD111") == []
+    assert all("camera_id=camB" in o.key for o in backend.store.list("parquet/"))
+
+
+def test_db_maintenance_job_vacuums_and_creates_partitions(backend):
+    now = datetime.now(UTC)
+    rows = [event_row(now - timedelta(minutes=i), video_key="uploads/cam1/20250101T000000Z.mp4", n=i) for i in range(30)]
+    backend.events.replace_video_events(rows[0]["video_key"], rows)
+    backend.events.replace_video_events(rows[0]["video_key"], rows[:5])  # 25 dead rows
+    result = db_maintenance_job.execute_in_process(resources=resources_for(backend))
+    assert result.success
+    summary = result.output_for_node("db_maintenance_op")
+    assert summary["rows"] == 5
+    if backend.events.dialect == "postgresql":
+        month = now.date().replace(day=1)
+        nxt = [(month.year + (month.month - 1 + i) // 12, (month.month - 1 + i) % 12 + 1) for i in range(3)]
+        assert {f"events_y{y:04d}m{m:02d}" for y, m in nxt} <= set(summary["partitions"])
+        assert summary["dead_tuples_after"] == 0
+        assert summary["table_bytes_after"] > 0 and summary["index_bytes_after"] > 0
+    else:
+        assert summary["dead_tuples_after"] == 0  # free pages after VACUUM
+        assert summary["table_bytes_after"] <= summary["table_bytes_before"]
