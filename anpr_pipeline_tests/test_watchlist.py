@@ -1,0 +1,201 @@
+"""Watchlist file parsing and ``watchlist_sensor`` against a real events DB and a real HTTP receiver."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from dagster import SensorResult, build_sensor_context
+
+from anpr_pipeline.resources.event_store import EventStore, EventStoreResource
+from anpr_pipeline.resources.object_store import ObjectStoreResource
+from anpr_pipeline.watchlist import (
+    WatchCursor,
+    WatchlistError,
+    load_watchlist,
+    send_alerts,
+    watchlist_sensor,
+)
+from anpr_pipeline_tests.test_analyst_cli import event
+
+
+class Receiver(ThreadingHTTPServer):
+    """A real webhook endpoint on 127.0.0.1 that records what it is sent."""
+
+    def __init__(self, status: int = 200):
+        self.received: list[dict] = []
+        self.status = status
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server API)
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.received.append(json.loads(body))
+                self.send_response(outer.status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_watchlist_yaml_and_csv(tmp_path):
+    yml = tmp_path / "w.yaml"
+    yml.write_text("- plate: ab-123 cd\n  label: stolen\n- pattern: 'xy*99'\n")
+    wl = load_watchlist(yml)
+    assert wl.exact == ["AB123CD"]
+    assert [e.label for e in wl.match("AB123CD")] == ["stolen"]
+    assert wl.match("XY1299") and wl.match("XY99") and not wl.match("XY1298")
+    csv_file = tmp_path / "w.csv"
+    csv_file.write_text("plate,pattern,label\nAB123CD,,stolen\n,Q?7*,fleet\n")
+    wl = load_watchlist(csv_file)
+    assert wl.match("QZ7") and wl.match("QZ7ABC") and not wl.match("Q7")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("- label: nothing\n", "exactly one of"),
+        ("- plate: AB1\n  pattern: AB*\n", "exactly one of"),
+        ("- pattern: '*'\n", "every plate"),
+        ("- pattern: 'AB[12]'\n", "only A-Z"),
+        ("plate: AB1\n", "expected a list"),
+    ],
+)
+def test_bad_watchlists_name_the_problem(tmp_path, text, message):
+    path = tmp_path / "w.yaml"
+    path.write_text(text)
+    with pytest.raises(WatchlistError, match=message):
+        load_watchlist(path)
+    with pytest.raises(WatchlistError, match="No such file"):
+        load_watchlist(tmp_path / "missing.yaml")
+
+
+def _write(store: EventStore, video: str, plates: list[str], camera: str = "cam-north") -> list[dict]:
+    at = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+    rows = [event(p, camera, at, video, n) for n, p in enumerate(plates)]
+    store.replace_video_events(video, rows)
+    return rows
+
+
+def _tick(context_cursor, url, bucket_dir):
+    context = build_sensor_context(
+        cursor=context_cursor,
+        resources={
+            "events_db": EventStoreResource(database_url=url),
+            "bucket": ObjectStoreResource(kind="local", bucket_dir=str(bucket_dir)),
+        },
+    )
+    result = watchlist_sensor(context)
+    assert isinstance(result, SensorResult)
+    return result
+
+
+def test_sensor_alerts_once_per_event_with_crop_url(tmp_path, monkeypatch, receiver):
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    store = EventStore(url)
+    store.init_schema()
+    watch = tmp_path / "watch.yaml"
+    watch.write_text("- plate: AB123CD\n  label: stolen vehicle\n- pattern: 'XY*'\n")
+    monkeypatch.setenv("ANPR_WATCHLIST", str(watch))
+    monkeypatch.setenv("ANPR_ALERT_WEBHOOK_URL", receiver.url)
+    video_a = "uploads/cam-north/20261120T080000Z.mp4"
+
+    first = _tick(None, url, tmp_path / "bucket")  # nothing yet
+    assert not receiver.received and "No watchlist hits" in first.skip_reason.skip_message
+
+    _write(store, video_a, ["AB123CD", "ZZ000", "XY77"])
+    second = _tick(first.cursor, url, tmp_path / "bucket")
+    assert sorted(p["plate"] for p in receiver.received) == ["AB123CD", "XY77"]
+    hit = next(p for p in receiver.received if p["plate"] == "AB123CD")
+    assert hit["labels"] == ["stolen vehicle"] and hit["camera_id"] == "cam-north"
+    assert hit["crop_url"].startswith("file://") and hit["crop_url"].endswith(hit["crop_key"])
+    assert "2 watchlist hit(s)" in second.skip_reason.skip_message
+    assert len(WatchCursor.load(second.cursor).alerted) == 2
+
+    # Same events again (next tick's overlap, and a re-run of the video): no second alert.
+    third = _tick(second.cursor, url, tmp_path / "bucket")
+    _write(store, video_a, ["AB123CD", "ZZ000", "XY77"])
+    fourth = _tick(third.cursor, url, tmp_path / "bucket")
+    assert len(receiver.received) == 2
+
+    # A new pass of the plate in another video alerts again, once.
+    _write(store, "uploads/cam-east/20261120T090000Z.mp4", ["AB123CD"], camera="cam-east")
+    _tick(fourth.cursor, url, tmp_path / "bucket")
+    assert [p["camera_id"] for p in receiver.received[2:]] == ["cam-east"]
+
+
+def test_sensor_skips_clearly_without_or_with_a_broken_watchlist(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    monkeypatch.delenv("ANPR_WATCHLIST", raising=False)
+    assert "No watchlist configured" in watchlist_sensor(
+        build_sensor_context(resources={"events_db": EventStoreResource(database_url=url),
+                                        "bucket": ObjectStoreResource(bucket_dir=str(tmp_path))})
+    ).skip_message
+    bad = tmp_path / "w.yaml"
+    bad.write_text("- pattern: '*'\n")
+    monkeypatch.setenv("ANPR_WATCHLIST", str(bad))
+    result = watchlist_sensor(
+        build_sensor_context(resources={"events_db": EventStoreResource(database_url=url),
+                                        "bucket": ObjectStoreResource(bucket_dir=str(tmp_path))})
+    )
+    assert "fix the file" in result.skip_message
+
+
+class _Hit:
+    def __init__(self, plate):
+        self.plate = plate
+
+    def message(self):
+        return f"hit {self.plate}"
+
+    def payload(self):
+        return {"plate": self.plate}
+
+
+def test_webhook_failures_never_block_the_sensor(caplog):
+    # Refused connection: retried, then reported as failed.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    result = send_alerts([_Hit("AB1")], f"http://127.0.0.1:{closed_port}/hook")
+    assert result == {"posted": 0, "failed": 1, "pending": 0}
+    # A receiver that accepts the connection and never answers: the caller is released at
+    # its budget with the post still pending in the background.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        result = send_alerts([_Hit("AB2")], f"http://127.0.0.1:{silent.getsockname()[1]}/hook", budget_s=0.2)
+        assert result["pending"] == 1
+    finally:
+        silent.close()
+    assert "hit AB1" in caplog.text and "hit AB2" in caplog.text
+
+
+def test_webhook_rejection_is_not_retried(tmp_path):
+    server = Receiver(status=400)
+    try:
+        result = send_alerts([_Hit("AB3")], server.url)
+        assert result["failed"] == 1 and len(server.received) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
