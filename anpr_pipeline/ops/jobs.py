@@ -117,6 +117,51 @@ def db_maintenance_job():
     db_maintenance_op()
 
 
-OPS_JOBS = [retention_sweep_job, db_maintenance_job]
+# --------------------------------------------------------------------------------------
+# backup / restore_test
+# --------------------------------------------------------------------------------------
+
+
+class BackupConfig(Config):
+    keep: int = Field(0, description="Backups to keep (0 = ANPR_BACKUPS_KEEP).")
+
+
+@op(tags=OPS_TAGS, description="pg_dump -Fc (or SQLite online backup) of the events DB to backups/, keep N.")
+def backup_op(context: OpExecutionContext, config: BackupConfig, bucket: ObjectStoreResource,
+              events_db: EventStoreResource, ops_settings: OpsSettings):
+    from anpr_pipeline.ops.backup import backup
+
+    manifest, pruned = backup(events_db.get_store(), bucket.get_store(), config.keep or ops_settings.backups_keep,
+                              bin_dir=ops_settings.pg_bin_dir)
+    summary = {**manifest.__dict__, "pruned": pruned}
+    context.log.info(f"backup written: {manifest.key} ({manifest.bytes} bytes, {manifest.rows} rows)")
+    return Output(summary, metadata=as_metadata(summary))
+
+
+@job(name="backup", tags=OPS_TAGS, description="Nightly backup of the events database to the bucket.")
+def backup_job():
+    backup_op()
+
+
+@op(tags=OPS_TAGS, description="Restore the newest backup into a scratch DB; verify counts + sample checksum.")
+def restore_test_op(context: OpExecutionContext, bucket: ObjectStoreResource, events_db: EventStoreResource,
+                    ops_settings: OpsSettings):
+    from anpr_pipeline.ops.backup import RestoreTestError, restore_test
+
+    try:
+        report = restore_test(events_db.get_store(), bucket.get_store(), bin_dir=ops_settings.pg_bin_dir)
+    except RestoreTestError as exc:
+        raise Failure(description=str(exc), allow_retries=False) from exc
+    summary = report.summary()
+    context.log.info(f"restore test passed: {summary}")
+    return Output(summary, metadata=as_metadata(summary))
+
+
+@job(name="restore_test", tags=OPS_TAGS, description="Monthly proof that the newest backup restores intact.")
+def restore_test_job():
+    restore_test_op()
+
+
+OPS_JOBS = [retention_sweep_job, db_maintenance_job, backup_job, restore_test_job]
 
 __all__ = ["OPS_JOBS", "Failure", "as_metadata"]
