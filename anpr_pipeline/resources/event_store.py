@@ -335,20 +335,25 @@ class EventStore:
             return []
         first = (today or datetime.now(UTC).date()).replace(day=1)
 
+        ahead = {_add_months(first, i) for i in range(months_ahead + 1)}
+        stray_sql = sa.text(
+            "SELECT DISTINCT date_trunc('month', captured_at AT TIME ZONE 'UTC')::date FROM events_default"
+        )
+
         def ensure() -> list[str]:
             created: list[str] = []
             with self._engine.begin() as conn:
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('anpr_events_schema'))"))
                 existing = set(self.partitions(conn))
-                wanted = {_add_months(first, i) for i in range(months_ahead + 1)}
-                stray = conn.execute(
-                    sa.text(
-                        "SELECT DISTINCT date_trunc('month', captured_at AT TIME ZONE 'UTC')::date "
-                        "FROM events_default"
-                    )
-                ).scalars()
-                wanted |= set(stray)
-                for month in sorted(wanted):
+                if {partition_name(m) for m in ahead} <= existing and not conn.execute(
+                    sa.text("SELECT EXISTS (SELECT 1 FROM events_default)")
+                ).scalar_one():
+                    return created  # the common case: nothing to do, no table lock taken
+                # Lock the parent first (the same order as DML: parent, then partitions) so no
+                # row can land in DEFAULT between moving its rows and creating the partition.
+                # Writers wait for this short, nightly transaction.
+                conn.execute(sa.text("LOCK TABLE events IN ACCESS EXCLUSIVE MODE"))
+                for month in sorted(ahead | set(conn.execute(stray_sql).scalars())):
                     name = partition_name(month)
                     if name not in existing:
                         self._create_partition(conn, month)
