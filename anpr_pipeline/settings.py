@@ -67,6 +67,10 @@ class Settings:
     s3_bucket: str = "anpr"
     s3_endpoint_url: str = ""  # empty = AWS; set for MinIO / SeaweedFS
     s3_region: str = "us-east-1"
+    # Bounded S3 calls: an unreachable endpoint fails within ~timeout x attempts, so the
+    # upload sensor skips a tick instead of hanging it.
+    s3_connect_timeout_s: float = 5.0
+    s3_max_attempts: int = 5
     database_url: str = ""  # SQLAlchemy URL of the events database
     # --- processing ----------------------------------------------------------------------
     sample_fps: float = 5.0
@@ -112,6 +116,8 @@ def load_settings() -> Settings:
         s3_bucket=_env_str("ANPR_S3_BUCKET", "anpr"),
         s3_endpoint_url=_env_str("ANPR_S3_ENDPOINT_URL", ""),
         s3_region=_env_str("ANPR_S3_REGION", "us-east-1"),
+        s3_connect_timeout_s=_env_float("ANPR_S3_CONNECT_TIMEOUT_S", 5.0),
+        s3_max_attempts=_env_int("ANPR_S3_MAX_ATTEMPTS", 5),
         database_url=_env_str("ANPR_DATABASE_URL", f"sqlite:///{data_dir / 'events.db'}"),
         sample_fps=_env_float("ANPR_SAMPLE_FPS", 5.0),
         device=_env_str("ANPR_DEVICE", "auto").lower(),

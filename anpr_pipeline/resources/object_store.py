@@ -608,13 +608,21 @@ def build_object_store(
     s3_bucket: str = "anpr",
     s3_endpoint_url: str = "",
     s3_region: str = "us-east-1",
+    s3_connect_timeout_s: float = 5.0,
+    s3_max_attempts: int = 5,
 ) -> ObjectStore:
     if kind == "local":
         if not bucket_dir:
             raise ObjectStoreError("bucket kind 'local' needs a folder (ANPR_BUCKET_DIR)")
         return LocalObjectStore(bucket_dir)
     if kind == "s3":
-        return S3ObjectStore(s3_bucket, endpoint_url=s3_endpoint_url or None, region=s3_region)
+        return S3ObjectStore(
+            s3_bucket,
+            endpoint_url=s3_endpoint_url or None,
+            region=s3_region,
+            connect_timeout_s=s3_connect_timeout_s,
+            max_attempts=s3_max_attempts,
+        )
     raise ObjectStoreError(f"unknown bucket kind {kind!r}: expected 'local' or 's3'")
 
 
@@ -626,10 +634,18 @@ class ObjectStoreResource(ConfigurableResource):
     s3_bucket: str = "anpr"
     s3_endpoint_url: str = ""
     s3_region: str = "us-east-1"
+    s3_connect_timeout_s: float = 5.0
+    s3_max_attempts: int = 5
 
     def get_store(self) -> ObjectStore:
         return build_object_store(
-            self.kind, self.bucket_dir, self.s3_bucket, self.s3_endpoint_url, self.s3_region
+            self.kind,
+            self.bucket_dir,
+            self.s3_bucket,
+            self.s3_endpoint_url,
+            self.s3_region,
+            self.s3_connect_timeout_s,
+            self.s3_max_attempts,
         )
 
     @classmethod
@@ -640,4 +656,6 @@ class ObjectStoreResource(ConfigurableResource):
             s3_bucket=settings.s3_bucket,
             s3_endpoint_url=settings.s3_endpoint_url,
             s3_region=settings.s3_region,
+            s3_connect_timeout_s=settings.s3_connect_timeout_s,
+            s3_max_attempts=settings.s3_max_attempts,
         )

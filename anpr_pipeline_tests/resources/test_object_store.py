@@ -263,3 +263,21 @@ def test_s3_server_error_from_moto_is_wrapped(moto_s3: S3Server) -> None:
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
         ).create_bucket()
+
+
+def test_s3_timeouts_come_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    endpoint = f"http://127.0.0.1:{free_port()}"
+    for key, value in {
+        "ANPR_BUCKET_KIND": "s3",
+        "ANPR_S3_ENDPOINT_URL": endpoint,
+        "ANPR_S3_CONNECT_TIMEOUT_S": "1",
+        "ANPR_S3_MAX_ATTEMPTS": "1",
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+    }.items():
+        monkeypatch.setenv(key, value)
+    resource = ObjectStoreResource.from_settings(load_settings())
+    assert resource.s3_connect_timeout_s == 1 and resource.s3_max_attempts == 1
+    store = resource.get_store()
+    with pytest.raises(ObjectStoreError, match="unreachable"):
+        next(iter(store.list("uploads/")))
