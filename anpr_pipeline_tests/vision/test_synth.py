@@ -1,0 +1,154 @@
+"""Synthetic plates, crops, scenes and videos: formats, determinism, geometry of the ground truth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from anpr_pipeline.vision import synth
+from anpr_pipeline.vision.plates import matching_formats, normalize
+from anpr_pipeline.vision.types import Box
+
+
+@pytest.mark.parametrize("region", synth.REGIONS)
+def test_plate_texts_match_the_region_formats(region: str) -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        text = synth.random_plate_text(region, rng)
+        norm = normalize(text)
+        assert norm.isalnum() and norm.isupper() or norm.isdigit()
+        assert matching_formats(norm, [region]), f"{text!r} fits no {region} format of vision.plates"
+        assert any(f.fits(text) for f in synth.DISPLAY_FORMATS[region]), text
+
+
+def test_every_display_format_is_a_known_plate_format() -> None:
+    for region, formats in synth.DISPLAY_FORMATS.items():
+        for fmt in formats:
+            sample = "".join("A" if c == "L" else "1" if c == "D" else c for c in fmt.template)
+            assert matching_formats(normalize(sample), [region]), f"{region} {fmt.template}"
+
+
+def test_unknown_region_is_an_error() -> None:
+    with pytest.raises(ValueError, match="unknown plate region"):
+        synth.random_plate_text("xx", np.random.default_rng(0))
+
+
+@pytest.mark.parametrize(
+    ("region", "text", "aspect"),
+    [("us", "ABC 1234", 2.0), ("eu", "AB-123-CD", 520 / 112), ("br", "ABC-1234", 400 / 130), ("br", "ABC1D23", 400 / 130)],
+)
+def test_render_plate_has_the_real_aspect_and_is_deterministic(region: str, text: str, aspect: float) -> None:
+    a = synth.render_plate(text, region, np.random.default_rng(5), two_row=False)
+    b = synth.render_plate(text, region, np.random.default_rng(5), two_row=False)
+    assert a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3
+    assert a.shape[1] / a.shape[0] == pytest.approx(aspect, rel=0.02)
+    assert np.array_equal(a, b)
+    assert a.std() > 30  # characters on a plate, not a flat image
+
+
+def test_eu_two_row_plate_is_squarish() -> None:
+    img = synth.render_plate("AB 123", "eu", np.random.default_rng(1), two_row=True)
+    assert 1.2 < img.shape[1] / img.shape[0] < 1.6
+
+
+def test_plate_crop_samples_are_deterministic_and_labelled() -> None:
+    first = list(synth.plate_crop_samples(8, seed=3))
+    second = list(synth.plate_crop_samples(8, seed=3))
+    assert len(first) == 8
+    for (ca, ta, ra), (cb, tb, rb) in zip(first, second, strict=True):
+        assert np.array_equal(ca, cb) and ta == tb and ra == rb
+        assert ca.dtype == np.uint8 and ca.ndim == 3 and ca.shape[2] == 3
+        assert ca.shape[0] >= 8 and ca.shape[1] >= 30
+        assert ta == normalize(ta) and matching_formats(ta, [ra])
+    assert {r for _, _, r in synth.plate_crop_samples(12, seed=4, regions=("br",))} == {"br"}
+
+
+def test_plate_crop_box_lies_on_the_plate() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(6):
+        crop, _, _, box = synth.plate_crop_sample(rng, min_width=80, max_width=120)
+        inside = box.clip(crop.shape[1], crop.shape[0])
+        # Tight crops may cut the plate's edges, never most of it.
+        assert inside.area >= 0.7 * box.area
+        assert 60 <= box.w <= 170
+
+
+def test_render_scene_boxes_are_inside_the_image() -> None:
+    total = 0
+    for seed in range(3):
+        img, plates = synth.render_scene(np.random.default_rng(seed), 640, 480, n_plates=3)
+        assert img.shape == (480, 640, 3) and img.dtype == np.uint8
+        assert plates, "at least one vehicle fits"
+        for box, text, region in plates:
+            assert isinstance(box, Box)
+            assert box.x >= 0 and box.y >= 0 and box.x + box.w <= 640 and box.y + box.h <= 480
+            assert box.w >= 10 and box.h >= 4
+            assert matching_formats(text, [region])
+        total += len(plates)
+    assert total >= 6
+    again, plates_again = synth.render_scene(np.random.default_rng(0), 640, 480, n_plates=3)
+    first, plates_first = synth.render_scene(np.random.default_rng(0), 640, 480, n_plates=3)
+    assert np.array_equal(again, first) and plates_again == plates_first
+
+
+def test_render_scene_over_a_given_background() -> None:
+    bg = np.random.default_rng(0).integers(0, 255, (300, 500, 3), dtype=np.uint8)
+    img, plates = synth.render_scene(np.random.default_rng(1), 320, 240, n_plates=2, background=bg)
+    assert img.shape == (240, 320, 3)
+    assert all(b.x + b.w <= 320 and b.y + b.h <= 240 for b, _, _ in plates)
+
+
+@pytest.fixture(scope="module")
+def small_video(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    path = tmp_path_factory.mktemp("synth") / "cam.mp4"
+    truth = synth.make_video(path, seed=42, width=640, height=360, fps=10, seconds=4.0, vehicles=3)
+    return path, truth
+
+
+def test_make_video_is_a_decodable_h264_file_of_the_right_shape(small_video: tuple[Path, dict]) -> None:
+    path, truth = small_video
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+    assert len(frames) == 40 == truth["frames"]
+    assert frames[0].shape == (360, 640, 3)
+    assert (truth["video"], truth["fps"], truth["width"], truth["height"]) == ("cam.mp4", 10, 640, 360)
+    # The plate box holds a plate: light background with dark characters (high contrast).
+    for vehicle in truth["vehicles"]:
+        mid = sorted(vehicle["boxes"])[len(vehicle["boxes"]) // 2]
+        x, y, w, h = vehicle["boxes"][mid]
+        assert frames[mid][y : y + h, x : x + w].std() > 25
+
+
+def test_make_video_ground_truth_is_consistent(small_video: tuple[Path, dict]) -> None:
+    _, truth = small_video
+    assert len(truth["vehicles"]) == 3
+    for v in truth["vehicles"]:
+        assert set(v) >= {"plate", "text", "region", "first_frame", "last_frame", "boxes"}
+        assert v["plate"] == normalize(v["text"]) and matching_formats(v["plate"], [v["region"]])
+        frames = sorted(v["boxes"])
+        assert (v["first_frame"], v["last_frame"]) == (frames[0], frames[-1])
+        assert len(frames) >= 8, "each plate is visible for a good part of its pass"
+        for fi, (x, y, w, h) in v["boxes"].items():
+            assert 0 <= fi < truth["frames"]
+            assert x >= 0 and y >= 0 and x + w <= 640 and y + h <= 360
+        widths = [b[2] for b in v["boxes"].values()]
+        assert 50 <= np.median(widths) <= 120  # ~100-220 px at 1280 wide, scaled to 640
+
+
+def test_make_video_ground_truth_is_deterministic_per_seed(small_video: tuple[Path, dict], tmp_path: Path) -> None:
+    _, truth = small_video
+    again = synth.make_video(tmp_path / "cam.mp4", seed=42, width=640, height=360, fps=10, seconds=4.0, vehicles=3)
+    assert again == truth
+    other = synth.make_video(tmp_path / "other.mp4", seed=43, width=640, height=360, fps=10, seconds=4.0, vehicles=3)
+    assert [v["plate"] for v in other["vehicles"]] != [v["plate"] for v in truth["vehicles"]]
+
+
+def test_ground_truth_json_round_trip(small_video: tuple[Path, dict], tmp_path: Path) -> None:
+    _, truth = small_video
+    path = synth.write_ground_truth(tmp_path / "cam.json", truth)
+    assert synth.read_ground_truth(path) == truth
