@@ -11,7 +11,7 @@ from dagster import Definitions, FilesystemIOManager, load_assets_from_modules
 
 from anpr_pipeline import jobs as jobs_module
 from anpr_pipeline import sensors as sensors_module
-from anpr_pipeline.assets import detections, events, reads, video
+from anpr_pipeline.assets import detections, events, reads, stats, video
 from anpr_pipeline.deploy_tags import executor_for
 from anpr_pipeline.ops.jobs import OPS_JOBS
 from anpr_pipeline.ops.resources import OpsSettings
@@ -49,9 +49,10 @@ def build_resources(settings: Settings) -> dict:
 def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or load_settings()
     return Definitions(
-        assets=load_assets_from_modules([video, detections, reads, events]),
+        assets=load_assets_from_modules([video, detections, reads, events, stats]),
         jobs=[jobs_module.process_video_job, *OPS_JOBS],
         sensors=[sensors_module.upload_sensor, watchlist_sensor],
+        schedules=[stats.camera_daily_stats_schedule],
         resources=build_resources(settings),
         executor=executor_for(settings.executor),
     )
