@@ -162,6 +162,62 @@ def restore_test_job():
     restore_test_op()
 
 
-OPS_JOBS = [retention_sweep_job, db_maintenance_job, backup_job, restore_test_job]
+# --------------------------------------------------------------------------------------
+# GDPR: export_plate / erase_plate
+# --------------------------------------------------------------------------------------
+
+
+class ExportPlateConfig(Config):
+    plate: str = Field(description="The plate (any spacing/case; matched on its normalised form).")
+
+
+class ErasePlateConfig(Config):
+    plate: str = Field(description="The plate (any spacing/case; matched on its normalised form).")
+    dry_run: bool = Field(False, description="Count what would be erased; change nothing.")
+
+
+@op(tags=OPS_TAGS, description="Zip every event, Parquet row and crop of a plate to exports/ (audited).")
+def export_plate_op(context: OpExecutionContext, config: ExportPlateConfig, bucket: ObjectStoreResource,
+                    events_db: EventStoreResource, ops_settings: OpsSettings):
+    from anpr_pipeline.ops.gdpr import GdprError, export_plate
+
+    es = events_db.get_store()
+    try:
+        result = export_plate(config.plate, es, bucket.get_store(), ops_settings.gdpr_salt,
+                              production=es.dialect == "postgresql", actor=f"dagster run {context.run_id}")
+    except GdprError as exc:
+        raise Failure(description=str(exc), allow_retries=False) from exc
+    summary = result.summary()
+    return Output(summary, metadata=as_metadata(summary))
+
+
+@op(tags=OPS_TAGS, description="Erase a plate from the events DB, crops and Parquet files (audited).")
+def erase_plate_op(context: OpExecutionContext, config: ErasePlateConfig, bucket: ObjectStoreResource,
+                   events_db: EventStoreResource, ops_settings: OpsSettings):
+    from anpr_pipeline.ops.gdpr import GdprError, erase_plate
+
+    es = events_db.get_store()
+    try:
+        result = erase_plate(config.plate, es, bucket.get_store(), ops_settings.gdpr_salt,
+                             production=es.dialect == "postgresql", dry_run=config.dry_run,
+                             actor=f"dagster run {context.run_id}")
+    except GdprError as exc:
+        raise Failure(description=str(exc), allow_retries=False) from exc
+    summary = result.summary()
+    return Output(summary, metadata=as_metadata(summary))
+
+
+@job(name="export_plate", tags=OPS_TAGS, description="GDPR access request: export a plate's data.")
+def export_plate_job():
+    export_plate_op()
+
+
+@job(name="erase_plate", tags=OPS_TAGS, description="GDPR erasure request: erase a plate's data.")
+def erase_plate_job():
+    erase_plate_op()
+
+
+OPS_JOBS = [retention_sweep_job, db_maintenance_job, backup_job, restore_test_job,
+            export_plate_job, erase_plate_job]
 
 __all__ = ["OPS_JOBS", "Failure", "as_metadata"]

@@ -1,0 +1,322 @@
+"""GDPR: export everything held about a plate, or erase it, with an audit trail.
+
+What is searched (exact match on the normalised plate, A–Z0–9):
+
+- the events table (``normalized_plate``),
+- the analysts' Parquet dataset ``parquet/events/`` and the archive dataset ``archive/events/``
+  (every file is scanned; row-group statistics let pyarrow skip most of each file),
+- the crops the matching rows point to (``crop_key``).
+
+export_plate writes one zip to ``exports/<plate-hash>-<time>.zip``: ``manifest.json``,
+``events.json`` (database rows), ``parquet_rows.json`` (matching rows with their file),
+and ``crops/...`` (the JPEGs). The key carries a salted hash, never the plate.
+
+erase_plate deletes the rows, deletes the crops, and rewrites each affected Parquet file
+without the plate's rows (deleting files left empty).
+
+Audit: one JSON object per action (a one-line JSON-lines file) under
+``audit/gdpr/<YYYY-MM-DD>/<time>-<action>-<id>.jsonl`` in the bucket, next to the data it
+is about and kept outside every retention class. It stores the plate only as
+HMAC-SHA256(ANPR_GDPR_SALT, plate): plates are short, so an unsalted hash could be
+reversed by trying them all; the salt is a secret. Without a salt the jobs refuse to run
+on Postgres (production) and warn on the embedded default.
+
+Not covered here (documented limits): the raw videos (their own retention), crops of the
+same vehicle that no event row references (crop retention), and Dagster's event log.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import hmac
+import io
+import json
+import logging
+import uuid
+import zipfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+from anpr_pipeline.resources.event_store import EventStore, events, normalize_plate
+from anpr_pipeline.resources.object_store import ObjectNotFoundError, ObjectStore
+from anpr_pipeline.uploads import TIMESTAMP_FORMAT
+
+log = logging.getLogger(__name__)
+
+EXPORTS_PREFIX = "exports/"
+AUDIT_PREFIX = "audit/gdpr/"
+PARQUET_PREFIXES = ("parquet/events/", "archive/events/")
+
+
+class GdprError(RuntimeError):
+    """The request cannot be carried out safely (bad plate, missing salt in production)."""
+
+
+def plate_digest(plate: str, salt: str) -> str:
+    return hmac.new(salt.encode(), normalize_plate(plate).encode(), hashlib.sha256).hexdigest()
+
+
+def check_request(plate: str, salt: str, production: bool) -> str:
+    """The normalised plate; refuses an empty plate, and an empty salt in production."""
+    p = normalize_plate(plate)
+    if not p:
+        raise GdprError(f"plate {plate!r} has no letters or digits")
+    if not salt:
+        if production:
+            raise GdprError(
+                "ANPR_GDPR_SALT is empty: audit records would keep a reversible hash of the plate. "
+                "Set a long random secret (e.g. `openssl rand -hex 32`) and keep it stable."
+            )
+        log.warning("ANPR_GDPR_SALT is empty: the audit hash of %s-character plates can be brute-forced", len(p))
+    return p
+
+
+@dataclass
+class PlateData:
+    plate: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    parquet: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # file key -> matching rows
+
+    @property
+    def crop_keys(self) -> list[str]:
+        keys = {r.get("crop_key") for r in self.rows}
+        keys |= {r.get("crop_key") for rows in self.parquet.values() for r in rows}
+        return sorted(k for k in keys if k)
+
+    @property
+    def parquet_rows(self) -> int:
+        return sum(len(v) for v in self.parquet.values())
+
+
+def _read_parquet(store: ObjectStore, key: str) -> pa.Table:
+    return pq.read_table(io.BytesIO(store.get_bytes(key)))
+
+
+def _matching(table: pa.Table, plate: str) -> pa.Array:
+    return pc.fill_null(pc.equal(table.column("normalized_plate"), plate), False)
+
+
+def parquet_files(store: ObjectStore) -> list[str]:
+    return [o.key for prefix in PARQUET_PREFIXES for o in store.list(prefix) if o.key.endswith(".parquet")]
+
+
+def find_plate(plate: str, es: EventStore, store: ObjectStore) -> PlateData:
+    """Everything held about a normalised plate, in the database and the Parquet datasets."""
+    with es.engine.connect() as conn:
+        stmt = sa.select(events).where(events.c.normalized_plate == plate).order_by(events.c.captured_at)
+        rows = [dict(r._mapping) | {"event_id": str(r.event_id)} for r in conn.execute(stmt)]
+    data = PlateData(plate, rows)
+    for key in parquet_files(store):
+        # Cheap first pass on one column; the whole file is read only when it matches.
+        table = pq.read_table(io.BytesIO(store.get_bytes(key)), columns=["normalized_plate"])
+        if pc.any(_matching(table, plate)).as_py():
+            full = _read_parquet(store, key)
+            data.parquet[key] = full.filter(_matching(full, plate)).to_pylist()
+    return data
+
+
+def write_audit(store: ObjectStore, action: str, plate: str, salt: str, details: dict[str, Any],
+                actor: str | None = None, now: datetime | None = None) -> str:
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    record = {
+        "action": action,
+        "at": now.isoformat(),
+        "plate_hmac_sha256": plate_digest(plate, salt),
+        "salted": bool(salt),
+        "actor": actor or _whoami(),
+        **details,
+    }
+    key = f"{AUDIT_PREFIX}{now.date().isoformat()}/{now.strftime(TIMESTAMP_FORMAT)}-{action}-{uuid.uuid4().hex[:8]}.jsonl"
+    store.put_bytes(key, (json.dumps(record, sort_keys=True, default=str) + "\n").encode(), "application/x-ndjson")
+    return key
+
+
+def read_audit(store: ObjectStore) -> list[dict[str, Any]]:
+    return [json.loads(line) for o in store.list(AUDIT_PREFIX)
+            for line in store.get_bytes(o.key).decode().splitlines() if line.strip()]
+
+
+def _whoami() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in a container
+        return "unknown"
+
+
+# --------------------------------------------------------------------------------------
+# Export
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExportResult:
+    key: str
+    events: int
+    parquet_rows: int
+    crops: int
+    missing_crops: int
+    bytes: int
+    audit_key: str
+
+    def summary(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def export_plate(plate: str, es: EventStore, store: ObjectStore, salt: str, production: bool = False,
+                 actor: str | None = None, now: datetime | None = None) -> ExportResult:
+    p = check_request(plate, salt, production)
+    now = (now or datetime.now(UTC)).astimezone(UTC)
+    data = find_plate(p, es, store)
+    buffer = io.BytesIO()
+    crops = missing = 0
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("events.json", json.dumps(data.rows, indent=1, default=str))
+        parquet_rows = [dict(r, source_file=key) for key, rows in data.parquet.items() for r in rows]
+        zf.writestr("parquet_rows.json", json.dumps(parquet_rows, indent=1, default=str))
+        for key in data.crop_keys:
+            try:
+                zf.writestr(key, store.get_bytes(key))
+                crops += 1
+            except ObjectNotFoundError:
+                missing += 1  # already removed by crop retention
+        manifest = {"plate": p, "generated_at": now.isoformat(), "events": len(data.rows),
+                    "parquet_rows": data.parquet_rows, "crops": crops, "missing_crops": missing}
+        zf.writestr("manifest.json", json.dumps(manifest, indent=1))
+    digest = plate_digest(p, salt)
+    key = f"{EXPORTS_PREFIX}{digest[:16]}-{now.strftime(TIMESTAMP_FORMAT)}.zip"
+    store.put_bytes(key, buffer.getvalue(), "application/zip")
+    audit = write_audit(store, "export", p, salt, {"export_key": key, "events": len(data.rows),
+                                                   "parquet_rows": data.parquet_rows, "crops": crops},
+                        actor=actor, now=now)
+    return ExportResult(key, len(data.rows), data.parquet_rows, crops, missing, len(buffer.getvalue()), audit)
+
+
+# --------------------------------------------------------------------------------------
+# Erase
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class EraseResult:
+    events_deleted: int
+    crops_deleted: int
+    parquet_files_rewritten: int
+    parquet_files_deleted: int
+    parquet_rows_deleted: int
+    audit_key: str = ""
+    dry_run: bool = False
+
+    def summary(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _rewrite_without(store: ObjectStore, key: str, plate: str) -> tuple[int, bool]:
+    """Rewrite one Parquet file without the plate's rows; returns (rows removed, file deleted)."""
+    table = _read_parquet(store, key)
+    keep = table.filter(pc.invert(_matching(table, plate)))
+    removed = table.num_rows - keep.num_rows
+    if keep.num_rows == 0:
+        store.delete([key])
+        return removed, True
+    out = io.BytesIO()
+    pq.write_table(keep, out, compression="zstd")
+    store.put_bytes(key, out.getvalue(), "application/vnd.apache.parquet")
+    return removed, False
+
+
+def erase_plate(plate: str, es: EventStore, store: ObjectStore, salt: str, production: bool = False,
+                dry_run: bool = False, actor: str | None = None, now: datetime | None = None) -> EraseResult:
+    p = check_request(plate, salt, production)
+    data = find_plate(p, es, store)
+    if dry_run:
+        return EraseResult(len(data.rows), len(data.crop_keys), len(data.parquet), 0, data.parquet_rows,
+                           dry_run=True)
+    # Parquet and crops first, the database last: if a step fails, a re-run still finds the
+    # rows (and through them the crop keys) and finishes the job.
+    rewritten = deleted_files = rows_removed = 0
+    for key in data.parquet:
+        removed, gone = _rewrite_without(store, key, p)
+        rows_removed += removed
+        deleted_files += gone
+        rewritten += not gone
+    crops = store.delete(data.crop_keys) if data.crop_keys else 0
+    with es.engine.begin() as conn:
+        deleted = conn.execute(sa.delete(events).where(events.c.normalized_plate == p)).rowcount
+    result = EraseResult(int(deleted), crops, rewritten, deleted_files, rows_removed)
+    details = {k: v for k, v in result.summary().items() if k not in {"audit_key", "dry_run"}}
+    result.audit_key = write_audit(store, "erase", p, salt, details, actor=actor, now=now)
+    return result
+
+
+# --------------------------------------------------------------------------------------
+# CLI: anpr export-plate / anpr erase-plate
+# --------------------------------------------------------------------------------------
+
+
+def _stores_from_settings() -> tuple[EventStore, ObjectStore, str]:
+    from anpr_pipeline.resources.event_store import get_event_store
+    from anpr_pipeline.resources.object_store import build_object_store
+    from anpr_pipeline.settings import load_settings
+
+    s = load_settings()
+    store = build_object_store(s.bucket_kind, s.bucket_dir, s.s3_bucket, s.s3_endpoint_url, s.s3_region)
+    return get_event_store(s.database_url), store, s.gdpr_salt
+
+
+def main_export(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="anpr export-plate",
+                                     description="Export every event, Parquet row and crop of a plate as one zip.")
+    parser.add_argument("plate")
+    parser.add_argument("--out", help="also write the zip to this local file")
+    args = parser.parse_args(argv)
+    es, store, salt = _stores_from_settings()
+    try:
+        result = export_plate(args.plate, es, store, salt, production=es.dialect == "postgresql")
+    except GdprError as exc:
+        print(f"anpr export-plate: {exc}")
+        return 2
+    if args.out:
+        store.download(result.key, args.out)
+    print(json.dumps(result.summary(), indent=1))
+    return 0
+
+
+def main_erase(argv: list[str]) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="anpr erase-plate",
+                                     description="Erase a plate from the events DB, crops and Parquet (audited).")
+    parser.add_argument("plate")
+    parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    parser.add_argument("--dry-run", action="store_true", help="only count what would be erased")
+    args = parser.parse_args(argv)
+    es, store, salt = _stores_from_settings()
+    production = es.dialect == "postgresql"
+    try:
+        preview = erase_plate(args.plate, es, store, salt, production=production, dry_run=True)
+        print(json.dumps(preview.summary(), indent=1))
+        if args.dry_run:
+            return 0
+        if not args.yes:
+            if not sys.stdin.isatty():
+                print("anpr erase-plate: refusing without --yes (not a terminal)")
+                return 2
+            if input(f"Erase all data of {normalize_plate(args.plate)}? Type 'yes': ").strip() != "yes":
+                print("aborted")
+                return 1
+        result = erase_plate(args.plate, es, store, salt, production=production)
+    except GdprError as exc:
+        print(f"anpr erase-plate: {exc}")
+        return 2
+    print(json.dumps(result.summary(), indent=1))
+    return 0

@@ -1,0 +1,117 @@
+"""GDPR export/erase on both backends: the export holds everything, the erasure leaves no
+trace in the events DB, the crops or the Parquet dataset, other plates are untouched, and
+the audit trail never stores the plate in clear."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from anpr_pipeline import cli
+from anpr_pipeline.ops.gdpr import plate_digest, read_audit
+from anpr_pipeline.ops.jobs import erase_plate_job, export_plate_job
+from anpr_pipeline.resources.parquet_dataset import read_events
+from anpr_pipeline_tests.ops.conftest import event_row, store_video
+from anpr_pipeline_tests.ops.test_jobs import resources_for
+
+PLATE, OTHER, SALT = "AB123CD", "ZZ999ZZ", "test-salt-0123456789"
+
+
+def _two_videos(backend) -> tuple[list[dict], list[dict]]:
+    now = datetime.now(UTC).replace(microsecond=0)
+    v1 = "uploads/cam1/" + (now - timedelta(days=3)).strftime("%Y%m%dT%H%M%SZ") + ".mp4"
+    v2 = "uploads/cam2/" + (now - timedelta(days=1)).strftime("%Y%m%dT%H%M%SZ") + ".mp4"
+    rows1 = [event_row(now - timedelta(days=3) + timedelta(seconds=5), PLATE, "cam1", v1, 0),
+             event_row(now - timedelta(days=3) + timedelta(seconds=9), OTHER, "cam1", v1, 1)]
+    rows2 = [event_row(now - timedelta(days=1) + timedelta(seconds=2), PLATE, "cam2", v2, 0)]
+    store_video(backend, rows1)
+    store_video(backend, rows2)
+    return [r for r in rows1 + rows2 if r["normalized_plate"] == PLATE], [rows1[1]]
+
+
+def _no_plate_in_audit(backend) -> None:
+    for o in backend.store.list("audit/"):
+        assert PLATE.encode() not in backend.store.get_bytes(o.key)
+
+
+def test_export_then_erase_leaves_no_trace(backend):
+    mine, others = _two_videos(backend)
+    resources = resources_for(backend, gdpr_salt=SALT)
+    result = export_plate_job.execute_in_process(
+        run_config={"ops": {"export_plate_op": {"config": {"plate": "ab-123 cd"}}}}, resources=resources)
+    summary = result.output_for_node("export_plate_op")
+    assert (summary["events"], summary["parquet_rows"], summary["crops"]) == (2, 2, 2)
+    assert PLATE not in summary["key"] and summary["key"].startswith("exports/")
+    with zipfile.ZipFile(io.BytesIO(backend.store.get_bytes(summary["key"]))) as zf:
+        assert {r["event_id"] for r in json.loads(zf.read("events.json"))} == {r["event_id"] for r in mine}
+        assert {r["normalized_plate"] for r in json.loads(zf.read("parquet_rows.json"))} == {PLATE}
+        assert zf.read(mine[0]["crop_key"]).startswith(b"\xff\xd8")
+        assert json.loads(zf.read("manifest.json"))["plate"] == PLATE
+
+    dry = erase_plate_job.execute_in_process(
+        run_config={"ops": {"erase_plate_op": {"config": {"plate": PLATE, "dry_run": True}}}}, resources=resources)
+    assert dry.output_for_node("erase_plate_op")["events_deleted"] == 2
+    assert len(backend.events.search(PLATE)) == 2
+
+    result = erase_plate_job.execute_in_process(
+        run_config={"ops": {"erase_plate_op": {"config": {"plate": PLATE}}}}, resources=resources)
+    erased = result.output_for_node("erase_plate_op")
+    assert erased["events_deleted"] == 2 and erased["crops_deleted"] == 2
+    assert erased["parquet_rows_deleted"] == 2
+    assert erased["parquet_files_deleted"] == 1 and erased["parquet_files_rewritten"] == 1
+
+    # No trace in any of the three stores ...
+    assert backend.events.search(PLATE) == [] and backend.events.search(PLATE, mode="fuzzy") == []
+    assert not any(backend.store.exists(r["crop_key"]) for r in mine)
+    parquet = read_events(backend.store)
+    assert PLATE not in set(parquet["normalized_plate"]) and PLATE not in set(parquet["plate_text"])
+    # ... while the other plate in the same video / Parquet file is untouched.
+    assert [e["event_id"] for e in backend.events.search(OTHER)] == [others[0]["event_id"]]
+    assert backend.store.exists(others[0]["crop_key"])
+    assert list(parquet["normalized_plate"]) == [OTHER]
+
+    audit = read_audit(backend.store)
+    assert [a["action"] for a in sorted(audit, key=lambda a: a["at"])][-1] == "erase"
+    assert {a["plate_hmac_sha256"] for a in audit} == {plate_digest(PLATE, SALT)}
+    _no_plate_in_audit(backend)
+
+
+def test_empty_salt_refused_in_production_warned_otherwise(backend):
+    _two_videos(backend)
+    result = erase_plate_job.execute_in_process(
+        run_config={"ops": {"erase_plate_op": {"config": {"plate": PLATE}}}},
+        resources=resources_for(backend, gdpr_salt=""), raise_on_error=False)
+    if backend.events.dialect == "postgresql":
+        assert not result.success
+        assert "ANPR_GDPR_SALT is empty" in result.failure_data_for_node("erase_plate_op").user_failure_data.description
+        assert len(backend.events.search(PLATE)) == 2
+    else:
+        assert result.success and backend.events.search(PLATE) == []
+
+
+def test_cli_export_and_erase(local_backend, monkeypatch, capsys, tmp_path):
+    _two_videos(local_backend)
+    monkeypatch.setenv("ANPR_BUCKET_KIND", "local")
+    monkeypatch.setenv("ANPR_BUCKET_DIR", local_backend.bucket_kwargs["bucket_dir"])
+    monkeypatch.setenv("ANPR_DATABASE_URL", local_backend.database_url)
+    monkeypatch.setenv("ANPR_GDPR_SALT", SALT)
+    assert cli.main(["export-plate", PLATE, "--out", str(tmp_path / "x.zip")]) == 0
+    assert json.loads(capsys.readouterr().out)["events"] == 2
+    assert zipfile.is_zipfile(tmp_path / "x.zip")
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # not a terminal: --yes is required
+    assert cli.main(["erase-plate", PLATE]) == 2
+    assert len(local_backend.events.search(PLATE)) == 2
+    assert cli.main(["erase-plate", PLATE, "--yes"]) == 0
+    assert local_backend.events.search(PLATE) == []
+
+
+@pytest.mark.parametrize("plate", ["", "--"])
+def test_plate_without_characters_is_refused(local_backend, plate):
+    from anpr_pipeline.ops.gdpr import GdprError, erase_plate
+
+    with pytest.raises(GdprError):
+        erase_plate(plate, local_backend.events, local_backend.store, SALT)
