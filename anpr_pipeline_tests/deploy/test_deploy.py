@@ -301,3 +301,48 @@ def test_env_example_holds_no_secrets():
         if re.search(r"PASSWORD|SECRET", key):
             assert value == "", f"{key} has a value in env.example"
     assert "deploy/docker/.env" in (REPO / ".gitignore").read_text()
+
+
+# -- Grafana -------------------------------------------------------------------------------------
+
+DASHBOARD = DEPLOY / "grafana" / "anpr-dashboard.json"
+METRICS_MODULE = REPO / "anpr_pipeline" / "ops" / "metrics.py"
+_SERIES_SUFFIX = re.compile(r"_(total|bucket|sum|count|created)$")
+
+
+def _base(name: str) -> str:
+    return _SERIES_SUFFIX.sub("", name)
+
+
+def _dashboard_metrics() -> set[str]:
+    import json
+
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    exprs += [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]
+    return {m for e in exprs for m in re.findall(r"\banpr_[a-z_]+\b", e)}
+
+
+def test_grafana_dashboard_shape_and_required_metrics():
+    import json
+
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    assert {p["title"] for p in panels if p["type"] == "row"} == {"Overview", "Workers", "Database", "Storage"}
+    for panel in panels:
+        if panel["type"] != "row":
+            assert panel["datasource"]["uid"] == "${datasource}" and panel["targets"], panel["title"]
+            assert 0 <= panel["gridPos"]["x"] and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
+    used = {_base(m) for m in _dashboard_metrics()}
+    required = {"anpr_events_processed", "anpr_events_failed", "anpr_jobs_processed", "anpr_jobs_failed",
+                "anpr_queue_size", "anpr_stage_duration_seconds"}
+    assert required <= used, required - used
+
+
+def test_grafana_queries_only_metrics_the_exporter_defines():
+    if not METRICS_MODULE.exists():
+        pytest.skip("anpr_pipeline/ops/metrics.py (the Prometheus exporter, issue 5) does not exist yet")
+    defined = {_base(m) for m in re.findall(r"[\"'](anpr_[a-z_]+)[\"']", METRICS_MODULE.read_text())}
+    unknown = {_base(m) for m in _dashboard_metrics()} - defined
+    assert not unknown, f"dashboard queries metrics the exporter does not define: {sorted(unknown)}"
