@@ -18,6 +18,8 @@ from pathlib import Path
 
 REPO_DAGSTER_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
 DEMO_CAMERAS = ("cam-north", "cam-east", "cam-south", "cam-west")
+# The full step log is in the UI; the terminal gets warnings and the summary.
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 def ensure_dagster_home() -> Path:
@@ -55,7 +57,7 @@ def run_sensor(defs, instance, store_resource):
     from anpr_pipeline.sensors import SETTLE_SECONDS
 
     time.sleep(SETTLE_SECONDS)
-    sensor = defs.get_sensor_def("upload_sensor")
+    sensor = defs.resolve_sensor_def("upload_sensor")
     context = build_sensor_context(instance=instance, resources={"bucket": store_resource}, definitions=defs)
     result = sensor(context)
     if not isinstance(result, SensorResult):
@@ -115,7 +117,7 @@ def main(argv: list[str]) -> int:
     failures = 0
     for request in result.run_requests or []:
         outcome = job.execute_in_process(partition_key=request.partition_key, instance=instance,
-                                         tags=request.tags, raise_on_error=False)
+                                         tags=request.tags, raise_on_error=False, run_config=QUIET)
         status = "ok" if outcome.success else "FAILED"
         failures += 0 if outcome.success else 1
         video_key = request.tags["anpr/video_key"]
