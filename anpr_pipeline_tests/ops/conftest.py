@@ -93,3 +93,25 @@ def store_video(backend: Backend, rows: list[dict], video: bytes = b"\x00video")
     start = datetime.strptime(ts, TIMESTAMP_FORMAT).replace(tzinfo=rows[0]["captured_at"].tzinfo)
     write_video_events(backend.store, camera, ts, rows, (start, max(r["captured_at"] for r in rows)))
     return video_key
+
+
+def enqueue_run(instance, job_name: str = "process_video") -> str:
+    """A run in QUEUED status, as the QueuedRunCoordinator leaves it (RUN_ENQUEUED event)."""
+    from dagster import DagsterEvent, DagsterEventType, DagsterRun, DagsterRunStatus
+    from dagster._core.remote_origin import (
+        RegisteredCodeLocationOrigin,
+        RemoteJobOrigin,
+        RemoteRepositoryOrigin,
+    )
+    from dagster._core.utils import make_new_run_id
+
+    run_id = make_new_run_id()
+    # Queued runs must say where their code lives (the daemon launches them from there).
+    origin = RemoteJobOrigin(RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("anpr_pipeline"), "__repository__"),
+                             job_name)
+    instance.add_run(DagsterRun(job_name=job_name, run_id=run_id, status=DagsterRunStatus.NOT_STARTED,
+                                remote_job_origin=origin))
+    instance.report_dagster_event(
+        DagsterEvent(event_type_value=DagsterEventType.RUN_ENQUEUED.value, job_name=job_name), run_id=run_id
+    )
+    return run_id

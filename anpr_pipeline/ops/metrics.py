@@ -1,0 +1,210 @@
+"""Prometheus exporter: ``anpr metrics serve [--port 9108] [--addr 0.0.0.0]``.
+
+A custom collector reads the Dagster instance (run storage + event log) and the events
+database at scrape time, so the numbers are right however many run workers or pods did
+the work (nothing is counted in-process).
+
+| metric | type | meaning |
+|---|---|---|
+| ``anpr_jobs_processed_total{job}`` | counter | runs of the job that succeeded |
+| ``anpr_jobs_failed_total{job}`` | counter | runs of the job that failed |
+| ``anpr_queue_size`` | gauge | runs queued, not yet started (all jobs) |
+| ``anpr_runs_in_progress`` | gauge | runs starting or started |
+| ``anpr_events_processed_total`` | counter | plate events emitted by ``plate_events`` materializations (sum of their ``events`` metadata; a re-run counts again) |
+| ``anpr_events_failed_total`` | counter | videos whose ``process_video`` run failed (one per failed run: its events were not produced) |
+| ``anpr_events_stored`` | gauge | rows now in the events table (drops with retention, hence a gauge) |
+| ``anpr_stage_duration_seconds{stage}`` | histogram | per-step wall time of finished ``process_video`` runs (Dagster step stats) |
+| ``anpr_metrics_source_up{source}`` | gauge | 1 when the instance / events DB could be read this scrape |
+
+Why ``anpr_events_processed_total`` is not the table's row count: a counter must never go
+down, and retention deletes rows every day; the materialization sum is monotonic.
+Materializations and finished runs are read incrementally (cursor kept in the exporter),
+so a scrape costs only what is new.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+log = logging.getLogger(__name__)
+
+DEFAULT_JOBS = ("process_video", "retention_sweep", "archive", "db_maintenance", "backup", "restore_test",
+                "export_plate", "erase_plate")
+STAGE_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
+VIDEO_JOB = "process_video"
+EVENTS_ASSET = "plate_events"
+
+
+class _Histogram:
+    def __init__(self, buckets: Sequence[float]):
+        self.buckets = tuple(buckets)
+        self.counts = [0] * (len(self.buckets) + 1)  # last = +Inf
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.total += value
+        for i, le in enumerate(self.buckets):
+            if value <= le:
+                self.counts[i] += 1
+                return
+        self.counts[-1] += 1
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out, running = [], 0
+        for le, n in zip([*map(str, self.buckets), "+Inf"], self.counts, strict=True):
+            running += n
+            out.append((le, running))
+        return out
+
+
+class AnprCollector(Collector):
+    def __init__(self, instance: Any, events_store: Any | None = None, jobs: Sequence[str] = DEFAULT_JOBS,
+                 buckets: Sequence[float] = STAGE_BUCKETS):
+        self.instance = instance
+        self.events_store = events_store
+        self.jobs = tuple(jobs)
+        self.buckets = tuple(buckets)
+        self._lock = threading.Lock()  # scrapes may overlap
+        self._events_total = 0
+        self._mat_cursor: str | None = None
+        self._stages: dict[str, _Histogram] = {}
+        self._runs_after: datetime | None = None
+        self._runs_seen: set[str] = set()
+
+    # -- incremental readers ----------------------------------------------------------------
+
+    def _read_materializations(self) -> None:
+        from dagster import AssetKey
+
+        while True:
+            result = self.instance.fetch_materializations(AssetKey(EVENTS_ASSET), limit=1000,
+                                                          cursor=self._mat_cursor, ascending=True)
+            for record in result.records:
+                value = record.asset_materialization.metadata.get("events") if record.asset_materialization else None
+                self._events_total += int(getattr(value, "value", 0) or 0)
+            if result.records:
+                self._mat_cursor = result.cursor
+            if not result.has_more:
+                return
+
+    def _read_finished_runs(self) -> None:
+        from dagster import DagsterRunStatus, RunsFilter
+
+        records = self.instance.get_run_records(
+            RunsFilter(job_name=VIDEO_JOB, statuses=[DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE],
+                       updated_after=self._runs_after),
+            order_by="update_timestamp", ascending=True, limit=1000,
+        )
+        for record in records:
+            run_id = record.dagster_run.run_id
+            if run_id in self._runs_seen:
+                continue
+            self._runs_seen.add(run_id)
+            for step in self.instance.get_run_step_stats(run_id):
+                if step.start_time is not None and step.end_time is not None:
+                    hist = self._stages.setdefault(step.step_key, _Histogram(self.buckets))
+                    hist.observe(max(0.0, step.end_time - step.start_time))
+            # updated_after is a strict bound; runs updated at the same instant are kept in _runs_seen.
+            self._runs_after = record.update_timestamp.astimezone(UTC)
+        if len(self._runs_seen) > 100_000:
+            self._runs_seen.clear()  # bounded memory; the time cursor protects from recounting
+
+    # -- collect ------------------------------------------------------------------------------
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            yield from self._collect()
+
+    def _collect(self) -> Iterator[Metric]:
+        from dagster import DagsterRunStatus, RunsFilter
+
+        up = GaugeMetricFamily("anpr_metrics_source_up", "1 when the source could be read this scrape", labels=["source"])
+        try:
+            count = self.instance.get_runs_count
+            processed = CounterMetricFamily("anpr_jobs_processed", "Runs that succeeded, per job", labels=["job"])
+            failed = CounterMetricFamily("anpr_jobs_failed", "Runs that failed, per job", labels=["job"])
+            for job in self.jobs:
+                processed.add_metric([job], count(RunsFilter(job_name=job, statuses=[DagsterRunStatus.SUCCESS])))
+                failed.add_metric([job], count(RunsFilter(job_name=job, statuses=[DagsterRunStatus.FAILURE])))
+            queued = count(RunsFilter(statuses=[DagsterRunStatus.QUEUED]))
+            running = count(RunsFilter(statuses=[DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]))
+            video_failures = count(RunsFilter(job_name=VIDEO_JOB, statuses=[DagsterRunStatus.FAILURE]))
+            self._read_materializations()
+            self._read_finished_runs()
+        except Exception as exc:  # a scrape must answer even when the instance is down
+            log.warning("metrics: cannot read the Dagster instance: %s", exc)
+            up.add_metric(["dagster"], 0)
+        else:
+            up.add_metric(["dagster"], 1)
+            yield processed
+            yield failed
+            yield GaugeMetricFamily("anpr_queue_size", "Runs queued, not yet started", value=queued)
+            yield GaugeMetricFamily("anpr_runs_in_progress", "Runs starting or started", value=running)
+            yield CounterMetricFamily("anpr_events_failed", "Videos whose process_video run failed",
+                                      value=video_failures)
+            yield CounterMetricFamily("anpr_events_processed", "Plate events emitted by plate_events runs",
+                                      value=self._events_total)
+            hist = HistogramMetricFamily("anpr_stage_duration_seconds", "Step wall time of process_video runs",
+                                         labels=["stage"])
+            for stage, h in sorted(self._stages.items()):
+                hist.add_metric([stage], h.cumulative(), sum_value=h.total)
+            yield hist
+        if self.events_store is not None:
+            try:
+                stored = self.events_store.count()
+            except Exception as exc:
+                log.warning("metrics: cannot read the events database: %s", exc)
+                up.add_metric(["events_db"], 0)
+            else:
+                up.add_metric(["events_db"], 1)
+                yield GaugeMetricFamily("anpr_events_stored", "Rows in the events table", value=stored)
+        yield up
+
+
+def build_registry(instance: Any, events_store: Any | None = None, jobs: Sequence[str] = DEFAULT_JOBS
+                   ) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(AnprCollector(instance, events_store, jobs))
+    return registry
+
+
+def serve(instance: Any, events_store: Any | None, port: int, addr: str = "0.0.0.0"):
+    """Start the HTTP exporter in a background thread; returns (server, thread)."""
+    from prometheus_client import start_http_server
+
+    return start_http_server(port, addr=addr, registry=build_registry(instance, events_store))
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+    import time
+
+    parser = argparse.ArgumentParser(prog="anpr metrics", description="Prometheus metrics for the ANPR pipeline.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    srv = sub.add_parser("serve", help="serve /metrics over HTTP (reads $DAGSTER_HOME's instance + events DB)")
+    srv.add_argument("--port", type=int, default=9108)
+    srv.add_argument("--addr", default="0.0.0.0")
+    args = parser.parse_args(argv)
+
+    from dagster import DagsterInstance
+
+    from anpr_pipeline.resources.event_store import EventStore
+    from anpr_pipeline.settings import load_settings
+
+    instance = DagsterInstance.get()
+    events_store = EventStore(load_settings().database_url)
+    server, _thread = serve(instance, events_store, args.port, args.addr)
+    print(f"anpr metrics: serving http://{args.addr}:{args.port}/metrics", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        server.shutdown()
+    return 0
