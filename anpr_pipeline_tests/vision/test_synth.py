@@ -55,15 +55,22 @@ def test_eu_two_row_plate_is_squarish() -> None:
 
 
 def test_plate_crop_samples_are_deterministic_and_labelled() -> None:
-    first = list(synth.plate_crop_samples(8, seed=3))
-    second = list(synth.plate_crop_samples(8, seed=3))
-    assert len(first) == 8
+    first = list(synth.plate_crop_samples(6, seed=3))
+    second = list(synth.plate_crop_samples(6, seed=3))
+    assert len(first) == 6
     for (ca, ta, ra), (cb, tb, rb) in zip(first, second, strict=True):
         assert np.array_equal(ca, cb) and ta == tb and ra == rb
         assert ca.dtype == np.uint8 and ca.ndim == 3 and ca.shape[2] == 3
         assert ca.shape[0] >= 8 and ca.shape[1] >= 30
         assert ta == normalize(ta) and matching_formats(ta, [ra])
-    assert {r for _, _, r in synth.plate_crop_samples(12, seed=4, regions=("br",))} == {"br"}
+    assert {r for _, _, r in synth.plate_crop_samples(6, seed=4, regions=("br",))} == {"br"}
+
+
+def test_plate_crop_samples_can_be_sharded_with_start() -> None:
+    whole = list(synth.plate_crop_samples(5, seed=9))
+    tail = list(synth.plate_crop_samples(2, seed=9, start=3))
+    for (ca, ta, _), (cb, tb, _) in zip(whole[3:], tail, strict=True):
+        assert np.array_equal(ca, cb) and ta == tb
 
 
 def test_plate_crop_box_lies_on_the_plate() -> None:
@@ -78,19 +85,19 @@ def test_plate_crop_box_lies_on_the_plate() -> None:
 
 def test_render_scene_boxes_are_inside_the_image() -> None:
     total = 0
-    for seed in range(3):
-        img, plates = synth.render_scene(np.random.default_rng(seed), 640, 480, n_plates=3)
-        assert img.shape == (480, 640, 3) and img.dtype == np.uint8
+    for seed in range(2):
+        img, plates = synth.render_scene(np.random.default_rng(seed), 480, 360, n_plates=3)
+        assert img.shape == (360, 480, 3) and img.dtype == np.uint8
         assert plates, "at least one vehicle fits"
         for box, text, region in plates:
             assert isinstance(box, Box)
-            assert box.x >= 0 and box.y >= 0 and box.x + box.w <= 640 and box.y + box.h <= 480
+            assert box.x >= 0 and box.y >= 0 and box.x + box.w <= 480 and box.y + box.h <= 360
             assert box.w >= 10 and box.h >= 4
             assert matching_formats(text, [region])
         total += len(plates)
-    assert total >= 6
-    again, plates_again = synth.render_scene(np.random.default_rng(0), 640, 480, n_plates=3)
-    first, plates_first = synth.render_scene(np.random.default_rng(0), 640, 480, n_plates=3)
+    assert total >= 4
+    again, plates_again = synth.render_scene(np.random.default_rng(0), 480, 360, n_plates=3)
+    first, plates_first = synth.render_scene(np.random.default_rng(0), 480, 360, n_plates=3)
     assert np.array_equal(again, first) and plates_again == plates_first
 
 
