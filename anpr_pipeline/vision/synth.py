@@ -267,8 +267,8 @@ def _layout_chars(text: str, style: _TextStyle, height: float, max_w: float) -> 
 def _draw_chars(
     canvas: np.ndarray, text: str, style: _TextStyle, x0: float, y0: float, x1: float, y1: float,
     rng: np.random.Generator, align: str = "center",
-) -> list[float]:
-    """Draw plate characters into the box; returns the x centres of the spaces."""
+) -> list[tuple[float, float]]:
+    """Draw plate characters into the box; returns (x centre, width) of each space."""
     height = y1 - y0
     items, total = _layout_chars(text, style, height, x1 - x0)
     if align == "center":
@@ -280,7 +280,7 @@ def _draw_chars(
     for c, g, w, gap in items:
         if g is None:
             if c == " ":
-                gaps.append(x + w / 2)
+                gaps.append((x + w / 2, w))
             if c == "-":
                 bar = np.ones((max(2, int(height * 0.09)), max(2, int(w * 0.75))), np.float32)
                 _blend(canvas, bar, int(x + w * 0.125), int(y0 + height * 0.46), style.color)
@@ -378,8 +378,11 @@ def _weighted(items: Sequence[tuple[Any, float]], rng: np.random.Generator) -> A
     return items[int(rng.choice(len(items), p=w / w.sum()))][0]
 
 
-def _char_style(rng: np.random.Generator, color: Color, emboss: float | None = None) -> _TextStyle:
-    font = _weighted(CHAR_FONTS, rng)
+def _char_style(
+    rng: np.random.Generator, color: Color, emboss: float | None = None, serif: bool = False,
+) -> _TextStyle:
+    # Serif plate lettering exists only on some US plates.
+    font = _weighted([f for f in CHAR_FONTS if serif or "Serif" not in f[0]], rng)
     condense = rng.uniform(0.72, 1.0) if "Condensed" not in font else rng.uniform(0.8, 1.08)
     return _TextStyle(
         font=font,
@@ -485,15 +488,17 @@ def _us_plate(text: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
             _text_line(canvas, label, SMALL_FONTS[0], sx + sw / 2, 14, sh * 0.5, sw * 0.85, (20, 20, 20))
     for sx in (0.21 * w, 0.79 * w):
         _screw(canvas, sx + rng.uniform(-3, 3), 0.1 * h + 6 + rng.uniform(-3, 3), rng.uniform(5, 8), rng)
-    style = _char_style(rng, _jitter(color, rng, 10), emboss=float(rng.uniform(0.2, 0.9)))
+    style = _char_style(rng, _jitter(color, rng, 10), emboss=float(rng.uniform(0.2, 0.9)), serif=True)
     top = rng.uniform(52, 60)
     bottom = rng.uniform(152, 164)
     gaps = _draw_chars(canvas, text, style, rng.uniform(12, 26), top, w - rng.uniform(12, 26), bottom, rng)
     # Many states print a small emblem between the two character groups.
     if gaps and rng.random() < 0.3:
-        m = np.zeros((int(h * 0.2), int(h * 0.2)), np.float32)
-        cv2.circle(m, (m.shape[1] // 2, m.shape[0] // 2), m.shape[0] // 2 - 1, 1.0, -1, cv2.LINE_AA)
-        _blend(canvas, m, int(gaps[0] - m.shape[1] / 2), int((top + bottom) / 2 - m.shape[0] / 2), accent, 0.7)
+        d = int(min(h * 0.2, gaps[0][1] * 0.8))
+        if d >= 4:
+            m = np.zeros((d, d), np.float32)
+            cv2.circle(m, (d // 2, d // 2), d // 2 - 1, 1.0, -1, cv2.LINE_AA)
+            _blend(canvas, m, int(gaps[0][0] - d / 2), int((top + bottom) / 2 - d / 2), accent, 0.7)
     _text_line(canvas, slogan if rng.random() < 0.85 else slogan.upper(), _weighted([(f, 1) for f in SMALL_FONTS], rng),
                w / 2, rng.uniform(170, 176), rng.uniform(13, 18), w * 0.7, accent if rng.random() < 0.6 else color)
     if rng.random() < 0.7:
@@ -556,9 +561,9 @@ def _eu_plate(text: str, fmt: DisplayFormat, rng: np.random.Generator, two_row: 
     else:
         gaps = _draw_chars(canvas, text, style, x0, h * 0.16, x1, h * 0.84, rng)
         if fmt.country == "D" and gaps:  # registration seals between district and letters
-            gx = gaps[0]
+            gx = gaps[0][0]
             for i, c in enumerate(((70, 110, 190), (200, 200, 200))):
-                r = int(h * 0.1)
+                r = int(min(h * 0.1, gaps[0][1] * 0.45))
                 m = np.zeros((2 * r + 1, 2 * r + 1), np.float32)
                 cv2.circle(m, (r, r), r, 1.0, -1, cv2.LINE_AA)
                 _blend(canvas, m, int(gx - r), int(h * (0.3 + 0.25 * i) - r), c)
@@ -1372,9 +1377,12 @@ def render_scene(
         assert quad is not None
         qx0, qy0 = quad.min(axis=0)
         qx1, qy1 = quad.max(axis=0)
+        # Perspective: bigger plates sit lower in the frame (nearer the camera), loosely.
+        depth = math.log(target / (min_plate_width * W)) / max(1e-6, math.log(max_plate_width / min_plate_width))
         for _ in range(25):
             ox = rng.uniform(-qx0, W - qx1)
-            oy = rng.uniform(-qy0, H - qy1)
+            cy = H * (0.12 + 0.8 * depth) + rng.normal(0, 0.12 * H)
+            oy = float(np.clip(cy - (qy0 + qy1) / 2, -qy0, H - qy1))
             box = (qx0 + ox, qy0 + oy, qx1 + ox, qy1 + oy)
             if box[0] < 0 or box[1] < 0 or box[2] > W or box[3] > H:
                 continue
