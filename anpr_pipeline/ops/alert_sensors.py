@@ -1,0 +1,105 @@
+"""Alert sensors: run failure, backlog of queued runs, worker stall.
+
+All three log through the sensor's logger (visible on the sensor's tick in the UI and in the
+daemon log) and post to ``ANPR_ALERT_WEBHOOK_URL`` when set, in the background (see
+`anpr_pipeline.ops.alerts`). Backlog and stall keep their last state in the cursor and
+alert only when it changes, including a "resolved" message.
+"""
+
+import json
+from datetime import UTC, datetime, timedelta
+
+from dagster import (
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunFailureSensorContext,
+    RunsFilter,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    run_failure_sensor,
+    sensor,
+)
+
+from anpr_pipeline.ops.alerts import Alert, backlog_level, is_stalled, send_alert
+from anpr_pipeline.ops.resources import OpsSettings
+
+VIDEO_JOB = "process_video"
+
+
+@run_failure_sensor(
+    name="run_failure_alert",
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Logs every failed run and posts it to the alert webhook (if configured).",
+)
+def run_failure_alert(context: RunFailureSensorContext, ops_settings: OpsSettings):
+    run = context.dagster_run
+    message = context.failure_event.message or "run failed"
+    steps = [e.step_key for e in context.get_step_failure_events() if e.step_key]
+    alert = Alert(
+        "run_failure",
+        "critical",
+        f"run {run.run_id[:8]} of {run.job_name} failed: {message}",
+        {"run_id": run.run_id, "job": run.job_name, "failed_steps": steps,
+         "partition": run.tags.get("dagster/partition"), "video_key": run.tags.get("anpr/video_key")},
+    )
+    send_alert(alert, ops_settings.alert_webhook_url, context.log)
+
+
+def _transition(context: SensorEvaluationContext, name: str, state: str, alert: Alert | None, webhook: str,
+                reason: str) -> SensorResult:
+    previous = json.loads(context.cursor)["state"] if context.cursor else "ok"
+    if state != previous:
+        if alert is None:  # back to normal
+            alert = Alert(name, "resolved", reason)
+        send_alert(alert, webhook, context.log)
+    return SensorResult(skip_reason=SkipReason(reason), cursor=json.dumps({"state": state}))
+
+
+@sensor(
+    name="backlog_alert",
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Warns when queued runs exceed ANPR_BACKLOG_WARN (100), critical above ANPR_BACKLOG_CRITICAL (500).",
+)
+def backlog_alert(context: SensorEvaluationContext, ops_settings: OpsSettings):
+    queued = context.instance.get_runs_count(RunsFilter(statuses=[DagsterRunStatus.QUEUED]))
+    level = backlog_level(queued, ops_settings.backlog_warn, ops_settings.backlog_critical)
+    reason = (f"{queued} queued runs ({level}; warn > {ops_settings.backlog_warn}, "
+              f"critical > {ops_settings.backlog_critical})")
+    alert = None if level == "ok" else Alert("backlog", level, reason, {"queued": queued})
+    return _transition(context, "backlog", level, alert, ops_settings.alert_webhook_url, reason)
+
+
+def _ts(value: float | datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.astimezone(UTC) if isinstance(value, datetime) else datetime.fromtimestamp(value, UTC)
+
+
+@sensor(
+    name="worker_stall_alert",
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Alerts when runs are queued but no process_video run finished for 10 minutes.",
+)
+def worker_stall_alert(context: SensorEvaluationContext, ops_settings: OpsSettings):
+    instance = context.instance
+    queued_filter = RunsFilter(statuses=[DagsterRunStatus.QUEUED])
+    queued = instance.get_runs_count(queued_filter)
+    oldest = instance.get_run_records(queued_filter, limit=1, order_by="create_timestamp", ascending=True)
+    finished = instance.get_run_records(
+        RunsFilter(job_name=VIDEO_JOB, statuses=[DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]),
+        limit=1, order_by="update_timestamp", ascending=False,
+    )
+    oldest_at = _ts(oldest[0].create_timestamp) if oldest else None
+    last_at = _ts(finished[0].end_time or finished[0].update_timestamp) if finished else None
+    window = timedelta(minutes=ops_settings.stall_minutes)
+    stalled = is_stalled(queued, oldest_at, last_at, datetime.now(UTC), window)
+    reason = (f"{queued} queued runs; last {VIDEO_JOB} finished "
+              f"{last_at.isoformat() if last_at else 'never'}; stall window {window}")
+    alert = Alert("worker_stall", "critical", "workers stalled: " + reason, {"queued": queued}) if stalled else None
+    return _transition(context, "worker_stall", "stalled" if stalled else "ok", alert, ops_settings.alert_webhook_url, reason)
+
+
+ALERT_SENSORS = [run_failure_alert, backlog_alert, worker_stall_alert]
