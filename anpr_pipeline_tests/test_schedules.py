@@ -12,6 +12,7 @@ from anpr_pipeline.schedules import SCHEDULES
 EXPECTED = {
     "retention_daily": ("retention_sweep", "30 2 * * *"),
     "db_maintenance_nightly": ("db_maintenance", "0 4 * * *"),
+    "archive_weekly": ("archive", "30 3 * * 0"),
     "backup_nightly": ("backup", "0 1 * * *"),
     "restore_test_monthly": ("restore_test", "0 5 1 * *"),
 }
@@ -20,7 +21,8 @@ EXPECTED = {
 def test_ops_jobs_schedules_and_sensors_are_in_definitions():
     repo = defs.get_repository_def()
     jobs = {j.name for j in repo.get_all_jobs()}
-    assert {"retention_sweep", "db_maintenance", "backup", "restore_test", "export_plate", "erase_plate"} <= jobs
+    assert {"retention_sweep", "db_maintenance", "backup", "restore_test", "export_plate", "erase_plate",
+            "archive"} <= jobs
     schedules = {s.name: s for s in repo.schedule_defs}
     for name, (job_name, cron) in EXPECTED.items():
         assert schedules[name].job_name == job_name and schedules[name].cron_schedule == cron

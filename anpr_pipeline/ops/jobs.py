@@ -217,7 +217,39 @@ def erase_plate_job():
     erase_plate_op()
 
 
+# --------------------------------------------------------------------------------------
+# archive
+# --------------------------------------------------------------------------------------
+
+
+class ArchiveConfig(Config):
+    dry_run: bool = Field(False, description="List what would be archived; move nothing.")
+    now: str = Field("", description="Archive as of this ISO time (empty = now).")
+
+
+@op(tags=OPS_TAGS, description="Old videos to archive/ (colder storage class), old event months to archive Parquet.")
+def archive_op(context: OpExecutionContext, config: ArchiveConfig, bucket: ObjectStoreResource,
+               events_db: EventStoreResource, ops_settings: OpsSettings):
+    from anpr_pipeline.ops.archive import run_archive
+
+    result = run_archive(_parse_now(config.now), bucket.get_store(), events_db.get_store(), ops_settings,
+                         dry_run=config.dry_run)
+    summary = result.summary()
+    context.log.info(f"archive {'(dry run) ' if config.dry_run else ''}{summary}")
+    if result.videos_failed or result.events_failed:
+        # Whatever could be verified was archived; the rest is kept and retried next week.
+        raise Failure(description=f"archive incomplete: {len(result.videos_failed)} video(s), "
+                      f"{len(result.events_failed)} month(s) not archived (originals kept)",
+                      metadata=as_metadata(summary))
+    return Output(summary, metadata=as_metadata(summary))
+
+
+@job(name="archive", tags=OPS_TAGS, description="Weekly: move old videos and event months to the archive.")
+def archive_job():
+    archive_op()
+
+
 OPS_JOBS = [retention_sweep_job, db_maintenance_job, backup_job, restore_test_job,
-            export_plate_job, erase_plate_job]
+            export_plate_job, erase_plate_job, archive_job]
 
 __all__ = ["OPS_JOBS", "Failure", "as_metadata"]

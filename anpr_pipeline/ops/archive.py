@@ -1,0 +1,246 @@
+"""Archive: old videos to a colder prefix, old events to an archive Parquet dataset.
+
+Videos recorded more than ``archive_videos_after_days`` ago (time from the key, sidecars
+included) are copied from ``uploads/…`` to ``archive/uploads/…`` — on S3 with
+``StorageClass`` = ``s3_archive_storage_class`` (a colder, cheaper class) — and the
+original is deleted only after the copy is verified: same size, and same ETag when both
+are single-part MD5 ETags (a multipart copy changes the ETag format, so size is the check
+there). Retention still applies to archived videos (class ``videos`` covers both
+prefixes). A video moved to the archive is no longer re-processable by ``process_video``.
+
+Events: every whole calendar month that ended more than ``archive_events_after_days`` ago
+is exported, streamed in batches, to ``archive/events/month=YYYY-MM/part-<digest>.parquet``
+(all columns, including ``camera_id`` and ``created_at``). The file is read back and its
+row count and a SHA-256 over its event ids (in file order) must equal what was written
+before anything is removed. Then, in one transaction that re-counts the month (nothing
+arrived meanwhile), the month's Postgres partition is detached and dropped, or the rows
+deleted (DEFAULT partition, SQLite). The part name is a digest of the archived event ids,
+so a re-run after a crash between upload and delete overwrites the same part instead of
+duplicating rows; a late backfill into an archived month becomes a new part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tempfile
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+from anpr_pipeline.ops.retention import month_bounds, object_time
+from anpr_pipeline.resources.event_store import EventStore, events, partition_name
+from anpr_pipeline.resources.object_store import ObjectInfo, ObjectStore, S3ObjectStore
+from anpr_pipeline.resources.parquet_dataset import EVENTS_SCHEMA
+from anpr_pipeline.uploads import UPLOADS_PREFIX
+
+ARCHIVE_PREFIX = "archive/"
+ARCHIVE_EVENTS_PREFIX = "archive/events/"
+BATCH_ROWS = 50_000
+
+ARCHIVE_SCHEMA = pa.schema(
+    [("camera_id", pa.string()), *EVENTS_SCHEMA, ("created_at", pa.timestamp("us", tz="UTC"))]
+)
+
+
+class ArchiveError(RuntimeError):
+    """An archive copy could not be verified; the original was kept."""
+
+
+# --------------------------------------------------------------------------------------
+# Videos
+# --------------------------------------------------------------------------------------
+
+
+def plan_video_archive(now: datetime, objects: Iterable[ObjectInfo], days: int) -> list[ObjectInfo]:
+    """Uploads (videos and sidecars) recorded before now - days; [] when days <= 0."""
+    if days <= 0:
+        return []
+    cutoff = now.astimezone(UTC) - timedelta(days=days)
+    return [o for o in objects if o.key.startswith(UPLOADS_PREFIX) and object_time(o, "videos")[0] < cutoff]
+
+
+def _verified(src: ObjectInfo, dst: ObjectInfo) -> bool:
+    if src.size != dst.size:
+        return False
+    single_part = src.etag and dst.etag and "-" not in src.etag and "-" not in dst.etag
+    return not single_part or src.etag == dst.etag
+
+
+@dataclass
+class VideoArchiveResult:
+    moved: list[str] = field(default_factory=list)
+    bytes: int = 0
+    failed: list[str] = field(default_factory=list)  # "key: reason"; originals kept
+
+
+def archive_videos(store: ObjectStore, objects: list[ObjectInfo], storage_class: str = "") -> VideoArchiveResult:
+    result = VideoArchiveResult()
+    cls = storage_class if isinstance(store, S3ObjectStore) and storage_class else None
+    for src in objects:
+        dst_key = ARCHIVE_PREFIX + src.key
+        try:
+            store.copy(src.key, dst_key, storage_class=cls)
+            dst = store.info(dst_key)
+            if not _verified(src, dst):
+                raise ArchiveError(f"copy differs (size {dst.size} vs {src.size}, etag {dst.etag} vs {src.etag})")
+            store.delete([src.key])
+        except Exception as exc:  # one bad object must not stop the others; reported in metadata
+            result.failed.append(f"{src.key}: {exc}")
+            continue
+        result.moved.append(src.key)
+        result.bytes += src.size
+    return result
+
+
+# --------------------------------------------------------------------------------------
+# Events
+# --------------------------------------------------------------------------------------
+
+
+def _month_start(moment: datetime) -> date:
+    return date(moment.year, moment.month, 1)
+
+
+def archivable_months(es: EventStore, now: datetime, days: int) -> list[tuple[date, int]]:
+    """Whole months that ended before now - days and still hold rows, with their row counts."""
+    if days <= 0:
+        return []
+    cutoff = now.astimezone(UTC) - timedelta(days=days)
+    with es.engine.connect() as conn:
+        oldest = conn.execute(sa.select(sa.func.min(events.c.captured_at))).scalar_one()
+        if oldest is None:
+            return []
+        months, month = [], _month_start(oldest)
+        while month_bounds(month)[1] <= cutoff:
+            lo, hi = month_bounds(month)
+            n = conn.execute(
+                sa.select(sa.func.count()).select_from(events).where(events.c.captured_at >= lo,
+                                                                     events.c.captured_at < hi)
+            ).scalar_one()
+            if n:
+                months.append((month, int(n)))
+            month = month_bounds(month)[1].date()
+    return months
+
+
+def _batches(es: EventStore, month: date) -> Iterable[list[dict[str, Any]]]:
+    lo, hi = month_bounds(month)
+    stmt = (sa.select(events).where(events.c.captured_at >= lo, events.c.captured_at < hi)
+            .order_by(events.c.captured_at, events.c.event_id))
+    with es.engine.connect() as conn:
+        result = conn.execution_options(yield_per=BATCH_ROWS).execute(stmt)
+        for part in result.partitions():
+            yield [dict(r._mapping) | {"event_id": str(r.event_id)} for r in part]
+
+
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    cols = {name: [r.get(name) for r in rows] for name in ARCHIVE_SCHEMA.names}
+    cols["char_confidences"] = [[float(c) for c in (v or [])] for v in cols["char_confidences"]]
+    return pa.Table.from_pydict(cols, schema=ARCHIVE_SCHEMA)
+
+
+def _ids_digest(ids: Iterable[str]) -> str:
+    digest = hashlib.sha256()
+    for event_id in ids:
+        digest.update(event_id.encode() + b"\n")
+    return digest.hexdigest()
+
+
+@dataclass
+class MonthArchive:
+    month: str
+    rows: int
+    key: str
+    bytes: int
+    dropped_partition: str | None
+    digest: str
+
+
+def archive_month(es: EventStore, store: ObjectStore, month: date) -> MonthArchive:
+    with tempfile.TemporaryDirectory(prefix="anpr-archive-") as tmp:
+        path = Path(tmp) / "part.parquet"
+        digest, rows = hashlib.sha256(), 0
+        with pq.ParquetWriter(path, ARCHIVE_SCHEMA, compression="zstd") as writer:
+            for batch in _batches(es, month):
+                writer.write_table(_table(batch))
+                rows += len(batch)
+                for r in batch:
+                    digest.update(r["event_id"].encode() + b"\n")
+        ids_digest = digest.hexdigest()
+        key = f"{ARCHIVE_EVENTS_PREFIX}month={month:%Y-%m}/part-{ids_digest[:16]}.parquet"
+        store.put_file(key, path, "application/vnd.apache.parquet")
+        size = path.stat().st_size
+    # Verify what the bucket now holds, not the local file.
+    copy = pq.read_table(io.BytesIO(store.get_bytes(key)), columns=["event_id"])
+    if copy.num_rows != rows or _ids_digest(copy.column("event_id").to_pylist()) != ids_digest:
+        raise ArchiveError(f"{key}: archived copy has {copy.num_rows} rows / other ids than the {rows} exported; "
+                           "events kept")
+    dropped = _remove_month(es, month, rows)
+    return MonthArchive(f"{month:%Y-%m}", rows, key, size, dropped, ids_digest)
+
+
+def _remove_month(es: EventStore, month: date, expected: int) -> str | None:
+    lo, hi = month_bounds(month)
+    in_month = sa.and_(events.c.captured_at >= lo, events.c.captured_at < hi)
+    with es.engine.begin() as conn:
+        dropped = None
+        if es.dialect == "postgresql":
+            # Blocks concurrent writers to the month for the rest of the transaction.
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('anpr_events_schema'))"))
+            conn.execute(sa.text("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"))
+        now_count = conn.execute(sa.select(sa.func.count()).select_from(events).where(in_month)).scalar_one()
+        if now_count != expected:
+            raise ArchiveError(f"month {month:%Y-%m} changed during the archive ({now_count} rows now, "
+                               f"{expected} archived); events kept, the next run archives it again")
+        name = partition_name(month)
+        if name in es.partitions(conn):
+            conn.execute(sa.text(f"ALTER TABLE events DETACH PARTITION {name}"))
+            conn.execute(sa.text(f"DROP TABLE {name}"))
+            dropped = name
+        conn.execute(sa.delete(events).where(in_month))  # rows of the month held in DEFAULT / SQLite
+    return dropped
+
+
+# --------------------------------------------------------------------------------------
+# Both
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ArchiveResult:
+    dry_run: bool
+    videos_planned: int
+    videos_moved: int
+    videos_bytes: int
+    videos_failed: list[str]
+    event_months: list[dict[str, Any]]
+    events_archived: int
+    events_failed: list[str]
+
+    def summary(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_archive(now: datetime, store: ObjectStore, es: EventStore, settings: Any,
+                dry_run: bool = False) -> ArchiveResult:
+    videos = plan_video_archive(now, store.list(UPLOADS_PREFIX), int(settings.archive_videos_after_days))
+    months = archivable_months(es, now, int(settings.archive_events_after_days))
+    if dry_run:
+        return ArchiveResult(True, len(videos), 0, sum(o.size for o in videos), [],
+                             [{"month": f"{m:%Y-%m}", "rows": n} for m, n in months], 0, [])
+    moved = archive_videos(store, videos, settings.s3_archive_storage_class)
+    archived, failed = [], []
+    for month, _n in months:
+        try:
+            archived.append(asdict(archive_month(es, store, month)))
+        except ArchiveError as exc:
+            failed.append(str(exc))
+    return ArchiveResult(False, len(videos), len(moved.moved), moved.bytes, moved.failed, archived,
+                         sum(m["rows"] for m in archived), failed)
