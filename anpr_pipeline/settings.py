@@ -100,6 +100,8 @@ class Settings:
     gdpr_salt: str = field(default="", repr=False)
     backlog_warn: int = 100
     backlog_critical: int = 500
+    stall_minutes: int = 10  # worker-stall alert: queued runs, no video finished for this long
+    pg_bin_dir: str = ""  # pg_dump/pg_restore location; empty = newest /usr/lib/postgresql/*/bin, then PATH
 
     @property
     def data_path(self) -> Path:
@@ -144,6 +146,8 @@ def load_settings() -> Settings:
         gdpr_salt=_env_str("ANPR_GDPR_SALT", ""),
         backlog_warn=_env_int("ANPR_BACKLOG_WARN", 100),
         backlog_critical=_env_int("ANPR_BACKLOG_CRITICAL", 500),
+        stall_minutes=_env_int("ANPR_STALL_MINUTES", 10),
+        pg_bin_dir=_env_str("ANPR_PG_BIN_DIR", ""),
     )
     validate(settings)
     return settings

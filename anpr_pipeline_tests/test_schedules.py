@@ -36,3 +36,13 @@ def test_schedule_ticks_request_one_keyed_run():
         [request] = sched.evaluate_tick(build_schedule_context(scheduled_execution_time=moment)).run_requests
         assert request.run_key == f"{sched.name}:2025-03-01T02:30Z"
         assert request.tags["anpr/schedule"] == sched.name
+
+
+def test_ops_secrets_are_env_references_not_values(monkeypatch):
+    from anpr_pipeline.definitions import build_definitions
+    from anpr_pipeline.settings import load_settings
+
+    monkeypatch.setenv("ANPR_GDPR_SALT", "s3cret-salt")
+    monkeypatch.setenv("ANPR_STALL_MINUTES", "7")
+    resource = build_definitions(load_settings()).resources["ops_settings"]
+    assert "s3cret-salt" not in repr(resource) and resource.stall_minutes == 7

@@ -7,7 +7,9 @@ override them per run like any resource; production takes them from ANPR_* env v
 
 from __future__ import annotations
 
-from dagster import ConfigurableResource
+import os
+
+from dagster import ConfigurableResource, EnvVar
 
 from anpr_pipeline.settings import Settings
 
@@ -33,4 +35,12 @@ class OpsSettings(ConfigurableResource):
     @classmethod
     def from_settings(cls, settings: Settings) -> OpsSettings:
         names = set(cls.model_fields) & set(Settings.__dataclass_fields__)
-        return cls(**{name: getattr(settings, name) for name in names})
+        values = {name: getattr(settings, name) for name in names}
+        # Secrets stay references to the environment: the UI shows the variable name, not the value.
+        for name, var in SECRET_ENV.items():
+            if os.environ.get(var):
+                values[name] = EnvVar(var)
+        return cls(**values)
+
+
+SECRET_ENV = {"gdpr_salt": "ANPR_GDPR_SALT", "alert_webhook_url": "ANPR_ALERT_WEBHOOK_URL"}
