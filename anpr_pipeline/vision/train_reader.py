@@ -1,0 +1,432 @@
+"""`anpr train reader`: train (or fine-tune) the plate CRNN on labelled crops.
+
+Data: any number of CSVs / folders with ``file,x,y,w,h,plate`` rows (paths relative to the
+CSV; a folder means the ``labels.csv`` / ``crops.csv`` / ``ocr_crops.csv`` inside it), plus
+optional synthetic plates from ``vision/synth.py``. Real crops get strong augmentation
+(crop jitter loose/tight, perspective, blur, low resolution, noise, contrast, JPEG) so a
+thousand crops train a reader that generalises.
+
+A held-out split of the real data (by plate text, ~10 %) picks the best checkpoint; the
+run is bounded by wall time (``--minutes``), with the learning-rate schedule following
+the elapsed fraction, so a run has a predictable length on any machine.
+
+Example (the shipped weights; see weights/MODELS.md)::
+
+    nice -n 10 anpr train reader --out runs/reader \\
+        --data ../shared/data/real_train/crops.csv --synthetic 20000 --minutes 35
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import time
+import zlib
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from anpr_pipeline.vision import crnn, plates
+
+CSV_NAMES = ("labels.csv", "crops.csv", "ocr_crops.csv")
+CONTEXT = 0.25  # keep this much of the box size around each box, for outward crop jitter
+
+
+@dataclass
+class Sample:
+    image: np.ndarray  # RGB uint8: the box plus up to CONTEXT of surroundings
+    box: tuple[int, int, int, int]  # x, y, w, h of the plate inside ``image``
+    text: str  # normalised plate text
+    group: str  # parent folder name (us/br/eu/...), for reporting
+
+
+# --------------------------------------------------------------------------- data
+
+
+def resolve_csv(path: str | Path) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        for name in CSV_NAMES:
+            if (p / name).is_file():
+                return p / name
+        raise FileNotFoundError(f"{p}: no {' / '.join(CSV_NAMES)} in this folder")
+    if not p.is_file():
+        raise FileNotFoundError(f"{p}: no such file")
+    return p
+
+
+def load_samples(path: str | Path) -> list[Sample]:
+    """Read labelled plate boxes; rows with an empty plate or a missing image are skipped."""
+    csv_path = resolve_csv(path)
+    out: list[Sample] = []
+    cache: dict[str, np.ndarray | None] = {}
+    with open(csv_path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            text = plates.normalize(row.get("plate", ""))
+            if not text:
+                continue
+            f = row["file"]
+            if f not in cache:
+                bgr = cv2.imread(str(csv_path.parent / f), cv2.IMREAD_COLOR)
+                cache[f] = None if bgr is None else np.ascontiguousarray(bgr[:, :, ::-1])
+            image = cache[f]
+            if image is None:
+                continue
+            x, y, w, h = (int(float(row[k])) for k in "xywh")
+            if w < 4 or h < 4:
+                continue
+            ih, iw = image.shape[:2]
+            mx, my = int(w * CONTEXT), int(h * CONTEXT)
+            x0, y0 = max(0, x - mx), max(0, y - my)
+            x1, y1 = min(iw, x + w + mx), min(ih, y + h + my)
+            sub = np.ascontiguousarray(image[y0:y1, x0:x1])
+            group = Path(f).parent.name or csv_path.parent.name
+            out.append(Sample(sub, (x - x0, y - y0, w, h), text, group))
+    return out
+
+
+def synthetic_samples(n: int, seed: int, regions: tuple[str, ...] = ("us", "eu", "br")) -> list[Sample]:
+    """``n`` rendered plates (vision/synth.py) on a bit of random background.
+
+    Only the clean plate comes from synth; geometry and degradation are done by
+    :func:`augment`, exactly as for the real crops, so both sources share one crop-jitter
+    rule (which the two-row layout depends on). Plates are stored small (28-72 px high):
+    the model sees 32 px, and rendering is the slow part (~50-100 ms a plate).
+    """
+    from anpr_pipeline.vision import synth
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        rgba, text, region = synth.random_plate(rng, regions)
+        ph = int(rng.uniform(28, 72))
+        pw = max(8, int(round(rgba.shape[1] * ph / rgba.shape[0])))
+        rgba = cv2.resize(rgba, (pw, ph), interpolation=cv2.INTER_AREA)
+        mx, my = int(pw * CONTEXT) + 2, int(ph * CONTEXT) + 2
+        canvas = _background(rng, ph + 2 * my, pw + 2 * mx)
+        a = rgba[..., 3:4].astype(np.float32) / 255.0
+        roi = canvas[my : my + ph, mx : mx + pw]
+        roi[:] = (rgba[..., :3] * a + roi * (1 - a)).astype(np.uint8)
+        out.append(Sample(canvas, (mx, my, pw, ph), plates.normalize(text), f"synth-{region}"))
+    return out
+
+
+def cached_synthetic_samples(n: int, seed: int, cache: str | Path | None) -> list[Sample]:
+    """:func:`synthetic_samples`, saved to / loaded from ``cache`` (.npz) when given.
+
+    Rendering thousands of plates takes minutes on a small CPU; a cache lets repeated
+    training runs (and fine-tuning) reuse them. The cache is keyed by (n, seed).
+    """
+    if cache is None:
+        return synthetic_samples(n, seed)
+    path = Path(cache)
+    if path.is_file():
+        z = np.load(path, allow_pickle=False)
+        if int(z["n"]) == n and int(z["seed"]) == seed:
+            out, offset = [], 0
+            for shape, box, text, group in zip(z["shapes"], z["boxes"], z["texts"], z["groups"], strict=True):
+                size = int(np.prod(shape))
+                img = z["pixels"][offset : offset + size].reshape(tuple(int(v) for v in shape))
+                offset += size
+                out.append(Sample(img, tuple(int(v) for v in box), str(text), str(group)))
+            return out
+    samples = synthetic_samples(n, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        path, n=n, seed=seed,
+        pixels=np.concatenate([s.image.ravel() for s in samples]) if samples else np.zeros(0, np.uint8),
+        shapes=np.array([s.image.shape for s in samples], dtype=np.int32).reshape(-1, 3),
+        boxes=np.array([s.box for s in samples], dtype=np.int32).reshape(-1, 4),
+        texts=np.array([s.text for s in samples]), groups=np.array([s.group for s in samples]),
+    )
+    return samples
+
+
+def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """Car-body-ish surroundings: a flat tone with a smooth gradient and a little noise."""
+    base = rng.uniform(10, 230, 3)
+    ramp = np.linspace(rng.uniform(-40, 0), rng.uniform(0, 40), h)[:, None, None]
+    img = base[None, None, :] + ramp + rng.normal(0, 6, (h, w, 1))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def is_holdout(text: str, fraction: float) -> bool:
+    """Deterministic split by plate text, so one plate's crops never sit on both sides."""
+    return (zlib.crc32(text.encode()) % 1000) < fraction * 1000
+
+
+# --------------------------------------------------------------------------- augmentation
+
+
+def _jitter_quad(sample: Sample, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """Four source corners: the box with loose/tight margins, then perspective jitter."""
+    x, y, w, h = sample.box
+    # Per side: negative = looser (outward), positive = tighter (inward). Inward stays small:
+    # a clipped first/last character is a label error, not augmentation.
+    left, right = rng.uniform(-0.12, 0.04, 2) * strength * w
+    top, bottom = rng.uniform(-0.15, 0.06, 2) * strength * h
+    x0, x1 = x + left, x + w - right
+    y0, y1 = y + top, y + h - bottom
+    quad = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float32)
+    quad += rng.normal(0, 0.035 * strength, (4, 2)).astype(np.float32) * [w, h]
+    # Small in-plane rotation around the centre (camera roll).
+    angle = math.radians(rng.normal(0, 3.0 * strength))
+    c = quad.mean(axis=0)
+    rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]], np.float32)
+    return (quad - c) @ rot.T + c
+
+
+def augment(sample: Sample, cfg: crnn.CRNNConfig, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """One randomly degraded view of ``sample`` as model input (H, W) float32."""
+    x, y, w, h = sample.box
+    quad = _jitter_quad(sample, rng, strength)
+    # Warp to the box's aspect ratio (what the reader sees at run time, and what decides
+    # one-row vs two-row layout), at most 2x the model height: degrading a 160-px-high
+    # crop at full size costs time and changes nothing the model will see.
+    scale = min(1.0, 2.0 * cfg.height / max(h, 1))
+    out_w, out_h = max(4, int(round(w * scale))), max(4, int(round(h * scale)))
+    dst = np.array([[0, 0], [out_w, 0], [out_w, out_h], [0, out_h]], dtype=np.float32)
+    m = cv2.getPerspectiveTransform(quad, dst)
+    border = cv2.BORDER_REPLICATE if rng.random() < 0.7 else cv2.BORDER_REFLECT
+    img = cv2.warpPerspective(sample.image, m, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=border)
+    grey = _grey(img, rng)
+    grey = _degrade(grey, rng, strength)
+    lay = crnn.layout(grey, cfg)
+    lay = crnn.normalize_contrast(lay)
+    return lay.astype(np.float32) / 127.5 - 1.0
+
+
+def _grey(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    # Random channel weights: cameras and plates differ in colour response.
+    wts = rng.dirichlet([4.0, 4.0, 4.0]).astype(np.float32)
+    return np.clip(img.astype(np.float32) @ wts, 0, 255).astype(np.uint8)
+
+
+def _degrade(grey: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    h, w = grey.shape
+    if rng.random() < 0.5 * strength:  # low resolution: far or small plates (e.g. 16 px high)
+        th = int(rng.uniform(12, 30))
+        if th < h:
+            tw = max(4, int(round(w * th / h)))
+            small = cv2.resize(grey, (tw, th), interpolation=cv2.INTER_AREA)
+            grey = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+    r = rng.random()
+    if r < 0.25 * strength:
+        k = int(rng.choice([3, 5]))
+        grey = cv2.GaussianBlur(grey, (k, k), 0)
+    elif r < 0.35 * strength:  # horizontal motion blur
+        k = int(rng.integers(3, 8))
+        kernel = np.zeros((k, k), np.float32)
+        kernel[k // 2, :] = 1.0 / k
+        grey = cv2.filter2D(grey, -1, kernel)
+    g = grey.astype(np.float32)
+    # Contrast / brightness / gamma.
+    g = (g - 128.0) * rng.uniform(0.5, 1.3) + 128.0 + rng.uniform(-50, 50)
+    g = np.clip(g, 0, 255)
+    g = 255.0 * (g / 255.0) ** rng.uniform(0.6, 1.6)
+    if rng.random() < 0.3 * strength:  # uneven lighting: a horizontal/vertical gradient
+        ramp = np.linspace(rng.uniform(-40, 0), rng.uniform(0, 40), w if rng.random() < 0.5 else h)
+        g = g + (ramp[None, :] if ramp.size == w else ramp[:, None])
+    if rng.random() < 0.6 * strength:
+        g = g + rng.normal(0, rng.uniform(2, 14), g.shape)
+    grey = np.clip(g, 0, 255).astype(np.uint8)
+    if rng.random() < 0.05:  # light-on-dark plates exist
+        grey = 255 - grey
+    if rng.random() < 0.5 * strength:
+        q = int(rng.uniform(15, 90))
+        ok, buf = cv2.imencode(".jpg", grey, [cv2.IMWRITE_JPEG_QUALITY, q])
+        if ok:
+            grey = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+    return grey
+
+
+# --------------------------------------------------------------------------- training
+
+
+def encode(texts: list[str], alphabet: str):
+    import torch
+
+    idx = {c: i + 1 for i, c in enumerate(alphabet)}
+    targets = torch.tensor([idx[c] for t in texts for c in t if c in idx], dtype=torch.long)
+    lengths = torch.tensor([sum(c in idx for c in t) for t in texts], dtype=torch.long)
+    return targets, lengths
+
+
+def greedy_texts(logits, alphabet: str) -> list[str]:
+    best = logits.argmax(2).cpu().numpy()
+    out = []
+    for row in best:
+        chars, prev = [], 0
+        for c in row:
+            if c != 0 and c != prev:
+                chars.append(alphabet[c - 1])
+            prev = c
+        out.append("".join(chars))
+    return out
+
+
+def evaluate(model, samples: list[Sample], cfg: crnn.CRNNConfig, device: str = "cpu") -> dict:
+    """Exact and char accuracy of greedy decoding on un-augmented samples."""
+    import torch
+
+    model.eval()
+    exact, chars = 0, 0.0
+    with torch.no_grad():
+        for i in range(0, len(samples), 128):
+            batch = samples[i : i + 128]
+            x = np.stack([crnn.preprocess(_box_crop(s), cfg) for s in batch])[:, None]
+            texts = greedy_texts(model(torch.from_numpy(x).to(device)), cfg.alphabet)
+            for s, t in zip(batch, texts, strict=True):
+                exact += t == s.text
+                chars += plates.similarity(t, s.text)
+    n = max(len(samples), 1)
+    return {"n": len(samples), "exact": exact / n, "char": chars / n}
+
+
+def _box_crop(s: Sample) -> np.ndarray:
+    x, y, w, h = s.box
+    return s.image[y : y + h, x : x + w]
+
+
+@dataclass
+class TrainConfig:
+    minutes: float = 35.0
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    holdout: float = 0.1
+    synthetic: int = 0
+    synthetic_weight: float = 0.3  # share of each batch drawn from synthetic plates
+    seed: int = 0
+    threads: int = 1
+    eval_every_s: float = 60.0
+    synthetic_cache: str | None = None
+    aug_start: float = 0.3  # augmentation strength at the start (ramps to 1.0 by 40 % of the run)
+
+
+def train(
+    data: list[str],
+    out_dir: Path,
+    tc: TrainConfig,
+    cfg: crnn.CRNNConfig,
+    init: str | None = None,
+    device: str = "cpu",
+) -> dict:
+    import torch
+
+    torch.set_num_threads(tc.threads)
+    torch.manual_seed(tc.seed)
+    rng = np.random.default_rng(tc.seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    real: list[Sample] = [s for path in data for s in load_samples(path)]
+    train_real = [s for s in real if not is_holdout(s.text, tc.holdout)]
+    held = [s for s in real if is_holdout(s.text, tc.holdout)]
+    synth = cached_synthetic_samples(tc.synthetic, tc.seed, tc.synthetic_cache) if tc.synthetic else []
+    if not train_real and not synth:
+        raise SystemExit("no training samples: give --data with labelled plates or --synthetic N")
+    print(f"real: {len(train_real)} train / {len(held)} held-out; synthetic: {len(synth)}", flush=True)
+
+    if init:
+        model, cfg, _ = crnn.load_checkpoint(init)
+        model.train()
+    else:
+        model = crnn.build_model(cfg)
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
+    budget = tc.minutes * 60.0
+    start = last_eval = time.time()
+    step, seen, best = 0, 0, (-1.0, -1.0)
+    history = []
+    best_path = out_dir / "best.pt"
+    while True:
+        frac = (time.time() - start) / budget
+        if frac >= 1.0:
+            break
+        # Warm-up 3 %, then cosine decay to 2 % of the peak rate.
+        lr = tc.lr * (frac / 0.03 if frac < 0.03 else 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * (frac - 0.03) / 0.97)))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        batch = _draw(train_real, synth, tc, rng)
+        # Curriculum: light augmentation first (CTC finds its alignment sooner), full later.
+        strength = tc.aug_start + (1.0 - tc.aug_start) * min(1.0, frac / 0.4)
+        x = torch.from_numpy(np.stack([augment(s, cfg, rng, strength) for s in batch])[:, None]).to(device)
+        targets, lengths = encode([s.text for s in batch], cfg.alphabet)
+        model.train()
+        logp = model(x).log_softmax(2).permute(1, 0, 2)  # (T, B, C)
+        in_len = torch.full((len(batch),), logp.shape[0], dtype=torch.long)
+        loss = ctc(logp.cpu(), targets, in_len, lengths)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+        step += 1
+        seen += len(batch)
+        if time.time() - last_eval >= tc.eval_every_s or (time.time() - start) >= budget:
+            last_eval = time.time()
+            m = evaluate(model, held, cfg, device) if held else {"exact": 0.0, "char": 0.0, "n": 0}
+            rec = {"step": step, "seen": seen, "min": round((time.time() - start) / 60, 2),
+                   "loss": round(float(loss.detach()), 4), "lr": lr, **m}
+            history.append(rec)
+            print(json.dumps(rec), flush=True)
+            if (m["exact"], m["char"]) >= best or not held:
+                best = (m["exact"], m["char"])
+                crnn.save_checkpoint(best_path, model, cfg, {"step": step, "heldout": m})
+    final = evaluate(model, held, cfg, device) if held else {}
+    crnn.save_checkpoint(out_dir / "last.pt", model, cfg, {"step": step, "heldout": final})
+    if not best_path.exists():
+        crnn.save_checkpoint(best_path, model, cfg, {"step": step, "heldout": final})
+    summary = {
+        "data": data, "synthetic": tc.synthetic, "train_config": asdict(tc), "model_config": asdict(cfg),
+        "steps": step, "samples_seen": seen, "samples_per_s": seen / max(time.time() - start, 1e-9),
+        "best_heldout": {"exact": best[0], "char": best[1]}, "last_heldout": final, "history": history,
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _draw(real: list[Sample], synth: list[Sample], tc: TrainConfig, rng: np.random.Generator) -> list[Sample]:
+    n_syn = int(round(tc.batch_size * tc.synthetic_weight)) if synth and real else (tc.batch_size if synth else 0)
+    picks = [real[i] for i in rng.integers(0, len(real), tc.batch_size - n_syn)] if real else []
+    picks += [synth[i] for i in rng.integers(0, len(synth), n_syn)] if n_syn else []
+    return picks
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="anpr train reader", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", required=True, help="output folder (best.pt, last.pt, summary.json)")
+    ap.add_argument("--data", action="append", default=[], help="CSV or folder with file,x,y,w,h,plate (repeatable)")
+    ap.add_argument("--synthetic", type=int, default=0, help="number of synthetic plates to render")
+    ap.add_argument("--synthetic-cache", help="a .npz to save rendered synthetic plates to / reuse them from")
+    ap.add_argument("--synthetic-weight", type=float, default=0.3, help="share of each batch that is synthetic")
+    ap.add_argument("--minutes", type=float, default=35.0, help="wall-time budget")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--holdout", type=float, default=0.1, help="share of plate texts held out for checkpoint choice")
+    ap.add_argument("--init", help="start from these weights (fine-tuning), e.g. the shipped plate_crnn_v1.pt")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    ap.add_argument("--eval-every", type=float, default=60.0, help="seconds between held-out evaluations")
+    ap.add_argument("--channels", default="16,32,64,96,128", help="CRNN conv widths (5 values)")
+    ap.add_argument("--hidden", type=int, default=96, help="BiLSTM hidden size per direction")
+    ap.add_argument("--aug-start", type=float, default=0.3, help="augmentation strength at the start (ramps to 1)")
+    ap.add_argument("--sequence", default="lstm", choices=["lstm", "conv"], help="sequence layer")
+    args = ap.parse_args(argv)
+
+    from anpr_pipeline.vision.device import resolve_device
+
+    cfg = replace(crnn.CRNNConfig(), channels=tuple(int(c) for c in args.channels.split(",")), hidden=args.hidden, sequence=args.sequence)
+    tc = TrainConfig(
+        minutes=args.minutes, batch_size=args.batch_size, lr=args.lr, holdout=args.holdout,
+        synthetic=args.synthetic, synthetic_weight=args.synthetic_weight, seed=args.seed,
+        threads=args.threads, eval_every_s=args.eval_every, aug_start=args.aug_start, synthetic_cache=args.synthetic_cache,
+    )
+    summary = train(args.data, Path(args.out), tc, cfg, init=args.init, device=resolve_device(args.device))
+    print(json.dumps({k: summary[k] for k in ("steps", "samples_seen", "samples_per_s", "best_heldout")}))
+    return 0
