@@ -28,3 +28,16 @@ def test_s3_settings_switch_resources_not_code(monkeypatch):
     assert prod.resources["bucket"].kind == "s3"
     assert type(prod.resources["io_manager"]).__name__ == "S3PickleIOManager"
     Definitions.validate_loadable(prod)
+
+
+def test_dg_cli_loads_the_project_from_tool_dg_config():
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    dg = shutil.which("dg") or str(Path(sys.executable).with_name("dg"))
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([dg, "check", "defs"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "All definitions loaded successfully" in result.stdout + result.stderr
