@@ -734,13 +734,14 @@ class _VGrad:
     top: np.ndarray
     bottom: np.ndarray
     height: int
+    offset: int = 0  # row of the full gradient at canvas row 0
 
     def rows(self, y0: int, y1: int) -> np.ndarray:
-        t = (np.arange(y0, y1, dtype=np.float32) / max(1, self.height - 1))[:, None, None]
+        t = (np.arange(y0 + self.offset, y1 + self.offset, dtype=np.float32) / max(1, self.height - 1))[:, None, None]
         return self.top * (1 - t) + self.bottom * t
 
     def __mul__(self, k: float) -> _VGrad:
-        return _VGrad(self.top * k, self.bottom * k, self.height)
+        return _VGrad(self.top * k, self.bottom * k, self.height, self.offset)
 
 
 def _fill_poly(rgb: np.ndarray, alpha: np.ndarray, pts: Sequence[tuple[float, float]], color: Color | _VGrad,
@@ -764,11 +765,45 @@ def _fill_poly(rgb: np.ndarray, alpha: np.ndarray, pts: Sequence[tuple[float, fl
     np.maximum(alpha[y0:y1, x0:x1], m, out=alpha[y0:y1, x0:x1])
 
 
+class _Canvas:
+    """Float RGB + alpha covering the window (x0, y0)-(x1, y1) of a larger drawing; all
+    coordinates given to it are in the larger drawing's pixels."""
+
+    def __init__(self, x0: int, y0: int, x1: int, y1: int) -> None:
+        self.x0, self.y0, self.x1, self.y1 = x0, y0, x1, y1
+        self.rgb = np.zeros((y1 - y0, x1 - x0, 3), np.float32)
+        self.alpha = np.zeros((y1 - y0, x1 - x0), np.float32)
+
+    def poly(self, pts: Sequence[tuple[float, float]], color: Color | _VGrad, a: float = 1.0) -> None:
+        if isinstance(color, _VGrad):
+            color = _VGrad(color.top, color.bottom, color.height, self.y0)
+        _fill_poly(self.rgb, self.alpha, [(x - self.x0, y - self.y0) for x, y in pts], color, a)
+
+    def blend(self, mask: np.ndarray, x: int, y: int, color: Color, a: float = 1.0) -> None:
+        _blend(self.rgb, mask, int(x) - self.x0, int(y) - self.y0, color, a)
+
+    def shadow(self, mask: np.ndarray, x: int, y: int) -> None:
+        """Raise alpha (black, semi-transparent) under ``mask`` placed at (x, y)."""
+        h, w = mask.shape
+        ch, cw = self.alpha.shape
+        x, y = x - self.x0, y - self.y0
+        ax0, ay0, ax1, ay1 = max(0, x), max(0, y), min(cw, x + w), min(ch, y + h)
+        if ax1 > ax0 and ay1 > ay0:
+            region = self.alpha[ay0:ay1, ax0:ax1]
+            np.maximum(region, mask[ay0 - y : ay1 - y, ax0 - x : ax1 - x], out=region)
+
+
 def make_vehicle(
     plate_rgba: np.ndarray, region: str, rng: np.random.Generator, *, view: str | None = None, width: int = 720,
+    context: tuple[float, float] | None = None,
 ) -> Vehicle:
     """A simple car (rear or front view) with ``plate_rgba`` mounted on it; shaded body,
     glass, lights, bumper, tyres and a soft shadow.
+
+    ``context=(mx, my)`` renders only the part of the car around the plate: the plate box
+    grown by ``mx`` x its width and ``my`` x its height on each side (reader crops need no
+    more, and it is several times faster). Coordinates in the result are then relative to
+    that window.
     """
     view = view or ("rear" if rng.random() < 0.55 else "front")
     ph, pw = plate_rgba.shape[:2]
@@ -786,29 +821,49 @@ def make_vehicle(
     }[kind]
     H = int(W * tall)
     top = rng.uniform(0.02, 0.05)
-    rgb = np.zeros((H, W, 3), np.float32)
-    alpha = np.zeros((H, W), np.float32)
+    # Plate geometry first: it decides the window when only the plate's surroundings are drawn.
+    ly0, ly1 = H * (belt + 0.04), H * (belt + rng.uniform(0.11, 0.16))
+    view_rear = view == "rear"
+    pw_t = W * ratio
+    ph_t = pw_t * ph / pw
+    cx = W / 2 + rng.uniform(-0.01, 0.01) * W
+    cy = (ly1 + H * 0.8) / 2 if view_rear else H * 0.8 + (H * 0.1) / 2
+    cy = min(cy, H * 0.9 - ph_t / 2)
+    cy = max(cy, ly1 + ph_t / 2 + 2) if view_rear else cy
+    ang = math.radians(rng.uniform(-1.5, 1.5))
+    ca, sa = math.cos(ang), math.sin(ang)
+    corners = np.array([(-pw_t / 2, -ph_t / 2), (pw_t / 2, -ph_t / 2), (pw_t / 2, ph_t / 2), (-pw_t / 2, ph_t / 2)])
+    quad = np.stack([cx + corners[:, 0] * ca - corners[:, 1] * sa, cy + corners[:, 0] * sa + corners[:, 1] * ca], 1)
+    if context is None:
+        cv = _Canvas(0, 0, W, H)
+    else:
+        bx0, by0 = quad.min(axis=0)
+        bx1, by1 = quad.max(axis=0)
+        mx, my = context[0] * (bx1 - bx0), context[1] * (by1 - by0)
+        cv = _Canvas(max(0, int(bx0 - mx)), max(0, int(by0 - my)), min(W, int(math.ceil(bx1 + mx))),
+                     min(H, int(math.ceil(by1 + my))))
     body = np.asarray(_weighted(CAR_COLORS, rng), np.float32) + rng.uniform(-10, 10, 3).astype(np.float32)
     body = np.clip(body, 10, 245)
     shade = _VGrad(np.clip(body * 1.12, 0, 255), body * 0.62, H)
     dark = tuple(body * 0.55)
     # Soft ground shadow (semi-transparent).
     y_sh = int(H * 0.88)
-    sh = np.zeros((H - y_sh, W), np.float32)
-    cv2.ellipse(sh, (W // 2, int(H * 0.965) - y_sh), (int(W * 0.5), int(H * 0.035)), 0, 0, 360, 1.0, -1, cv2.LINE_AA)
-    alpha[y_sh:] = cv2.GaussianBlur(sh, (0, 0), max(1.0, W * 0.01)) * 0.6
+    if cv.y1 > y_sh:
+        sh = np.zeros((H - y_sh, W), np.float32)
+        cv2.ellipse(sh, (W // 2, int(H * 0.965) - y_sh), (int(W * 0.5), int(H * 0.035)), 0, 0, 360, 1.0, -1, cv2.LINE_AA)
+        cv.shadow(cv2.GaussianBlur(sh, (0, 0), max(1.0, W * 0.01)) * 0.6, 0, y_sh)
     # Tyres.
     for x0 in (0.05, 0.8):
-        _fill_poly(rgb, alpha, [(W * x0, H * 0.75), (W * (x0 + 0.15), H * 0.75), (W * (x0 + 0.15), H * 0.97),
+        cv.poly([(W * x0, H * 0.75), (W * (x0 + 0.15), H * 0.75), (W * (x0 + 0.15), H * 0.97),
                                 (W * x0, H * 0.97)], (22, 22, 24))
     # Cabin (narrower at the roof, chamfered corners read as rounded) and glass.
     c = 0.03
     cabin = [(W * 0.04, H * belt), (W * (roof - c * 0.6), H * (top + c * 2)), (W * (roof + c), H * top),
              (W * (1 - roof - c), H * top), (W * (1 - roof + c * 0.6), H * (top + c * 2)), (W * 0.96, H * belt)]
-    _fill_poly(rgb, alpha, cabin, shade * 0.92)
+    cv.poly(cabin, shade * 0.92)
     for side in (-1, 1):  # door mirrors
         mx = W / 2 + side * W * 0.49
-        _fill_poly(rgb, alpha, [(mx - side * W * 0.07, H * (belt - 0.09)), (mx, H * (belt - 0.1)), (mx, H * (belt - 0.04)),
+        cv.poly([(mx - side * W * 0.07, H * (belt - 0.09)), (mx, H * (belt - 0.1)), (mx, H * (belt - 0.04)),
                                 (mx - side * W * 0.07, H * (belt - 0.03))], dark)
     g0, g1 = _jitter((55, 62, 72), rng, 15), _jitter((20, 24, 30), rng, 8)
     glass = _VGrad(np.asarray(g0, np.float32), np.asarray(g1, np.float32), H)
@@ -816,28 +871,27 @@ def make_vehicle(
     gtop, gbot = top + 0.035, belt - rng.uniform(0.02, 0.05)
     gl = [(W * (roof + gi), H * gtop), (W * (1 - roof - gi), H * gtop), (W * (0.92 - gi / 2), H * gbot),
           (W * (0.08 + gi / 2), H * gbot)]
-    _fill_poly(rgb, alpha, gl, glass)
+    cv.poly(gl, glass)
     refl_x = rng.uniform(0.3, 0.6)
-    _fill_poly(rgb, alpha, [(W * refl_x, H * (gtop + 0.005)), (W * (refl_x + 0.08), H * (gtop + 0.005)),
+    cv.poly([(W * refl_x, H * (gtop + 0.005)), (W * (refl_x + 0.08), H * (gtop + 0.005)),
                             (W * (refl_x - 0.05), H * (gbot - 0.005)), (W * (refl_x - 0.13), H * (gbot - 0.005))],
                (200, 210, 220), 0.12)
     if view == "rear" and rng.random() < 0.4:  # third brake light
-        _fill_poly(rgb, alpha, [(W * 0.42, H * (gtop + 0.005)), (W * 0.58, H * (gtop + 0.005)), (W * 0.58, H * (gtop + 0.02)),
+        cv.poly([(W * 0.42, H * (gtop + 0.005)), (W * 0.58, H * (gtop + 0.005)), (W * 0.58, H * (gtop + 0.02)),
                                 (W * 0.42, H * (gtop + 0.02))], (150, 20, 25))
     if view == "front" and rng.random() < 0.6:  # wipers resting on the windscreen
         for xw in (0.25, 0.55):
-            _fill_poly(rgb, alpha, [(W * xw, H * (gbot - 0.012)), (W * (xw + 0.2), H * (gbot - 0.03)),
+            cv.poly([(W * xw, H * (gbot - 0.012)), (W * (xw + 0.2), H * (gbot - 0.03)),
                                     (W * (xw + 0.2), H * (gbot - 0.024)), (W * xw, H * (gbot - 0.006))], (15, 15, 15))
     # Lower body with rounded edges.
     lb = [(W * 0.02, H * (belt - 0.01)), (W * 0.98, H * (belt - 0.01)), (W * 0.995, H * 0.6), (W * 0.99, H * 0.88),
           (W * 0.01, H * 0.88), (W * 0.005, H * 0.6)]
-    _fill_poly(rgb, alpha, lb, shade)
+    cv.poly(lb, shade)
     yc, t = int(H * (belt + 0.02)), max(1, W // 200)
     crease = np.zeros((2 * t + 3, W), np.float32)
     cv2.line(crease, (int(W * 0.03), t + 1), (int(W * 0.97), t + 1), 1.0, t, cv2.LINE_AA)
-    _blend(rgb, crease, 0, yc - t - 1, tuple(np.clip(body * 1.35 + 20, 0, 255)), 0.5)
+    cv.blend(crease, 0, yc - t - 1, tuple(np.clip(body * 1.35 + 20, 0, 255)), 0.5)
     # Lights: blocks, a full-width strip, or tall wrap-around lamps.
-    ly0, ly1 = H * (belt + 0.04), H * (belt + rng.uniform(0.11, 0.16))
     lw = rng.uniform(0.14, 0.22)
     style = _weighted((("block", 2.0), ("strip", 1.0), ("tall", 1.0)), rng)
     if view == "rear":
@@ -850,86 +904,78 @@ def make_vehicle(
         ya, yb = (ly0 - 0.04 * H, ly1 + 0.03 * H) if style == "tall" else (ly0, ly1)
         outer_a, inner_b = (xa, xb) if left else (xb, xa)
         pts = [(W * outer_a, ya), (W * inner_b, ya + slope), (W * inner_b, yb), (W * outer_a, yb - (yb - ya) * 0.1)]
-        _fill_poly(rgb, alpha, pts, lamp)
-        cx = (xa + xb) / 2
-        _fill_poly(rgb, alpha, [(W * (cx - 0.03), ya + (yb - ya) * 0.25), (W * (cx + 0.03), ya + (yb - ya) * 0.25),
-                                (W * (cx + 0.03), yb - (yb - ya) * 0.2), (W * (cx - 0.03), yb - (yb - ya) * 0.2)], inner, 0.6)
+        cv.poly(pts, lamp)
+        lx = (xa + xb) / 2
+        cv.poly([(W * (lx - 0.03), ya + (yb - ya) * 0.25), (W * (lx + 0.03), ya + (yb - ya) * 0.25),
+                 (W * (lx + 0.03), yb - (yb - ya) * 0.2), (W * (lx - 0.03), yb - (yb - ya) * 0.2)], inner, 0.6)
     if style == "strip" and view == "rear":
-        _fill_poly(rgb, alpha, [(W * 0.1, ly0 + 2), (W * 0.9, ly0 + 2), (W * 0.9, ly0 + 0.03 * H), (W * 0.1, ly0 + 0.03 * H)], lamp, 0.9)
+        cv.poly([(W * 0.1, ly0 + 2), (W * 0.9, ly0 + 2), (W * 0.9, ly0 + 0.03 * H), (W * 0.1, ly0 + 0.03 * H)], lamp, 0.9)
     if view == "front":  # grille between the headlights: slats, mesh or a single slot
         gx0, gx1 = W * (0.05 + lw), W * (0.95 - lw)
         gstyle = _weighted((("slats", 2.0), ("mesh", 1.0), ("slot", 1.0)), rng)
         gy1 = ly1 if gstyle != "slot" else ly0 + (ly1 - ly0) * 0.4
-        _fill_poly(rgb, alpha, [(gx0, ly0), (gx1, ly0), (gx1 - W * 0.02, gy1), (gx0 + W * 0.02, gy1)], (30, 32, 35))
+        cv.poly([(gx0, ly0), (gx1, ly0), (gx1 - W * 0.02, gy1), (gx0 + W * 0.02, gy1)], (30, 32, 35))
         if gstyle == "slats":
             for k in range(1, 4):
                 yk = ly0 + (ly1 - ly0) * k / 4
-                _fill_poly(rgb, alpha, [(gx0, yk - 1.5), (gx1, yk - 1.5), (gx1, yk + 1.5), (gx0, yk + 1.5)], (90, 92, 96))
+                cv.poly([(gx0, yk - 1.5), (gx1, yk - 1.5), (gx1, yk + 1.5), (gx0, yk + 1.5)], (90, 92, 96))
         elif gstyle == "mesh":
             for k in range(1, 8):
                 xk = gx0 + (gx1 - gx0) * k / 8
-                _fill_poly(rgb, alpha, [(xk - 1, ly0), (xk + 1, ly0), (xk + 1, ly1), (xk - 1, ly1)], (70, 72, 76), 0.7)
+                cv.poly([(xk - 1, ly0), (xk + 1, ly0), (xk + 1, ly1), (xk - 1, ly1)], (70, 72, 76), 0.7)
         if rng.random() < 0.7:  # badge
             r = max(2, int(W * 0.025))
             m = np.zeros((2 * r + 1, 3 * r + 1), np.float32)
             cv2.ellipse(m, (3 * r // 2, r), (3 * r // 2, r), 0, 0, 360, 1.0, -1, cv2.LINE_AA)
-            _blend(rgb, m, int(W / 2 - 1.5 * r), int((ly0 + gy1) / 2 - r), (200, 200, 205), 0.9)
+            cv.blend(m, int(W / 2 - 1.5 * r), int((ly0 + gy1) / 2 - r), (200, 200, 205), 0.9)
     else:
         for xg in (0.03 + lw, 0.97 - lw):  # boot-lid panel gaps
-            _fill_poly(rgb, alpha, [(W * xg - 1, ly0), (W * xg + 1, ly0), (W * xg + 1, H * 0.8), (W * xg - 1, H * 0.8)], dark, 0.5)
+            cv.poly([(W * xg - 1, ly0), (W * xg + 1, ly0), (W * xg + 1, H * 0.8), (W * xg - 1, H * 0.8)], dark, 0.5)
         if rng.random() < 0.6:  # badge on the boot lid
             r = max(2, int(W * 0.02))
             m = np.zeros((2 * r + 1, 2 * r + 1), np.float32)
             cv2.circle(m, (r, r), r, 1.0, -1, cv2.LINE_AA)
-            _blend(rgb, m, int(W / 2 - r), int(ly0 + 2), (205, 205, 210), 0.9)
+            cv.blend(m, int(W / 2 - r), int(ly0 + 2), (205, 205, 210), 0.9)
     # Bumper (plastic or body colour), maybe fog lamps / exhaust.
     bumper = _weighted((((35, 35, 38), 1), (tuple(body * 0.85), 1.5)), rng)
-    _fill_poly(rgb, alpha, [(W * 0.0, H * 0.8), (W * 1.0, H * 0.8), (W * 0.99, H * 0.9), (W * 0.01, H * 0.9)], bumper)
+    cv.poly([(W * 0.0, H * 0.8), (W * 1.0, H * 0.8), (W * 0.99, H * 0.9), (W * 0.01, H * 0.9)], bumper)
     if view == "front" and rng.random() < 0.4:
         for xf in (0.1, 0.9):
             r = max(2, int(W * 0.025))
             m = np.zeros((2 * r + 1, 2 * r + 1), np.float32)
             cv2.circle(m, (r, r), r, 1.0, -1, cv2.LINE_AA)
-            _blend(rgb, m, int(W * xf - r), int(H * 0.85 - r), (230, 230, 225))
+            cv.blend(m, int(W * xf - r), int(H * 0.85 - r), (230, 230, 225))
     elif view == "rear" and rng.random() < 0.5:
         xe = rng.choice([0.2, 0.75])
-        _fill_poly(rgb, alpha, [(W * xe, H * 0.89), (W * (xe + 0.07), H * 0.89), (W * (xe + 0.07), H * 0.915), (W * xe, H * 0.915)], (20, 20, 20))
+        cv.poly([(W * xe, H * 0.89), (W * (xe + 0.07), H * 0.89), (W * (xe + 0.07), H * 0.915), (W * xe, H * 0.915)], (20, 20, 20))
     # Plate, in a slightly darker recess, tilted a little.
-    pw_t = W * ratio
-    ph_t = pw_t * ph / pw
-    cx = W / 2 + rng.uniform(-0.01, 0.01) * W
-    cy = (ly1 + H * 0.8) / 2 if view == "rear" else H * 0.8 + (H * 0.1) / 2
-    cy = min(cy, H * 0.9 - ph_t / 2)
-    cy = max(cy, ly1 + ph_t / 2 + 2) if view == "rear" else cy
     rec = [(cx - pw_t * 0.56, cy - ph_t * 0.62), (cx + pw_t * 0.56, cy - ph_t * 0.62),
            (cx + pw_t * 0.56, cy + ph_t * 0.6), (cx - pw_t * 0.56, cy + ph_t * 0.6)]
-    _fill_poly(rgb, alpha, rec, tuple(np.asarray(bumper if view == "front" else body, np.float32) * 0.7))
-    ang = math.radians(rng.uniform(-1.5, 1.5))
-    ca, sa = math.cos(ang), math.sin(ang)
-    corners = np.array([(-pw_t / 2, -ph_t / 2), (pw_t / 2, -ph_t / 2), (pw_t / 2, ph_t / 2), (-pw_t / 2, ph_t / 2)])
-    quad = np.stack([cx + corners[:, 0] * ca - corners[:, 1] * sa, cy + corners[:, 0] * sa + corners[:, 1] * ca], 1)
+    cv.poly(rec, tuple(np.asarray(bumper if view == "front" else body, np.float32) * 0.7))
     # Downscale with area averaging first (a warp alone would alias the characters).
     small = cv2.resize(plate_rgba, (max(2, round(pw_t)), max(2, round(ph_t))), interpolation=cv2.INTER_AREA)
     sh_, sw_ = small.shape[:2]
     src = np.array([(0, 0), (sw_, 0), (sw_, sh_), (0, sh_)], np.float32)
-    x0, y0, x1, y1 = _roi(quad, W, H)
-    M = cv2.getPerspectiveTransform(src, (quad - (x0, y0)).astype(np.float32))
+    q = quad - (cv.x0, cv.y0)  # plate corners in canvas coordinates
+    ch, cw = cv.alpha.shape
+    x0, y0, x1, y1 = _roi(q, cw, ch)
+    M = cv2.getPerspectiveTransform(src, (q - (x0, y0)).astype(np.float32))
     warped = cv2.warpPerspective(small, M, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0, 0))
     pa = warped[..., 3].astype(np.float32) / 255.0
-    roi = rgb[y0:y1, x0:x1]
+    roi = cv.rgb[y0:y1, x0:x1]
     roi *= 1 - pa[..., None]
     roi += warped[..., :3].astype(np.float32) * pa[..., None]
-    np.maximum(alpha[y0:y1, x0:x1], pa, out=alpha[y0:y1, x0:x1])
+    np.maximum(cv.alpha[y0:y1, x0:x1], pa, out=cv.alpha[y0:y1, x0:x1])
     # Shadow of the recess lip on the plate's top edge.
     lip = np.zeros((y1 - y0, x1 - x0), np.float32)
-    q = quad - (x0, y0)
-    cv2.fillPoly(lip, [np.round(np.array([q[0], q[1], q[1] + (0, ph_t * 0.12), q[0] + (0, ph_t * 0.12)])).astype(np.int32)], 1.0)
-    _blend(rgb, cv2.GaussianBlur(lip, (0, 0), max(1.0, ph_t * 0.05)), x0, y0, (0, 0, 0), 0.25)
-    sprite = np.empty((H, W, 4), np.uint8)
-    np.clip(rgb, 0, 255, out=rgb)
-    sprite[..., :3] = rgb
-    sprite[..., 3] = alpha * 255
-    return Vehicle(sprite=sprite, plate_quad=quad, body_top=H * top)
+    ql = q - (x0, y0)
+    cv2.fillPoly(lip, [np.round(np.array([ql[0], ql[1], ql[1] + (0, ph_t * 0.12), ql[0] + (0, ph_t * 0.12)])).astype(np.int32)], 1.0)
+    _blend(cv.rgb, cv2.GaussianBlur(lip, (0, 0), max(1.0, ph_t * 0.05)), x0, y0, (0, 0, 0), 0.25)
+    sprite = np.empty((ch, cw, 4), np.uint8)
+    np.clip(cv.rgb, 0, 255, out=cv.rgb)
+    sprite[..., :3] = cv.rgb
+    sprite[..., 3] = cv.alpha * 255
+    return Vehicle(sprite=sprite, plate_quad=q, body_top=H * top - cv.y0)
 
 
 # --------------------------------------------------------------------------------------
@@ -1269,15 +1315,14 @@ def plate_crop_sample(
     target = math.exp(rng.uniform(math.log(min_width), math.log(max_width)))
     # Draw the car just big enough that its plate is a bit larger than the target size.
     ratio = PLATE_TO_CAR.get(region, 0.28) if plate.shape[1] / plate.shape[0] > 1.6 else 0.19
-    veh = make_vehicle(plate, region, rng, width=int(np.clip(target * rng.uniform(1.05, 1.4) / ratio, 160, 1000)))
-    x0, y0, x1, y1 = veh.plate_box
-    bw, bh = x1 - x0, y1 - y0
-    # A patch with generous context so geometry and crop jitter have car body to show.
-    px0, py0 = max(0, int(x0 - bw * 0.7)), max(0, int(y0 - bh * 1.6))
-    px1, py1 = min(veh.sprite.shape[1], int(x1 + bw * 0.7)), min(veh.sprite.shape[0], int(y1 + bh * 1.6))
-    rgba = veh.sprite[py0:py1, px0:px1]
-    patch = _over(rgba, _road_patch(rng, py1 - py0, px1 - px0))
-    quad = veh.plate_quad - (px0, py0)
+    # Only the car around the plate is drawn: generous context so geometry and crop jitter
+    # have car body to show.
+    veh = make_vehicle(plate, region, rng, width=int(np.clip(target * rng.uniform(1.05, 1.4) / ratio, 160, 1000)),
+                       context=(0.7, 1.6))
+    x0, _, x1, _ = veh.plate_box
+    bw = x1 - x0
+    patch = _over(veh.sprite, _road_patch(rng, *veh.sprite.shape[:2]))
+    quad = veh.plate_quad
     # Geometry: size first (cheaper warps), then perspective and rotation.
     s = target / bw
     patch = cv2.resize(patch, (max(8, int(patch.shape[1] * s)), max(8, int(patch.shape[0] * s))),
