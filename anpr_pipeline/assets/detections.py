@@ -6,24 +6,19 @@ cut from the full-resolution frame and written to the bucket off the hot path.
 """
 
 
-import io
-import time
-from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
-from itertools import islice
 
-import numpy as np
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, AssetOut, MetadataValue, Output, multi_asset
-from PIL import Image
 
 from anpr_pipeline.assets.common import decode_failure, local_copy
 from anpr_pipeline.deploy_tags import GPU_OP_TAGS
 from anpr_pipeline.partitions import videos_partitions
 from anpr_pipeline.resources.models import ModelsResource
-from anpr_pipeline.resources.object_store import AsyncUploader, ObjectStoreResource
+from anpr_pipeline.resources.object_store import ObjectStoreResource
 from anpr_pipeline.resources.pipeline_config import PipelineConfig
-from anpr_pipeline.vision.decode import SampledFrame, VideoDecodeError, iter_frames
+from anpr_pipeline.vision.decode import VideoDecodeError, iter_frames
+from anpr_pipeline.vision.video_pipeline import PlateCrop, make_image_uploader, process_video_frames
 
 FRAME_COLUMNS = ["sample_index", "source_index", "pts_s", "captured_at", "detections", "skipped_static"]
 DETECTION_COLUMNS = ["sample_index", "det_index", "pts_s", "captured_at", "x", "y", "w", "h", "score", "crop_key"]
@@ -31,26 +26,6 @@ DETECTION_COLUMNS = ["sample_index", "det_index", "pts_s", "captured_at", "x", "
 
 def crop_prefix(camera_id: str, started_at: datetime, timestamp: str) -> str:
     return f"crops/{camera_id}/{started_at.date().isoformat()}/{timestamp}/"
-
-
-def jpeg_bytes(image: np.ndarray, quality: int = 90) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
-
-
-def batched(items: Iterable[SampledFrame], size: int) -> Iterator[list[SampledFrame]]:
-    iterator = iter(items)
-    while batch := list(islice(iterator, size)):
-        yield batch
-
-
-def _is_static(previous: np.ndarray | None, image: np.ndarray, threshold: float) -> tuple[bool, np.ndarray]:
-    """Cheap motion gate on a 1/8-scale grey thumbnail."""
-    thumb = image[::8, ::8].mean(axis=2, dtype=np.float32)
-    if previous is None or threshold <= 0:
-        return False, thumb
-    return float(np.abs(thumb - previous).mean()) < threshold, thumb
 
 
 @multi_asset(
@@ -85,44 +60,41 @@ def frames_and_detections(
     started_at = datetime.fromisoformat(video["started_at"])
     prefix = crop_prefix(video["camera_id"], started_at, video["timestamp"])
     existing_crops = {info.key for info in store.list(prefix)}  # crops are written once, never rewritten
-    frame_rows: list[dict] = []
     det_rows: list[dict] = []
-    timings = {"decode_detect_s": 0.0, "detect_s": 0.0}
-    t0 = time.perf_counter()
-    previous_thumb = None
-    with local_copy(store, video["video_key"]) as path, AsyncUploader(store) as uploader:
+
+    def on_frame(frame, static: bool) -> None:
+        if pipeline.keep_frames and not static:
+            uploader.submit_image(f"{prefix}frames/{frame.source_index:06d}.jpg", frame.image)
+
+    def on_crop(crop: PlateCrop) -> None:
+        # A reused detection (static frame or object) points at its original's crop and read.
+        source_index, det_index = crop.reuse_of or (crop.source_index, crop.det_index)
+        key = f"{prefix}{source_index:06d}_{det_index}.jpg"
+        if crop.reuse_of is None and key not in existing_crops:
+            uploader.submit_image(key, crop.image)  # JPEG-encoded in the uploader's threads
+        box = crop.detection.box
+        det_rows.append({"sample_index": crop.sample_index, "det_index": crop.det_index, "pts_s": crop.pts_s,
+                         "captured_at": started_at + timedelta(seconds=crop.pts_s), "x": box.x, "y": box.y,
+                         "w": box.w, "h": box.h, "score": float(crop.detection.score), "crop_key": key})
+
+    # The per-video loop is shared with `anpr bench` (vision/video_pipeline.py).
+    with local_copy(store, video["video_key"]) as path, make_image_uploader(store) as uploader:
         try:
-            for batch in batched(iter_frames(path, sample_fps=video["sample_fps"]), models.detector_batch_size):
-                moving = []
-                for frame in batch:
-                    static, previous_thumb = _is_static(previous_thumb, frame.image, pipeline.static_frame_threshold)
-                    captured_at = started_at + timedelta(seconds=frame.pts_s)
-                    frame_rows.append({"sample_index": frame.index, "source_index": frame.source_index,
-                                       "pts_s": frame.pts_s, "captured_at": captured_at, "detections": 0,
-                                       "skipped_static": static})
-                    if not static:
-                        moving.append((frame, frame_rows[-1]))
-                        if pipeline.keep_frames:
-                            uploader.submit(f"{prefix}frames/{frame.source_index:06d}.jpg", jpeg_bytes(frame.image))
-                if not moving:
-                    continue
-                t_det = time.perf_counter()
-                results = detector.detect([frame.image for frame, _ in moving])
-                timings["detect_s"] += time.perf_counter() - t_det
-                for (frame, row), detections in zip(moving, results, strict=True):
-                    row["detections"] = len(detections)
-                    for n, det in enumerate(detections):
-                        key = f"{prefix}{frame.source_index:06d}_{n}.jpg"
-                        if key not in existing_crops:
-                            crop = det.box.crop(frame.image, pad=pipeline.crop_padding)
-                            uploader.submit(key, jpeg_bytes(crop), "image/jpeg")
-                        det_rows.append({"sample_index": frame.index, "det_index": n, "pts_s": frame.pts_s,
-                                         "captured_at": row["captured_at"], "x": det.box.x, "y": det.box.y,
-                                         "w": det.box.w, "h": det.box.h, "score": float(det.score),
-                                         "crop_key": key})
+            records, stats = process_video_frames(
+                iter_frames(path, sample_fps=video["sample_fps"]),
+                detector,
+                batch_size=models.detector_batch_size,
+                static_threshold=pipeline.static_frame_threshold,
+                crop_padding=pipeline.crop_padding,
+                on_crop=on_crop,
+                on_frame=on_frame,
+            )
         except VideoDecodeError as exc:
             raise decode_failure(exc, video["video_key"]) from exc
-    timings["decode_detect_s"] = time.perf_counter() - t0
+    timings = {"decode_detect_s": stats.total_s, "detect_s": stats.detect_s}
+    frame_rows = [{"sample_index": r.sample_index, "source_index": r.source_index, "pts_s": r.pts_s,
+                   "captured_at": started_at + timedelta(seconds=r.pts_s), "detections": r.detections,
+                   "skipped_static": r.skipped_static} for r in records]
     frames_df = pd.DataFrame(frame_rows, columns=FRAME_COLUMNS)
     detections_df = pd.DataFrame(det_rows, columns=DETECTION_COLUMNS)
     sampled = len(frames_df)

@@ -15,6 +15,7 @@ from anpr_pipeline.partitions import videos_partitions
 from anpr_pipeline.resources.models import ModelsResource
 from anpr_pipeline.resources.object_store import ObjectStore, ObjectStoreResource
 from anpr_pipeline.resources.pipeline_config import PipelineConfig
+from anpr_pipeline.vision.video_pipeline import read_crops
 
 READ_COLUMNS = ["plate_text", "normalized_plate", "read_confidence", "char_confidences", "region"]
 
@@ -46,11 +47,9 @@ def plate_reads(
     store = bucket.get_store()
     reader = models.get_reader()
     keys = list(plate_detections["crop_key"])
-    reads = []
     started = time.perf_counter()
-    for start in range(0, len(keys), models.reader_batch_size):
-        crops = [load_crop(store, key) for key in keys[start : start + models.reader_batch_size]]
-        reads.extend(reader.read(crops))
+    # Shared with `anpr bench` (vision/video_pipeline.py): crops are read in reader batches.
+    reads = read_crops(keys, lambda key: load_crop(store, key), reader, models.reader_batch_size)
     seconds = time.perf_counter() - started
     df = plate_detections.copy()
     df["plate_text"] = [r.text for r in reads]
