@@ -83,6 +83,18 @@ def test_plate_crop_box_lies_on_the_plate() -> None:
         assert 60 <= box.w <= 170
 
 
+def test_vehicle_window_holds_the_plate() -> None:
+    plate = synth.render_plate_rgba("AB-123-CD", "eu", np.random.default_rng(0), two_row=False)
+    full = synth.make_vehicle(plate, "eu", np.random.default_rng(1), width=400)
+    part = synth.make_vehicle(plate, "eu", np.random.default_rng(1), width=400, context=(0.5, 1.0))
+    assert part.sprite.shape[0] < full.sprite.shape[0] and part.sprite.shape[1] < full.sprite.shape[1]
+    for veh in (full, part):
+        x0, y0, x1, y1 = veh.plate_box
+        assert 0 <= x0 < x1 <= veh.sprite.shape[1] and 0 <= y0 < y1 <= veh.sprite.shape[0]
+        assert x1 - x0 == pytest.approx(400 * synth.PLATE_TO_CAR["eu"], rel=0.05)
+        assert veh.sprite[int((y0 + y1) / 2), int((x0 + x1) / 2), 3] == 255  # opaque plate
+
+
 def test_render_scene_boxes_are_inside_the_image() -> None:
     total = 0
     for seed in range(2):
