@@ -1494,6 +1494,10 @@ def make_video(
     passes = _plan_passes(rng, W, H, seconds, vehicles, regions)
     frames_truth: list[dict[int, list[int]]] = [{} for _ in passes]
     noise = _noise_frames(rng, H, W)
+    # Per-video light (overcast .. bright sun, warm .. cool) as one LUT per channel, and a
+    # shutter time that smears moving cars vertically by a few pixels.
+    light = _light_lut(rng)
+    shutter = float(rng.uniform(0.05, 0.3))  # fraction of the frame interval
 
     def depth(y: float) -> float:  # sprite scale factor relative to the bottom row
         return (y - vy) / (H - vy)
@@ -1532,6 +1536,10 @@ def make_video(
                 xi, yi = int(round(x)), int(round(y))
                 sprite = _scaled_sprite(p.vehicle.sprite, sw, sh, xi, yi, W, H)
                 if sprite is not None:
+                    speed = (H + p.vehicle.sprite.shape[0] * p.s_near) / p.duration / fps  # px per frame
+                    blur = int(round(speed * shutter))
+                    if blur >= 2:
+                        sprite = (cv2.blur(sprite[0], (1, blur)), sprite[1], sprite[2])
                     _paste_rgba(frame, sprite[0], sprite[1], sprite[2])
                 kx, ky = sw / p.vehicle.sprite.shape[1], sh / p.vehicle.sprite.shape[0]
                 bx0, by0, bx1, by1 = p.vehicle.plate_box
@@ -1545,7 +1553,7 @@ def make_video(
                              for _, _, body in rects[i + 1 :])
                 if inside and not hidden:
                     frames_truth[k][fi] = [box[0], box[1], box[2] - box[0], box[3] - box[1]]
-            frame = _add_sensor_noise(frame, noise[fi % len(noise)])
+            frame = _add_sensor_noise(cv2.LUT(frame, light), noise[fi % len(noise)])
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
@@ -1646,6 +1654,14 @@ def _scaled_sprite(sprite: np.ndarray, sw: int, sh: int, x: int, y: int, W: int,
     interp = cv2.INTER_LINEAR if sw >= sprite.shape[1] * 0.6 else cv2.INTER_AREA
     resized = cv2.resize(sprite, (sw, sh), interpolation=interp)
     return resized, x, y
+
+
+def _light_lut(rng: np.random.Generator) -> np.ndarray:
+    """(256, 1, 3) uint8 LUT: gain, gamma and a colour cast, mild enough to keep plates legible."""
+    x = np.arange(256, dtype=np.float32)[:, None] / 255.0
+    gain = rng.uniform(0.8, 1.12) * rng.uniform(0.95, 1.05, 3).astype(np.float32)
+    lut = np.clip((x ** rng.uniform(0.8, 1.25)) * gain * 255.0 + rng.uniform(-8, 8), 0, 255)
+    return lut.astype(np.uint8)[:, None, :]
 
 
 def _noise_frames(rng: np.random.Generator, H: int, W: int, count: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
