@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export-plate": ("anpr_pipeline.ops.gdpr:main_export", "GDPR: export a plate's events, Parquet rows and crops (zip)"),
     "erase-plate": ("anpr_pipeline.ops.gdpr:main_erase", "GDPR: erase a plate from events DB, crops and Parquet"),
     "metrics": ("anpr_pipeline.ops.metrics:main", "Prometheus exporter: `anpr metrics serve [--port]`"),
+    "ops": ("anpr_pipeline.ops.jobs:main", "run an operations job now: retention_sweep, archive, backup, ..."),
     "bench": ("anpr_pipeline.bench:main", "throughput: pipeline per stage vs decode-only; `bench db`: Postgres"),
     "search": ("anpr_pipeline.analyst_cli:search", "find a plate's events (exact, --prefix, --fuzzy)"),
     "export": ("anpr_pipeline.analyst_cli:export", "export events in a time window as Parquet or CSV"),

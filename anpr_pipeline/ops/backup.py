@@ -269,7 +269,7 @@ def _verify(manifest: Manifest, restored_url: URL | str, live: EventStore, sha_o
 def restore_test(es: EventStore, store: ObjectStore, bin_dir: str = "") -> RestoreReport:
     backups = list_backups(store)
     if not backups:
-        raise RestoreTestError(f"no complete backup under {store.uri(BACKUPS_PREFIX)} to restore")
+        raise RestoreTestError(f"no complete backup under {BACKUPS_PREFIX} in {store.describe()} to restore")
     key = backups[-1]
     manifest = Manifest.from_json(store.get_bytes(key + ".json"))
     if manifest.dialect != es.dialect:

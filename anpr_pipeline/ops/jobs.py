@@ -6,6 +6,7 @@ checksums), so the UI shows what a run did and the same run can be repeated from
 """
 
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -253,3 +254,73 @@ OPS_JOBS = [retention_sweep_job, db_maintenance_job, backup_job, restore_test_jo
             export_plate_job, erase_plate_job, archive_job]
 
 __all__ = ["OPS_JOBS", "Failure", "as_metadata"]
+
+
+# --------------------------------------------------------------------------------------
+# CLI: anpr ops <job> — the same jobs from a shell (cron-less hosts, runbooks)
+# --------------------------------------------------------------------------------------
+
+OP_OF_JOB = {
+    "retention_sweep": "retention_sweep_op",
+    "db_maintenance": "db_maintenance_op",
+    "backup": "backup_op",
+    "restore_test": "restore_test_op",
+    "export_plate": "export_plate_op",
+    "erase_plate": "erase_plate_op",
+    "archive": "archive_op",
+}
+
+
+def _cli_config(args: Any) -> dict[str, Any]:
+    config: dict[str, Any] = {}
+    if args.dry_run:
+        config["dry_run"] = True
+    if args.plate:
+        config["plate"] = args.plate
+    for item in args.set or []:
+        key, _, raw = item.partition("=")
+        try:
+            config[key] = json.loads(raw)
+        except ValueError:
+            config[key] = raw
+    return config
+
+
+def main(argv: list[str]) -> int:
+    """`anpr ops <job> [--dry-run] [--plate P] [--set key=value]`: run an operations job now.
+
+    Uses the Dagster instance of $DAGSTER_HOME (the run shows up in the UI) and the same
+    resources as the code location (ANPR_* settings).
+    """
+    import argparse
+    import os
+
+    from dagster import DagsterInstance
+
+    parser = argparse.ArgumentParser(prog="anpr ops", description="Run an operations job now (recorded in Dagster).")
+    parser.add_argument("job", choices=sorted(OP_OF_JOB))
+    parser.add_argument("--dry-run", action="store_true", help="retention_sweep / archive / erase_plate only")
+    parser.add_argument("--plate", help="export_plate / erase_plate")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="other op config (JSON values)")
+    args = parser.parse_args(argv)
+
+    from anpr_pipeline.definitions import build_definitions
+
+    job_def = build_definitions().resolve_job_def(args.job)  # settings read now, not at import
+    config = _cli_config(args)
+    run_config = {"ops": {OP_OF_JOB[args.job]: {"config": config}}} if config else {}
+    if os.environ.get("DAGSTER_HOME"):
+        instance = DagsterInstance.get()
+    else:
+        print("anpr ops: DAGSTER_HOME is not set; the run is not recorded in the Dagster UI")
+        instance = DagsterInstance.ephemeral()
+    with instance:
+        result = job_def.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False,
+                                            tags={"anpr/trigger": "cli"})
+        if not result.success:
+            failure = result.failure_data_for_node(OP_OF_JOB[args.job])
+            user = getattr(failure, "user_failure_data", None) if failure else None
+            print(f"anpr ops {args.job}: FAILED: {user.description if user else failure.error.message if failure else ''}")
+            return 1
+        print(json.dumps(result.output_for_node(OP_OF_JOB[args.job]), indent=1, default=str))
+    return 0

@@ -74,3 +74,28 @@ def test_db_maintenance_job_vacuums_and_creates_partitions(backend):
     else:
         assert summary["dead_tuples_after"] == 0  # free pages after VACUUM
         assert summary["table_bytes_after"] <= summary["table_bytes_before"]
+
+
+def test_cli_runs_ops_jobs_and_records_them(local_backend, monkeypatch, tmp_path, capsys):
+    import json
+
+    from dagster import DagsterInstance
+
+    from anpr_pipeline import cli
+
+    now = datetime.now(UTC)
+    old = store_video(local_backend, [event_row(now - timedelta(days=40), "OLD111", camera="camA")])
+    monkeypatch.setenv("ANPR_BUCKET_KIND", "local")
+    monkeypatch.setenv("ANPR_BUCKET_DIR", local_backend.bucket_kwargs["bucket_dir"])
+    monkeypatch.setenv("ANPR_DATABASE_URL", local_backend.database_url)
+    monkeypatch.setenv("ANPR_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    (tmp_path / "dagster_home").mkdir()
+    assert cli.main(["ops", "retention_sweep", "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["videos_expired"] == 1 and local_backend.store.exists(old)
+    assert cli.main(["ops", "retention_sweep"]) == 0
+    assert not local_backend.store.exists(old)
+    assert cli.main(["ops", "restore_test"]) == 1  # no backup yet: fails loudly
+    assert "no complete backup" in capsys.readouterr().out
+    with DagsterInstance.get() as instance:
+        assert sorted(r.job_name for r in instance.get_runs()) == ["restore_test", "retention_sweep", "retention_sweep"]
