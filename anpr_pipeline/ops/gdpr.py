@@ -5,7 +5,14 @@ What is searched (exact match on the normalised plate, A–Z0–9):
 - the events table (``normalized_plate``),
 - the analysts' Parquet dataset ``parquet/events/`` and the archive dataset ``archive/events/``
   (every file is scanned; row-group statistics let pyarrow skip most of each file),
-- the crops the matching rows point to (``crop_key``).
+- the crops the matching rows point to (``crop_key``), and every other crop (and kept full
+  frame, ``frames/``) of the same video taken while that vehicle was in view: each event
+  row keeps only its best crop, but the detector stored one per frame. The frame of a
+  crop is in its name (``<source frame>_<n>.jpg``); the video's frame rate is recovered
+  from the rows of that video (best crop frame / its time offset), and crops within
+  [first_seen_at, last_seen_at] ± 0.5 s are taken, except crops other events reference.
+  When no rate can be recovered, all unreferenced crops of that video are taken
+  (privacy first).
 
 export_plate writes one zip to ``exports/<plate-hash>-<time>.zip``: ``manifest.json``,
 ``events.json`` (database rows), ``parquet_rows.json`` (matching rows with their file),
@@ -21,8 +28,8 @@ HMAC-SHA256(ANPR_GDPR_SALT, plate): plates are short, so an unsalted hash could 
 reversed by trying them all; the salt is a secret. Without a salt the jobs refuse to run
 on Postgres (production) and warn on the embedded default.
 
-Not covered here (documented limits): the raw videos (their own retention), crops of the
-same vehicle that no event row references (crop retention), and Dagster's event log.
+Not covered here (documented limits): the raw videos (their own retention) and Dagster's
+own records (run logs, materialization metadata of plate_events).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import hmac
 import io
 import json
 import logging
+import re
 import uuid
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -84,11 +92,13 @@ class PlateData:
     rows: list[dict[str, Any]] = field(default_factory=list)
     parquet: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # file key -> matching rows
 
+    track_crops: set[str] = field(default_factory=set)  # unreferenced crops of the same passes
+
     @property
     def crop_keys(self) -> list[str]:
         keys = {r.get("crop_key") for r in self.rows}
         keys |= {r.get("crop_key") for rows in self.parquet.values() for r in rows}
-        return sorted(k for k in keys if k)
+        return sorted(k for k in keys | self.track_crops if k)
 
     @property
     def parquet_rows(self) -> int:
@@ -113,6 +123,7 @@ def find_plate(plate: str, es: EventStore, store: ObjectStore) -> PlateData:
         stmt = sa.select(events).where(events.c.normalized_plate == plate).order_by(events.c.captured_at)
         rows = [dict(r._mapping) | {"event_id": str(r.event_id)} for r in conn.execute(stmt)]
     data = PlateData(plate, rows)
+    data.track_crops = _track_crops(plate, rows, es, store)
     for key in parquet_files(store):
         # Cheap first pass on one column; the whole file is read only when it matches.
         table = pq.read_table(io.BytesIO(store.get_bytes(key)), columns=["normalized_plate"])
@@ -120,6 +131,49 @@ def find_plate(plate: str, es: EventStore, store: ObjectStore) -> PlateData:
             full = _read_parquet(store, key)
             data.parquet[key] = full.filter(_matching(full, plate)).to_pylist()
     return data
+
+
+_CROP_NAME = re.compile(r"/(?:frames/)?(?P<frame>\d{6})(?:_\d+)?\.jpg$")
+_VIDEO_TS = re.compile(r"/(?P<ts>\d{8}T\d{6}Z)\.[A-Za-z0-9]+$")
+TRACK_MARGIN_S = 0.5
+
+
+def _frame_of(crop_key: str | None) -> int | None:
+    m = _CROP_NAME.search(crop_key or "")
+    return int(m["frame"]) if m else None
+
+
+def _frame_rate(video_rows: list[dict[str, Any]], started: datetime) -> float | None:
+    """Frames per second from the row whose best crop is furthest into the video."""
+    best: tuple[float, int] | None = None
+    for r in video_rows:
+        frame, offset = _frame_of(r.get("crop_key")), (r["captured_at"] - started).total_seconds()
+        if frame and offset > 0 and (best is None or offset > best[0]):
+            best = (offset, frame)
+    return best[1] / best[0] if best else None
+
+
+def _track_crops(plate: str, rows: list[dict[str, Any]], es: EventStore, store: ObjectStore) -> set[str]:
+    out: set[str] = set()
+    for video_key in sorted({r["video_key"] for r in rows}):
+        mine = [r for r in rows if r["video_key"] == video_key and r.get("crop_key")]
+        ts = _VIDEO_TS.search(video_key)
+        if not mine or ts is None:
+            continue
+        started = datetime.strptime(ts["ts"], TIMESTAMP_FORMAT).replace(tzinfo=UTC)
+        video_rows = es.events_for_video(video_key)
+        others = {r["crop_key"] for r in video_rows if r["normalized_plate"] != plate}
+        fps = _frame_rate(video_rows, started)
+        spans = [((r["first_seen_at"] - started).total_seconds() - TRACK_MARGIN_S,
+                  (r["last_seen_at"] - started).total_seconds() + TRACK_MARGIN_S) for r in mine]
+        crop_dir = mine[0]["crop_key"].rsplit("/", 1)[0] + "/"
+        for info in store.list(crop_dir):
+            frame = _frame_of(info.key)
+            if info.key in others or frame is None:
+                continue
+            if fps is None or any(lo <= frame / fps <= hi for lo, hi in spans):
+                out.add(info.key)
+    return out
 
 
 def write_audit(store: ObjectStore, action: str, plate: str, salt: str, details: dict[str, Any],

@@ -115,3 +115,30 @@ def test_plate_without_characters_is_refused(local_backend, plate):
 
     with pytest.raises(GdprError):
         erase_plate(plate, local_backend.events, local_backend.store, SALT)
+
+
+def test_erase_takes_every_crop_of_the_pass_not_only_the_best(backend):
+    """The detector stores a crop per frame; the event row references only the best one."""
+    start = datetime(2025, 6, 1, 8, 0, 0, tzinfo=UTC)
+    video = "uploads/cam7/20250601T080000Z.mp4"
+    prefix = "crops/cam7/2025-06-01/20250601T080000Z/"
+    fps = 15
+
+    def row(plate, n, first_s, best_s, last_s):
+        r = event_row(start + timedelta(seconds=best_s), plate, "cam7", video, n)
+        r.update(first_seen_at=start + timedelta(seconds=first_s), last_seen_at=start + timedelta(seconds=last_s),
+                 crop_key=f"{prefix}{best_s * fps:06d}_0.jpg")
+        return r
+
+    mine, other = row(PLATE, 0, 2, 3, 4), row(OTHER, 1, 6, 7, 8)
+    store_video(backend, [mine, other])
+    my_crops = {f"{prefix}{f:06d}_0.jpg" for f in range(30, 61, 3)} | {f"{prefix}frames/{45:06d}.jpg"}
+    other_crops = {f"{prefix}{f:06d}_0.jpg" for f in range(90, 121, 3)}
+    for key in my_crops | other_crops:
+        backend.store.put_bytes(key, b"\xff\xd8jpeg")
+    erased = erase_plate_job.execute_in_process(
+        run_config={"ops": {"erase_plate_op": {"config": {"plate": PLATE}}}},
+        resources=resources_for(backend, gdpr_salt=SALT)).output_for_node("erase_plate_op")
+    assert erased["crops_deleted"] == len(my_crops)
+    assert not any(backend.store.exists(k) for k in my_crops)
+    assert all(backend.store.exists(k) for k in other_crops | {other["crop_key"]})
