@@ -52,6 +52,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from anpr_pipeline.ops.retention import delete_step_outputs, partition_key_of
 from anpr_pipeline.resources.event_store import EventStore, events, normalize_plate
 from anpr_pipeline.resources.object_store import ObjectNotFoundError, ObjectStore
 from anpr_pipeline.uploads import TIMESTAMP_FORMAT
@@ -264,6 +265,7 @@ class EraseResult:
     parquet_files_rewritten: int
     parquet_files_deleted: int
     parquet_rows_deleted: int
+    step_outputs_deleted: int = 0
     audit_key: str = ""
     dry_run: bool = False
 
@@ -286,7 +288,13 @@ def _rewrite_without(store: ObjectStore, key: str, plate: str) -> tuple[int, boo
 
 
 def erase_plate(plate: str, es: EventStore, store: ObjectStore, salt: str, production: bool = False,
-                dry_run: bool = False, actor: str | None = None, now: datetime | None = None) -> EraseResult:
+                dry_run: bool = False, actor: str | None = None, now: datetime | None = None,
+                io_manager_dir: str = "") -> EraseResult:
+    """Erase a plate everywhere it is held (see the module docstring), then write the audit record.
+
+    The Dagster step outputs of the affected videos (pickled per-frame reads) are deleted
+    too; re-running such a video recomputes them from the upload.
+    """
     p = check_request(plate, salt, production)
     data = find_plate(p, es, store)
     if dry_run:
@@ -303,7 +311,10 @@ def erase_plate(plate: str, es: EventStore, store: ObjectStore, salt: str, produ
     crops = store.delete(data.crop_keys) if data.crop_keys else 0
     with es.engine.begin() as conn:
         deleted = conn.execute(sa.delete(events).where(events.c.normalized_plate == p)).rowcount
-    result = EraseResult(int(deleted), crops, rewritten, deleted_files, rows_removed)
+    videos = {r["video_key"] for r in data.rows} | {r.get("video_key") for v in data.parquet.values() for r in v}
+    partitions = {pk for v in videos if v and (pk := partition_key_of(v))}
+    outputs = delete_step_outputs(partitions, store, io_manager_dir)
+    result = EraseResult(int(deleted), crops, rewritten, deleted_files, rows_removed, outputs)
     details = {k: v for k, v in result.summary().items() if k not in {"audit_key", "dry_run"}}
     result.audit_key = write_audit(store, "erase", p, salt, details, actor=actor, now=now)
     return result
@@ -314,14 +325,15 @@ def erase_plate(plate: str, es: EventStore, store: ObjectStore, salt: str, produ
 # --------------------------------------------------------------------------------------
 
 
-def _stores_from_settings() -> tuple[EventStore, ObjectStore, str]:
+def _stores_from_settings() -> tuple[EventStore, ObjectStore, str, str]:
     from anpr_pipeline.resources.event_store import get_event_store
     from anpr_pipeline.resources.object_store import build_object_store
     from anpr_pipeline.settings import load_settings
 
     s = load_settings()
     store = build_object_store(s.bucket_kind, s.bucket_dir, s.s3_bucket, s.s3_endpoint_url, s.s3_region)
-    return get_event_store(s.database_url), store, s.gdpr_salt
+    io_dir = str(s.data_path / "dagster-io") if s.bucket_kind == "local" else ""
+    return get_event_store(s.database_url), store, s.gdpr_salt, io_dir
 
 
 def main_export(argv: list[str]) -> int:
@@ -332,7 +344,7 @@ def main_export(argv: list[str]) -> int:
     parser.add_argument("plate")
     parser.add_argument("--out", help="also write the zip to this local file")
     args = parser.parse_args(argv)
-    es, store, salt = _stores_from_settings()
+    es, store, salt, _io_dir = _stores_from_settings()
     try:
         result = export_plate(args.plate, es, store, salt, production=es.dialect == "postgresql")
     except GdprError as exc:
@@ -354,7 +366,7 @@ def main_erase(argv: list[str]) -> int:
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     parser.add_argument("--dry-run", action="store_true", help="only count what would be erased")
     args = parser.parse_args(argv)
-    es, store, salt = _stores_from_settings()
+    es, store, salt, io_dir = _stores_from_settings()
     production = es.dialect == "postgresql"
     try:
         preview = erase_plate(args.plate, es, store, salt, production=production, dry_run=True)
@@ -368,7 +380,7 @@ def main_erase(argv: list[str]) -> int:
             if input(f"Erase all data of {normalize_plate(args.plate)}? Type 'yes': ").strip() != "yes":
                 print("aborted")
                 return 1
-        result = erase_plate(args.plate, es, store, salt, production=production)
+        result = erase_plate(args.plate, es, store, salt, production=production, io_manager_dir=io_dir)
     except GdprError as exc:
         print(f"anpr erase-plate: {exc}")
         return 2

@@ -67,7 +67,7 @@ def retention_sweep_op(
     events_db: EventStoreResource,
     ops_settings: OpsSettings,
 ):
-    from anpr_pipeline.ops.retention import run_retention
+    from anpr_pipeline.ops.retention import delete_step_outputs, run_retention
 
     plan, result = run_retention(
         _parse_now(config.now), bucket.get_store(), events_db.get_store(), ops_settings, dry_run=config.dry_run
@@ -83,6 +83,8 @@ def retention_sweep_op(
                 instance.delete_dynamic_partition(videos_partitions.name, key)
                 removed += 1
         summary["video_partitions_deleted"] = removed
+        summary["step_outputs_deleted"] = delete_step_outputs(plan.video_partitions, bucket.get_store(),
+                                                              ops_settings.io_manager_dir)
     context.log.info(f"retention {'(dry run) ' if config.dry_run else ''}{summary}")
     summary["examples"] = examples
     return Output(summary, metadata=as_metadata(summary))
@@ -201,7 +203,7 @@ def erase_plate_op(context: OpExecutionContext, config: ErasePlateConfig, bucket
     try:
         result = erase_plate(config.plate, es, bucket.get_store(), ops_settings.gdpr_salt,
                              production=es.dialect == "postgresql", dry_run=config.dry_run,
-                             actor=f"dagster run {context.run_id}")
+                             actor=f"dagster run {context.run_id}", io_manager_dir=ops_settings.io_manager_dir)
     except GdprError as exc:
         raise Failure(description=str(exc), allow_retries=False) from exc
     summary = result.summary()

@@ -31,11 +31,16 @@ class OpsSettings(ConfigurableResource):
     stall_minutes: int = 10
     # Where pg_dump / pg_restore live ("" = newest /usr/lib/postgresql/*/bin, then PATH).
     pg_bin_dir: str = ""
+    # Local FilesystemIOManager root (embedded default); "" = step outputs live in the bucket
+    # under dagster-io/ (S3PickleIOManager). Retention and erasure remove a video's outputs.
+    io_manager_dir: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpsSettings:
         names = set(cls.model_fields) & set(Settings.__dataclass_fields__)
         values = {name: getattr(settings, name) for name in names}
+        if settings.bucket_kind == "local":
+            values["io_manager_dir"] = str(settings.data_path / "dagster-io")
         # Secrets stay references to the environment: the UI shows the variable name, not the value.
         for name, var in SECRET_ENV.items():
             if os.environ.get(var):

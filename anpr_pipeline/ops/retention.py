@@ -25,6 +25,7 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -315,6 +316,43 @@ def run_retention(
     return plan, apply_retention(plan, store, events_store)
 
 
+# --------------------------------------------------------------------------------------
+# Dagster step outputs of deleted partitions
+# --------------------------------------------------------------------------------------
+
+# The per-video assets whose pickled outputs the IO manager keeps per partition
+# (``<io root>/<asset>/<camera>/<timestamp>``): S3PickleIOManager under ``dagster-io/`` in
+# the bucket, FilesystemIOManager under ``$ANPR_DATA_DIR/dagster-io`` (see definitions.py).
+STEP_OUTPUT_ASSETS = ("video", "frames", "plate_detections", "plate_reads", "plate_events")
+IO_MANAGER_PREFIX = "dagster-io/"
+
+
+def delete_step_outputs(partition_keys: Iterable[str], store: ObjectStore, local_dir: str = "") -> int:
+    """Delete the stored step outputs of these video partitions; returns how many were removed.
+
+    They hold per-frame reads (plate text) and would otherwise outlive the video forever.
+    """
+    wanted = set(partition_keys)
+    if not wanted:
+        return 0
+    if local_dir:
+        removed = 0
+        for asset in STEP_OUTPUT_ASSETS:
+            for pk in wanted:
+                path = Path(local_dir) / asset / pk
+                if path.is_file():
+                    path.unlink()
+                    removed += 1
+        return removed
+    doomed = [
+        o.key
+        for asset in STEP_OUTPUT_ASSETS
+        for o in store.list(f"{IO_MANAGER_PREFIX}{asset}/")
+        if o.key[len(IO_MANAGER_PREFIX) + len(asset) + 1 :] in wanted
+    ]
+    return store.delete(doomed) if doomed else 0
+
+
 __all__ = [
     "ClassPlan",
     "EventsPlan",
@@ -323,6 +361,7 @@ __all__ = [
     "apply_retention",
     "classify",
     "delete_events_before",
+    "delete_step_outputs",
     "expired_partitions",
     "list_objects",
     "object_time",

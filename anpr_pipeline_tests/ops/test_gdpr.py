@@ -10,13 +10,15 @@ import zipfile
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from dagster import instance_for_test
 
 from anpr_pipeline import cli
 from anpr_pipeline.ops.gdpr import plate_digest, read_audit
 from anpr_pipeline.ops.jobs import erase_plate_job, export_plate_job
+from anpr_pipeline.ops.retention import partition_key_of
 from anpr_pipeline.resources.parquet_dataset import read_events
 from anpr_pipeline_tests.ops.conftest import event_row, store_video
-from anpr_pipeline_tests.ops.test_jobs import resources_for
+from anpr_pipeline_tests.ops.test_jobs import materialize_step_output, resources_for
 
 PLATE, OTHER, SALT = "AB123CD", "ZZ999ZZ", "test-salt-0123456789"
 
@@ -40,7 +42,11 @@ def _no_plate_in_audit(backend) -> None:
 
 def test_export_then_erase_leaves_no_trace(backend):
     mine, others = _two_videos(backend)
-    resources = resources_for(backend, gdpr_salt=SALT)
+    io_dir = str(backend.store.uri("")) + "-dagster-io" if backend.bucket_kwargs["kind"] == "local" else ""
+    with instance_for_test() as instance:  # pickled per-frame reads of both videos, via the real IO manager
+        for row in mine:
+            materialize_step_output(backend, instance, partition_key_of(row["video_key"]), io_dir)
+    resources = resources_for(backend, gdpr_salt=SALT, io_manager_dir=io_dir)
     result = export_plate_job.execute_in_process(
         run_config={"ops": {"export_plate_op": {"config": {"plate": "ab-123 cd"}}}}, resources=resources)
     summary = result.output_for_node("export_plate_op")
@@ -63,6 +69,7 @@ def test_export_then_erase_leaves_no_trace(backend):
     assert erased["events_deleted"] == 2 and erased["crops_deleted"] == 2
     assert erased["parquet_rows_deleted"] == 2
     assert erased["parquet_files_deleted"] == 1 and erased["parquet_files_rewritten"] == 1
+    assert erased["step_outputs_deleted"] == 2
 
     # No trace in any of the three stores ...
     assert backend.events.search(PLATE) == [] and backend.events.search(PLATE, mode="fuzzy") == []

@@ -21,6 +21,30 @@ def resources_for(backend, **ops) -> dict:
     }
 
 
+def materialize_step_output(backend, instance, partition_key: str, io_dir: str) -> None:
+    """Store a per-video step output through the real IO manager of this backend's layout."""
+    from dagster import FilesystemIOManager, asset, materialize
+
+    from anpr_pipeline.partitions import videos_partitions
+
+    @asset(name="plate_reads", partitions_def=videos_partitions)
+    def plate_reads():
+        return [{"normalized_plate": "OLD111"}]
+
+    if not instance.has_dynamic_partition(videos_partitions.name, partition_key):
+        instance.add_dynamic_partitions(videos_partitions.name, [partition_key])
+    if backend.bucket_kwargs["kind"] == "s3":
+        from dagster_aws.s3 import S3PickleIOManager, S3Resource
+
+        io_manager = S3PickleIOManager(
+            s3_resource=S3Resource(endpoint_url=backend.bucket_kwargs["s3_endpoint_url"]),
+            s3_bucket=backend.bucket_kwargs["s3_bucket"], s3_prefix="dagster-io")
+    else:
+        io_manager = FilesystemIOManager(base_dir=io_dir)
+    assert materialize([plate_reads], partition_key=partition_key, instance=instance,
+                       resources={"io_manager": io_manager}).success
+
+
 def _step_metadata(result, node: str) -> dict:
     [event] = [e for e in result.events_for_node(node) if e.event_type_value == "STEP_OUTPUT"]
     return event.step_output_data.metadata
@@ -31,10 +55,13 @@ def test_retention_job_deletes_old_video_its_partition_and_keeps_new(backend):
     old = store_video(backend, [event_row(now - timedelta(days=40), "OLD111", camera="camA")])
     new = store_video(backend, [event_row(now - timedelta(days=2), "NEW222", camera="camB")])
     old_pk, new_pk = (k.split("/", 1)[1].rsplit(".", 1)[0] for k in (old, new))
+    io_dir = str(backend.store.uri("")) + "-dagster-io" if backend.bucket_kwargs["kind"] == "local" else ""
     resources = resources_for(backend, retention_videos_days=30, retention_crops_days=30,
-                              retention_events_days=30, retention_parquet_days=30)
+                              retention_events_days=30, retention_parquet_days=30, io_manager_dir=io_dir)
     with instance_for_test() as instance:
         instance.add_dynamic_partitions("videos", [old_pk, new_pk])
+        for pk in (old_pk, new_pk):
+            materialize_step_output(backend, instance, pk, io_dir)
         dry = retention_sweep_job.execute_in_process(
             run_config={"ops": {"retention_sweep_op": {"config": {"dry_run": True}}}},
             instance=instance, resources=resources)
@@ -48,6 +75,14 @@ def test_retention_job_deletes_old_video_its_partition_and_keeps_new(backend):
         metadata = _step_metadata(result, "retention_sweep_op")
         assert metadata["videos_deleted"].value == 1 and metadata["videos_bytes"].value == len(b"\x00video")
         assert summary["video_partitions_deleted"] == 1
+        assert summary["step_outputs_deleted"] == 1  # the old video's pickled reads, not the new one's
+        if io_dir:
+            from pathlib import Path
+
+            assert [p.relative_to(io_dir).as_posix() for p in Path(io_dir).rglob("*") if p.is_file()] == [
+                f"plate_reads/{new_pk}"]
+        else:
+            assert [o.key for o in backend.store.list("dagster-io/")] == [f"dagster-io/plate_reads/{new_pk}"]
         assert instance.get_dynamic_partitions("videos") == [new_pk]
     assert not backend.store.exists(old) and backend.store.exists(new)
     assert [o.key for o in backend.store.list("crops/")] == [event_row(now - timedelta(days=2), camera="camB")["crop_key"]]
