@@ -115,3 +115,19 @@ def enqueue_run(instance, job_name: str = "process_video") -> str:
         DagsterEvent(event_type_value=DagsterEventType.RUN_ENQUEUED.value, job_name=job_name), run_id=run_id
     )
     return run_id
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def dagster_instance(request):
+    """A Dagster instance on SQLite (embedded default) or on dagster-postgres (production),
+    each on its own fresh storage."""
+    from dagster import instance_for_test
+
+    if request.param == "sqlite":
+        with instance_for_test() as instance:
+            yield instance
+        return
+    url = request.getfixturevalue("fresh_postgres_url").replace("postgresql+psycopg://", "postgresql+psycopg2://")
+    storage = {"storage": {"postgres": {"postgres_url": url}}}
+    with instance_for_test(overrides=storage) as instance:
+        yield instance

@@ -101,28 +101,29 @@ def test_run_failure_alert_logs_and_posts_with_retries(webhook):
     assert payload["details"]["video_key"] == "uploads/cam1/20250101T000000Z.mp4"
 
 
-def test_backlog_alert_transitions_warn_critical_resolved(webhook):
+def test_backlog_alert_transitions_warn_critical_resolved(webhook, dagster_instance):
     webhook.attempts = 2  # deliver at once
     settings = OpsSettings(alert_webhook_url=webhook.url, backlog_warn=2, backlog_critical=4)
-    with instance_for_test() as instance:
-        def tick(cursor):
-            return backlog_alert(build_sensor_context(instance=instance, cursor=cursor,
-                                                      resources={"ops_settings": settings}))
+    instance = dagster_instance
 
-        result = tick(None)
-        assert "0 queued runs (ok" in result.skip_reason.skip_message and not webhook.received
-        runs = [enqueue_run(instance) for _ in range(3)]
-        result = tick(result.cursor)
-        assert webhook.wait(1)[-1]["severity"] == "warning"
-        result = tick(result.cursor)  # same state: no repeat
-        runs += [enqueue_run(instance) for _ in range(2)]
-        result = tick(result.cursor)
-        assert webhook.wait(2)[-1]["severity"] == "critical" and webhook.received[-1]["details"]["queued"] == 5
-        for run_id in runs:
-            instance.delete_run(run_id)
-        result = tick(result.cursor)
-        assert [p["severity"] for p in webhook.wait(3)] == ["warning", "critical", "resolved"]
-        assert json.loads(result.cursor) == {"state": "ok"}
+    def tick(cursor):
+        return backlog_alert(build_sensor_context(instance=instance, cursor=cursor,
+                                                  resources={"ops_settings": settings}))
+
+    result = tick(None)
+    assert "0 queued runs (ok" in result.skip_reason.skip_message and not webhook.received
+    runs = [enqueue_run(instance) for _ in range(3)]
+    result = tick(result.cursor)
+    assert webhook.wait(1)[-1]["severity"] == "warning"
+    result = tick(result.cursor)  # same state: no repeat
+    runs += [enqueue_run(instance) for _ in range(2)]
+    result = tick(result.cursor)
+    assert webhook.wait(2)[-1]["severity"] == "critical" and webhook.received[-1]["details"]["queued"] == 5
+    for run_id in runs:
+        instance.delete_run(run_id)
+    result = tick(result.cursor)
+    assert [p["severity"] for p in webhook.wait(3)] == ["warning", "critical", "resolved"]
+    assert json.loads(result.cursor) == {"state": "ok"}
 
 
 def test_backlog_thresholds_are_100_and_500_by_default():
@@ -131,20 +132,20 @@ def test_backlog_thresholds_are_100_and_500_by_default():
     assert levels == ["ok", "warning", "warning", "critical"]
 
 
-def test_worker_stall_alert_fires_when_queue_waits_and_nothing_finishes(webhook):
+def test_worker_stall_alert_fires_when_queue_waits_and_nothing_finishes(webhook, dagster_instance):
     webhook.attempts = 2
-    with instance_for_test() as instance:
-        enqueue_run(instance)
-        ctx = build_sensor_context(instance=instance, resources={
-            "ops_settings": OpsSettings(alert_webhook_url=webhook.url, stall_minutes=0)})
-        result = worker_stall_alert(ctx)
-        assert json.loads(result.cursor) == {"state": "stalled"}
-        assert webhook.wait()[0]["name"] == "worker_stall"
-        # Default 10-minute window: a queue that just formed is not a stall.
-        ctx = build_sensor_context(instance=instance, cursor=result.cursor,
-                                   resources={"ops_settings": OpsSettings(alert_webhook_url=webhook.url)})
-        assert json.loads(worker_stall_alert(ctx).cursor) == {"state": "ok"}
-        assert webhook.wait(2)[-1]["severity"] == "resolved"
+    instance = dagster_instance
+    enqueue_run(instance)
+    ctx = build_sensor_context(instance=instance, resources={
+        "ops_settings": OpsSettings(alert_webhook_url=webhook.url, stall_minutes=0)})
+    result = worker_stall_alert(ctx)
+    assert json.loads(result.cursor) == {"state": "stalled"}
+    assert webhook.wait()[0]["name"] == "worker_stall"
+    # Default 10-minute window: a queue that just formed is not a stall.
+    ctx = build_sensor_context(instance=instance, cursor=result.cursor,
+                               resources={"ops_settings": OpsSettings(alert_webhook_url=webhook.url)})
+    assert json.loads(worker_stall_alert(ctx).cursor) == {"state": "ok"}
+    assert webhook.wait(2)[-1]["severity"] == "resolved"
 
 
 def test_is_stalled_over_clocks():

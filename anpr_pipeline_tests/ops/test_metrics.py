@@ -11,7 +11,6 @@ from dagster import (
     MaterializeResult,
     asset,
     define_asset_job,
-    instance_for_test,
     job,
     op,
 )
@@ -45,43 +44,43 @@ def _scrape(port: int) -> dict[tuple[str, tuple], float]:
             for family in text_string_to_metric_families(text) for s in family.samples}
 
 
-def test_exporter_scrape_reports_runs_events_queue_and_stage_durations(local_backend):
+def test_exporter_scrape_reports_runs_events_queue_and_stage_durations(local_backend, dagster_instance):
     from dagster import Definitions
 
     video_job = define_asset_job("process_video", selection=["plate_events"])
     defs = Definitions(assets=[_plate_events], jobs=[video_job])
     rows = [event_row(datetime.now(UTC), n=i, video_key="uploads/cam1/20250101T000000Z.mp4") for i in range(4)]
     local_backend.events.replace_video_events(rows[0]["video_key"], rows)
-    with instance_for_test() as instance:
-        job_def = defs.resolve_job_def("process_video")
-        for _ in range(2):
-            assert job_def.execute_in_process(instance=instance).success
-        assert not _failing_video_job.execute_in_process(instance=instance, raise_on_error=False).success
-        for _ in range(3):
-            enqueue_run(instance)
-        port = free_port()
-        server, thread = serve(instance, local_backend.events, port, addr="127.0.0.1")
-        try:
-            m = _scrape(port)
-            assert m[("anpr_jobs_processed_total", (("job", "process_video"),))] == 2
-            assert m[("anpr_jobs_failed_total", (("job", "process_video"),))] == 1
-            assert m[("anpr_jobs_failed_total", (("job", "retention_sweep"),))] == 0
-            assert m[("anpr_queue_size", ())] == 3
-            assert m[("anpr_events_processed_total", ())] == 6  # 2 materializations x 3 events
-            assert m[("anpr_events_failed_total", ())] == 1
-            assert m[("anpr_events_stored", ())] == 4
-            assert m[("anpr_stage_duration_seconds_count", (("stage", "plate_events"),))] == 2
-            assert m[("anpr_stage_duration_seconds_count", (("stage", "_video"),))] == 1
-            assert m[("anpr_metrics_source_up", (("source", "dagster"),))] == 1
+    instance = dagster_instance
+    job_def = defs.resolve_job_def("process_video")
+    for _ in range(2):
+        assert job_def.execute_in_process(instance=instance).success
+    assert not _failing_video_job.execute_in_process(instance=instance, raise_on_error=False).success
+    for _ in range(3):
+        enqueue_run(instance)
+    port = free_port()
+    server, thread = serve(instance, local_backend.events, port, addr="127.0.0.1")
+    try:
+        m = _scrape(port)
+        assert m[("anpr_jobs_processed_total", (("job", "process_video"),))] == 2
+        assert m[("anpr_jobs_failed_total", (("job", "process_video"),))] == 1
+        assert m[("anpr_jobs_failed_total", (("job", "retention_sweep"),))] == 0
+        assert m[("anpr_queue_size", ())] == 3
+        assert m[("anpr_events_processed_total", ())] == 6  # 2 materializations x 3 events
+        assert m[("anpr_events_failed_total", ())] == 1
+        assert m[("anpr_events_stored", ())] == 4
+        assert m[("anpr_stage_duration_seconds_count", (("stage", "plate_events"),))] == 2
+        assert m[("anpr_stage_duration_seconds_count", (("stage", "_video"),))] == 1
+        assert m[("anpr_metrics_source_up", (("source", "dagster"),))] == 1
 
-            # Incremental: one more run is counted once, earlier ones are not recounted.
-            assert job_def.execute_in_process(instance=instance).success
-            m = _scrape(port)
-            assert m[("anpr_events_processed_total", ())] == 9
-            assert m[("anpr_stage_duration_seconds_count", (("stage", "plate_events"),))] == 3
-        finally:
-            server.shutdown()
-            thread.join(timeout=5)
+        # Incremental: one more run is counted once, earlier ones are not recounted.
+        assert job_def.execute_in_process(instance=instance).success
+        m = _scrape(port)
+        assert m[("anpr_events_processed_total", ())] == 9
+        assert m[("anpr_stage_duration_seconds_count", (("stage", "plate_events"),))] == 3
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
 
 
 def test_metrics_cli_has_serve_subcommand(capsys):
