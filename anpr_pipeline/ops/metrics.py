@@ -168,18 +168,23 @@ class AnprCollector(Collector):
         yield up
 
 
-def build_registry(instance: Any, events_store: Any | None = None, jobs: Sequence[str] = DEFAULT_JOBS
-                   ) -> CollectorRegistry:
+def build_registry(instance: Any, events_store: Any | None = None, jobs: Sequence[str] = DEFAULT_JOBS,
+                   bucket_store: Any | None = None) -> CollectorRegistry:
+    from anpr_pipeline.ops.capacity_metrics import CapacityCollector
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(AnprCollector(instance, events_store, jobs))
+    # Dashboard capacity gauges: active cameras, DB sizes, bucket bytes by class.
+    registry.register(CapacityCollector(events_store, bucket_store))
     return registry
 
 
-def serve(instance: Any, events_store: Any | None, port: int, addr: str = "0.0.0.0"):
+def serve(instance: Any, events_store: Any | None, port: int, addr: str = "0.0.0.0", bucket_store: Any | None = None):
     """Start the HTTP exporter in a background thread; returns (server, thread)."""
     from prometheus_client import start_http_server
 
-    return start_http_server(port, addr=addr, registry=build_registry(instance, events_store))
+    return start_http_server(port, addr=addr, registry=build_registry(instance, events_store,
+                                                                      bucket_store=bucket_store))
 
 
 def main(argv: list[str]) -> int:
@@ -200,7 +205,9 @@ def main(argv: list[str]) -> int:
 
     instance = DagsterInstance.get()
     events_store = EventStore(load_settings().database_url)
-    server, _thread = serve(instance, events_store, args.port, args.addr)
+    from anpr_pipeline.ops.capacity_metrics import bucket_from_settings
+
+    server, _thread = serve(instance, events_store, args.port, args.addr, bucket_store=bucket_from_settings())
     print(f"anpr metrics: serving http://{args.addr}:{args.port}/metrics", flush=True)
     try:
         while True:
