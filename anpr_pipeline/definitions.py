@@ -13,7 +13,7 @@ from anpr_pipeline import jobs as jobs_module
 from anpr_pipeline import sensors as sensors_module
 from anpr_pipeline.assets import detections, events, reads, stats, video
 from anpr_pipeline.deploy_tags import executor_for
-from anpr_pipeline.ops.alert_sensors import ALERT_SENSORS
+from anpr_pipeline.ops.alert_sensors import OPS_SENSORS
 from anpr_pipeline.ops.jobs import OPS_JOBS
 from anpr_pipeline.ops.resources import OpsSettings
 from anpr_pipeline.resources.event_store import EventStoreResource
@@ -53,7 +53,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     return Definitions(
         assets=load_assets_from_modules([video, detections, reads, events, stats]),
         jobs=[jobs_module.process_video_job, *OPS_JOBS],
-        sensors=[sensors_module.upload_sensor, watchlist_sensor, *ALERT_SENSORS],
+        sensors=[sensors_module.upload_sensor, watchlist_sensor, *OPS_SENSORS],
         schedules=[stats.camera_daily_stats_schedule, *SCHEDULES],
         resources=build_resources(settings),
         executor=executor_for(settings.executor),

@@ -1,4 +1,4 @@
-"""Alert sensors: run failure, backlog of queued runs, worker stall.
+"""Alert sensors (run failure, backlog of queued runs, worker stall) and the erase-run scrubber.
 
 All three log through the sensor's logger (visible on the sensor's tick in the UI and in the
 daemon log) and post to ``ANPR_ALERT_WEBHOOK_URL`` when set, in the background (see
@@ -14,14 +14,17 @@ from dagster import (
     DefaultSensorStatus,
     RunFailureSensorContext,
     RunsFilter,
+    RunStatusSensorContext,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
     run_failure_sensor,
+    run_status_sensor,
     sensor,
 )
 
 from anpr_pipeline.ops.alerts import Alert, backlog_level, is_stalled, send_alert
+from anpr_pipeline.ops.jobs import erase_plate_job
 from anpr_pipeline.ops.resources import OpsSettings
 
 VIDEO_JOB = "process_video"
@@ -103,3 +106,23 @@ def worker_stall_alert(context: SensorEvaluationContext, ops_settings: OpsSettin
 
 
 ALERT_SENSORS = [run_failure_alert, backlog_alert, worker_stall_alert]
+
+
+@run_status_sensor(
+    run_status=DagsterRunStatus.SUCCESS,
+    name="erase_run_scrubber",
+    monitored_jobs=[erase_plate_job],
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Deletes each successful erase_plate run (its run config holds the plate in clear); "
+    "the salted audit record under audit/gdpr/ is the trace that remains.",
+)
+def erase_run_scrubber(context: RunStatusSensorContext):
+    run = context.dagster_run
+    config = run.run_config.get("ops", {}).get("erase_plate_op", {}).get("config", {})
+    if config.get("dry_run"):
+        return  # a dry run erased nothing; keep it as the operator's preview
+    context.instance.delete_run(run.run_id)
+    context.log.info(f"deleted erase_plate run {run.run_id} (its config named the erased plate)")
+
+
+OPS_SENSORS = [*ALERT_SENSORS, erase_run_scrubber]

@@ -161,3 +161,23 @@ def test_is_stalled_over_clocks():
 def test_webhook_unreachable_never_raises():
     assert post_webhook(f"http://127.0.0.1:{free_port()}/hook", {"x": 1}, retries=2, timeout_s=0.5,
                         backoff_s=0.01) is False
+
+
+def test_erase_run_scrubber_deletes_the_run_that_named_the_plate(local_backend):
+    from anpr_pipeline.ops.alert_sensors import erase_run_scrubber
+    from anpr_pipeline.ops.jobs import erase_plate_job
+    from anpr_pipeline_tests.ops.test_jobs import resources_for
+
+    with instance_for_test() as instance:
+        runs = {}
+        for dry in (True, False):
+            result = erase_plate_job.execute_in_process(
+                run_config={"ops": {"erase_plate_op": {"config": {"plate": "AB123CD", "dry_run": dry}}}},
+                instance=instance, resources=resources_for(local_backend, gdpr_salt="s"))
+            runs[dry] = result.run_id
+            success = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_SUCCESS)
+            erase_run_scrubber(build_run_status_sensor_context(
+                sensor_name="erase_run_scrubber", dagster_event=success, dagster_instance=instance,
+                dagster_run=instance.get_run_by_id(result.run_id)))
+        assert instance.get_run_by_id(runs[False]) is None  # the real erasure left no plate in run storage
+        assert instance.get_run_by_id(runs[True]) is not None  # the dry run is kept as a preview
