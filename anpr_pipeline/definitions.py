@@ -54,7 +54,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         assets=load_assets_from_modules([video, detections, reads, events, stats]),
         jobs=[jobs_module.process_video_job, *OPS_JOBS],
         sensors=[sensors_module.upload_sensor, watchlist_sensor, *OPS_SENSORS],
-        schedules=[stats.camera_daily_stats_schedule, *SCHEDULES],
+        schedules=SCHEDULES,
         resources=build_resources(settings),
         executor=executor_for(settings.executor),
     )

@@ -8,6 +8,7 @@ database healthy without anyone remembering to switch them on.
 | db_maintenance_nightly | 04:00 every day | db_maintenance (after retention freed rows) |
 | backup_nightly | 01:00 every day | backup |
 | restore_test_monthly | 05:00 on the 1st | restore_test |
+| camera_daily_stats_schedule | 01:15 every day | camera_daily_stats_job (yesterday's partition; defined with its asset in assets/stats.py) |
 
 Each tick's run key is the scheduled time, so a daemon restart never runs a tick twice.
 """
@@ -24,6 +25,7 @@ from dagster import (
     schedule,
 )
 
+from anpr_pipeline.assets.stats import camera_daily_stats_schedule
 from anpr_pipeline.ops import jobs as ops_jobs
 
 
@@ -56,4 +58,5 @@ archive_weekly = _ops_schedule("archive_weekly", "30 3 * * 0", ops_jobs.archive_
 restore_test_monthly = _ops_schedule("restore_test_monthly", "0 5 1 * *", ops_jobs.restore_test_job,
                                      "Monthly restore of the newest backup into a scratch database.")
 
-SCHEDULES = [retention_daily, archive_weekly, db_maintenance_nightly, backup_nightly, restore_test_monthly]
+SCHEDULES = [retention_daily, archive_weekly, db_maintenance_nightly, backup_nightly, restore_test_monthly,
+             camera_daily_stats_schedule]
