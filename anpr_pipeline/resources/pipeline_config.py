@@ -16,9 +16,12 @@ class PipelineConfig(ConfigurableResource):
     min_read_confidence: float = 0.3
     low_confidence_share_max: float = 0.5
     min_plate_chars: int = 4
-    # Consecutive sampled frames that differ less than this (mean abs. grey level, 0..255)
-    # are skipped before detection: a static street costs decode time only.
-    static_frame_threshold: float = 0.0
+    # A sampled frame whose largest 32x32-block mean grey-level change (0..255) against the
+    # previous sampled frame is below this is static: it skips detection and carries the
+    # previous frame's detections (and reads) forward, so a static street costs decode time
+    # only. Sensor/compression noise measures ~1-1.5, a moving car tens to hundreds
+    # (vision/video_pipeline.StaticGate; `anpr bench`); 0 disables the gate.
+    static_frame_threshold: float = 4.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PipelineConfig:
