@@ -82,6 +82,7 @@ class Settings:
     reader_batch_size: int = 32
     models_dir: str = ""  # EasyOCR model storage; empty = the offline PyPI package
     keep_frames: bool = False  # keep sampled frames as JPEG for audit
+    show_plates_in_ui: bool = False  # full plate text in Dagster run metadata (not erasable)
     # multiprocess (default) | in_process | k8s (one pod per step: GPU steps on the GPU pool)
     executor: str = "multiprocess"
     min_read_confidence: float = 0.3
@@ -130,6 +131,7 @@ def load_settings() -> Settings:
         reader_batch_size=_env_int("ANPR_READER_BATCH_SIZE", 32),
         models_dir=_env_str("ANPR_MODELS_DIR", ""),
         keep_frames=_env_bool("ANPR_KEEP_FRAMES", False),
+        show_plates_in_ui=_env_bool("ANPR_SHOW_PLATES_IN_UI", False),
         executor=_env_str("ANPR_EXECUTOR", "multiprocess").lower(),
         min_read_confidence=_env_float("ANPR_MIN_READ_CONFIDENCE", 0.3),
         low_confidence_share_max=_env_float("ANPR_LOW_CONFIDENCE_SHARE_MAX", 0.5),

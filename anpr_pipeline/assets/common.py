@@ -58,3 +58,13 @@ def decode_failure(exc: Exception, key: str) -> Failure:
         metadata={"video_key": key, "error": MetadataValue.text(str(exc))},
         allow_retries=False,
     )
+
+
+def mask_plate(plate: str, show: bool) -> str:
+    """Plates in Dagster's event log cannot be erased later (GDPR): mask them unless configured.
+
+    The full text stays in the events DB and Parquet, where erase_plate reaches it.
+    """
+    if show or len(plate) <= 3:
+        return plate if show else "*" * len(plate)
+    return plate[:2] + "*" * (len(plate) - 3) + plate[-1]

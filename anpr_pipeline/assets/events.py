@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 
+from anpr_pipeline.assets.common import mask_plate
 from anpr_pipeline.checks import EVENTS_CONSISTENT, check_events
 from anpr_pipeline.partitions import videos_partitions
 from anpr_pipeline.resources.event_store import EventStoreResource
@@ -83,13 +84,13 @@ def video_span(video: dict) -> tuple[datetime, datetime]:
     return start, start + timedelta(seconds=float(video["duration_s"]) + 1.0 / max(float(video["fps"] or 1), 1.0))
 
 
-def events_markdown(rows: list[dict], limit: int = 25) -> str:
+def events_markdown(rows: list[dict], show_plates: bool = False, limit: int = 25) -> str:
     if not rows:
         return "_no plate events in this video_"
     lines = ["| captured_at (UTC) | plate | region | confidence | frames | crop |", "|---|---|---|---|---|---|"]
     for row in rows[:limit]:
         lines.append(
-            f"| {row['captured_at']:%Y-%m-%d %H:%M:%S} | **{row['normalized_plate']}** | {row['region'] or ''} "
+            f"| {row['captured_at']:%Y-%m-%d %H:%M:%S} | **{mask_plate(row['normalized_plate'], show_plates)}** | {row['region'] or ''} "
             f"| {row['confidence']:.2f} | {row['frames_seen']} | `{row['crop_key']}` |"
         )
     if len(rows) > limit:
@@ -136,9 +137,9 @@ def plate_events(
             "tracks": len(tracks),
             "dropped_tracks": len(tracks) - len(kept),
             "rows_written": written,
-            "plates": ", ".join(r["normalized_plate"] for r in rows[:20]),
+            "plates": ", ".join(mask_plate(r["normalized_plate"], pipeline.show_plates_in_ui) for r in rows[:20]),
             "parquet_files": MetadataValue.json(parquet_keys),
-            "events_table": MetadataValue.md(events_markdown(rows)),
+            "events_table": MetadataValue.md(events_markdown(rows, pipeline.show_plates_in_ui)),
         },
     )
     yield check_events(stored, span)

@@ -9,6 +9,7 @@ import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 from PIL import Image
 
+from anpr_pipeline.assets.common import mask_plate
 from anpr_pipeline.checks import READS_CONFIDENCE, check_read_confidence
 from anpr_pipeline.deploy_tags import GPU_OP_TAGS
 from anpr_pipeline.partitions import videos_partitions
@@ -67,7 +68,9 @@ def plate_reads(
             "crops_per_second": round(len(df) / seconds, 2) if seconds > 0 and len(df) else 0.0,
             "distinct_texts": int(df["normalized_plate"].nunique()) if len(df) else 0,
             "preview": MetadataValue.md(
-                df[["sample_index", "normalized_plate", "read_confidence", "region"]].head(15).to_markdown(index=False)
+                df[["sample_index", "normalized_plate", "read_confidence", "region"]].head(15)
+                .assign(normalized_plate=lambda d: [mask_plate(p, pipeline.show_plates_in_ui) for p in d.normalized_plate])
+                .to_markdown(index=False)
             ) if len(df) else MetadataValue.md("_no reads_"),
         },
     )

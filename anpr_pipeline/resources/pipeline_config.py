@@ -16,6 +16,9 @@ class PipelineConfig(ConfigurableResource):
     min_read_confidence: float = 0.3
     low_confidence_share_max: float = 0.5
     min_plate_chars: int = 4
+    # Dagster's event log cannot be erased per plate (GDPR erase_plate), so run metadata
+    # shows plates masked (AB***1) unless the operator opts in.
+    show_plates_in_ui: bool = False
     # A sampled frame whose largest 32x32-block mean grey-level change (0..255) against the
     # previous sampled frame is below this is static: it skips detection and carries the
     # previous frame's detections (and reads) forward, so a static street costs decode time
@@ -30,4 +33,5 @@ class PipelineConfig(ConfigurableResource):
             keep_frames=settings.keep_frames,
             min_read_confidence=settings.min_read_confidence,
             low_confidence_share_max=settings.low_confidence_share_max,
+            show_plates_in_ui=settings.show_plates_in_ui,
         )
