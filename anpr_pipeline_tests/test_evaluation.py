@@ -84,7 +84,7 @@ def test_eval_cli_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "out" / "report.json"
     assert anpr(["eval", str(labels), "--json", str(out), "--detector", "classical", "--reader", "none"]) == 0
     report = json.loads(out.read_text())
-    assert set(report["groups"]) == {"aa", "bb"} and report["detector"] == "classical-morph-1"
+    assert set(report["groups"]) == {"aa", "bb"} and report["detector"].startswith("classical-morph")
 
 
 # --------------------------------------------------------------------------- accuracy on real_dev

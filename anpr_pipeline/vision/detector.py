@@ -41,6 +41,7 @@ class ClassicalParams:
     min_fill: float = 0.35  # contour area / bounding-box area
     min_score: float = 0.35
     max_detections: int = 12
+    fit: str = "band"  # how a blob becomes a plate box: "band" (stroke profile) | "grow" (grey-level rim)
 
 
 def nms(dets: list[Detection], iou_threshold: float = 0.3) -> list[Detection]:
@@ -112,6 +113,57 @@ def _grow_to_plate(gray: np.ndarray, blob: Box, dark_text: bool) -> Box:
     return Box(x0 - mx, y0 - my, x1 - x0 + 2 * mx, y1 - y0 + 2 * my).clip(w_img, h_img)
 
 
+def _runs(active: np.ndarray, max_gap: int) -> list[tuple[int, int]]:
+    """[start, end) runs of True in a 1-D mask, bridging gaps of up to ``max_gap``."""
+    idx = np.flatnonzero(active)
+    if idx.size == 0:
+        return []
+    runs, start, prev = [], int(idx[0]), int(idx[0])
+    for i in idx[1:]:
+        if i - prev > max_gap + 1:
+            runs.append((start, prev + 1))
+            start = int(i)
+        prev = int(i)
+    runs.append((start, prev + 1))
+    return runs
+
+
+def _fit_text_band(grad: np.ndarray, blob: Box) -> Box | None:
+    """Fit the plate box from the stroke-energy profiles inside a candidate blob.
+
+    The closed blob often swallows a bumper edge or a light next to the plate. Rows with
+    strong vertical strokes give the character band; inside it, the longest dense run of
+    columns (gaps up to ~one character bridged) gives the plate's text extent. The plate
+    is then the band grown to 1.5x its height (the rim above and below the characters:
+    ~1.25x for EU, ~2x for US layouts) and by a few percent sideways.
+    """
+    h_img, w_img = grad.shape
+    pad = blob.h // 2
+    y0, y1 = max(0, blob.y - pad), min(h_img, blob.y + blob.h + pad)
+    roi = grad[y0:y1, blob.x : blob.x + blob.w].astype(np.float32)
+    if roi.size == 0:
+        return None
+    rows = roi.mean(axis=1)
+    band_runs = _runs(rows >= 0.45 * rows.max(), max_gap=1)
+    ry0, ry1 = max(band_runs, key=lambda r: rows[r[0] : r[1]].sum())
+    band_h = ry1 - ry0
+    if band_h < 4:
+        return None
+    cols = roi[ry0:ry1].mean(axis=0)
+    k = max(1, band_h // 3)
+    cols = np.convolve(cols, np.ones(k) / k, mode="same")
+    col_runs = _runs(cols >= 0.3 * cols.max(), max_gap=max(2, int(0.6 * band_h)))
+    cx0, cx1 = max(col_runs, key=lambda r: cols[r[0] : r[1]].sum())
+    text_w = cx1 - cx0
+    if text_w < 1.2 * band_h:
+        return None
+    ph, mx = 1.5 * band_h, 0.06 * text_w
+    cy = y0 + (ry0 + ry1) / 2.0
+    return Box(round(blob.x + cx0 - mx), round(cy - ph / 2), round(text_w + 2 * mx), round(ph)).clip(
+        w_img, h_img
+    )
+
+
 def _candidates(gray: np.ndarray, p: ClassicalParams) -> list[Detection]:
     h_img, w_img = gray.shape
     found: list[Detection] = []
@@ -139,7 +191,12 @@ def _candidates(gray: np.ndarray, p: ClassicalParams) -> list[Detection]:
                     continue
                 if cv2.contourArea(c) / float(w * h) < p.min_fill:
                     continue
-                b = _grow_to_plate(gray, Box(x, y, w, h), dark_text=op == cv2.MORPH_BLACKHAT)
+                if p.fit == "band":
+                    b = _fit_text_band(grad, Box(x, y, w, h))
+                    if b is None or not p.min_aspect <= b.w / max(b.h, 1) <= p.max_aspect:
+                        continue
+                else:
+                    b = _grow_to_plate(gray, Box(x, y, w, h), dark_text=op == cv2.MORPH_BLACKHAT)
                 score = _text_density_score(gray, b.x, b.y, b.w, b.h)
                 if score >= p.min_score:
                     found.append(Detection(b, score))
@@ -149,7 +206,7 @@ def _candidates(gray: np.ndarray, p: ClassicalParams) -> list[Detection]:
 class ClassicalDetector:
     """Contour/morphology plate finder; no weights, CPU only, a few ms per frame."""
 
-    version = "classical-morph-1"
+    version = "classical-morph-2"
 
     def __init__(self, params: ClassicalParams | None = None) -> None:
         self.params = params or ClassicalParams()
@@ -198,6 +255,7 @@ class NetDetector:
         max_side: int = 640,
         threshold: float = 0.5,
         min_score: float = 0.6,
+        aspect: tuple[float, float] = (0.0, 1e9),
         model=None,
     ) -> None:
         import torch
@@ -211,7 +269,7 @@ class NetDetector:
             model.load_state_dict(ckpt["state_dict"])
         self.model = model.eval().to(device)
         self.device, self.batch_size = device, batch_size
-        self.max_side, self.threshold, self.min_score = max_side, threshold, min_score
+        self.max_side, self.threshold, self.min_score, self.aspect = max_side, threshold, min_score, aspect
         self.version = f"platenet-{path.stem}@{max_side}"
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
@@ -243,7 +301,9 @@ class NetDetector:
                         ),
                         round(score, 4),
                     )
-                    for x, y, bw, bh, score in boxes_from_map(prob, self.threshold, self.min_score)
+                    for x, y, bw, bh, score in boxes_from_map(
+                        prob, self.threshold, self.min_score, aspect=self.aspect
+                    )
                 ]
                 out.append(sorted((d for d in dets if d.box.area > 0), key=lambda d: -d.score))
         return out

@@ -100,7 +100,11 @@ def letterbox(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
 
 
 def boxes_from_map(
-    prob: np.ndarray, threshold: float = 0.5, min_peak: float = 0.6, min_area: int = 12
+    prob: np.ndarray,
+    threshold: float = 0.5,
+    min_peak: float = 0.6,
+    min_area: int = 12,
+    aspect: tuple[float, float] = (0.0, 1e9),
 ) -> list[tuple[float, float, float, float, float]]:
     """Stride-4 probability map -> [(x, y, w, h, score)] in input-pixel coordinates.
 
@@ -108,13 +112,12 @@ def boxes_from_map(
     precision (small plates are only 3-4 cells tall). Score = the component's peak.
     """
     up = cv2.resize(prob, (prob.shape[1] * STRIDE, prob.shape[0] * STRIDE), interpolation=cv2.INTER_LINEAR)
-    # The map is centred on its stride-4 cells; shift by the half cell the resize adds.
     mask = (up >= threshold).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     out = []
     for i in range(1, n):
         x, y, w, h, area = stats[i]
-        if area < min_area:
+        if area < min_area or not aspect[0] <= w / max(h, 1) <= aspect[1]:
             continue
         peak = float(up[y : y + h, x : x + w][labels[y : y + h, x : x + w] == i].max())
         if peak >= min_peak:
