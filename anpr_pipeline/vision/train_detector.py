@@ -128,7 +128,7 @@ def render_synth_scenes(folder: Path, count: int, seed: int = 1000) -> Path:
     from anpr_pipeline.vision import synth
 
     csv_path = folder / "labels.csv"
-    done = folder / f".complete-{count}-{seed}"
+    done = folder / f".complete-{count}-{seed}-v2"
     if done.exists():
         return csv_path
     folder.mkdir(parents=True, exist_ok=True)
@@ -140,7 +140,8 @@ def render_synth_scenes(folder: Path, count: int, seed: int = 1000) -> Path:
         img, plates_ = synth.render_scene(rng, w, h, n_plates=int(rng.integers(1, 4)), max_plate_width=0.3)
         name = f"scene_{i:04d}.jpg"
         cv2.imwrite(str(folder / name), img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 92])
-        rows += [[name, b.x, b.y, b.w, b.h, "train"] for b, _, _ in plates_]
+        split = "valid" if i >= count - count // 6 else "train"  # the last sixth is held out
+        rows += [[name, b.x, b.y, b.w, b.h, split] for b, _, _ in plates_]
     with open(csv_path, "w", newline="") as fh:
         csv.writer(fh).writerows([["file", "x", "y", "w", "h", "split"], *rows])
     done.touch()
@@ -337,12 +338,12 @@ def _loss(logits, target):
     return bce + 0.5 * dice.mean()
 
 
-def validate(model, frames: list[Frame], max_side: int) -> dict:
+def validate(model, frames: list[Frame], max_side: int, detector=None) -> dict:
     """Recall / precision at IoU >= 0.5 on held-out frames, via the shipped detector code."""
     from anpr_pipeline.vision.detector import NetDetector
     from anpr_pipeline.vision.types import Box
 
-    det = NetDetector(model=model, max_side=max_side)
+    det = detector or NetDetector(model=model, max_side=max_side)
     hits = n_boxes = n_dets = true_dets = 0
     for frame in frames:
         img = cv2.imread(str(frame.path), cv2.IMREAD_COLOR)[:, :, ::-1]
@@ -427,9 +428,186 @@ def train(
     return report
 
 
+# --------------------------------------------------------------------------- verifier (cascade)
+
+
+def _jitter_box(box, rng: np.random.Generator, amount: float):
+    from anpr_pipeline.vision.types import Box
+
+    x, y, w, h = box.x, box.y, box.w, box.h
+    dx0, dx1 = rng.uniform(-amount, amount, 2) * w
+    dy0, dy1 = rng.uniform(-amount, amount, 2) * h * 1.5
+    return Box(round(x + dx0), round(y + dy0), max(4, round(w - dx0 + dx1)), max(3, round(h - dy0 + dy1)))
+
+
+def _degrade(patch_src: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Resolution loss on a crop before it becomes a patch (far plates are a few px tall)."""
+    if rng.random() < 0.3 and patch_src.shape[1] > 24:
+        w = int(rng.integers(20, min(60, patch_src.shape[1]) + 1))
+        h = max(4, round(patch_src.shape[0] * w / patch_src.shape[1]))
+        small = cv2.resize(patch_src, (w, h), interpolation=cv2.INTER_AREA)
+        return cv2.resize(small, (patch_src.shape[1], patch_src.shape[0]), interpolation=cv2.INTER_LINEAR)
+    return patch_src
+
+
+def mine_patches(
+    frames: list[Frame], crops: list[np.ndarray], seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Verifier training patches: (N, 32, 96, 3) uint8 and (N,) labels in {0, 1}.
+
+    Positives: labelled boxes (jittered, IoU >= 0.6 kept), real plate crops, and proposals
+    that hit a plate (IoU >= 0.6). Negatives: proposals that miss (IoU < 0.35, i.e. other
+    text, lights, grilles, and badly fitted boxes on a plate), plate boxes jittered into poor
+    fits, and random plate-shaped windows. Proposals between 0.35 and 0.6 are not used.
+    """
+    from anpr_pipeline.vision.detector import PROPOSAL_PARAMS, ClassicalDetector
+    from anpr_pipeline.vision.types import Box
+    from anpr_pipeline.vision.verifier import box_patch
+
+    rng = np.random.default_rng(seed)
+    proposer = ClassicalDetector(PROPOSAL_PARAMS)
+    patches: list[np.ndarray] = []
+    labels: list[int] = []
+
+    def add(img: np.ndarray, box, label: int) -> None:
+        src = box.clip(img.shape[1], img.shape[0]).crop(img)
+        if src.shape[0] >= 3 and src.shape[1] >= 6:
+            patches.append(box_patch(_degrade(src, rng), Box(0, 0, src.shape[1], src.shape[0])))
+            labels.append(label)
+
+    for n, frame in enumerate(frames):
+        img = np.ascontiguousarray(cv2.imread(str(frame.path), cv2.IMREAD_COLOR)[:, :, ::-1])
+        gts = [Box(*b) for b in frame.boxes]
+        for det in proposer.detect_one(img):
+            iou = max((det.box.iou(g) for g in gts), default=0.0)
+            if iou >= 0.6 or iou < 0.35:
+                add(img, det.box, int(iou >= 0.6))
+        for g in gts:
+            for _ in range(4):
+                j = _jitter_box(g, rng, 0.08)
+                if j.iou(g) >= 0.6:
+                    add(img, j, 1)
+            for _ in range(2):
+                j = _jitter_box(g, rng, 0.6)
+                if j.iou(g) < 0.35:
+                    add(img, j, 0)
+        H, W = img.shape[:2]
+        for _ in range(4):
+            w = int(rng.integers(30, max(31, W // 4)))
+            h = max(8, int(w / rng.uniform(1.5, 5.0)))
+            b = Box(int(rng.integers(0, max(1, W - w))), int(rng.integers(0, max(1, H - h))), w, h)
+            if all(b.iou(g) < 0.1 for g in gts):
+                add(img, b, 0)
+        if n % 100 == 0:
+            print(
+                f"mined {n}/{len(frames)} frames: {len(labels)} patches, {sum(labels)} positive", flush=True
+            )
+    for crop in crops:  # whole real plates: exact fits plus small jitters inside the crop
+        h, w = crop.shape[:2]
+        add(crop, Box(0, 0, w, h), 1)
+        j = _jitter_box(Box(0, 0, w, h), rng, 0.05)
+        add(crop, j.clip(w, h), 1)
+    return np.stack(patches), np.asarray(labels, np.float32)
+
+
+def _augment_batch(x, rng: np.random.Generator):
+    """Per-sample gain/bias/contrast, grey, noise on a (B, 3, H, W) [-0.5, 0.5] tensor."""
+    import torch
+
+    b = x.shape[0]
+    gain = torch.from_numpy(rng.uniform(0.6, 1.4, (b, 1, 1, 1)).astype(np.float32))
+    tint = torch.from_numpy(rng.uniform(0.85, 1.15, (b, 3, 1, 1)).astype(np.float32))
+    bias = torch.from_numpy(rng.uniform(-0.15, 0.15, (b, 1, 1, 1)).astype(np.float32))
+    x = x * gain * tint + bias
+    grey = torch.from_numpy(rng.random(b) < 0.15)
+    x[grey] = x[grey].mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
+    x = x + torch.randn_like(x) * torch.from_numpy(rng.uniform(0, 0.05, (b, 1, 1, 1)).astype(np.float32))
+    return x.clamp(-0.5, 0.5)
+
+
+def train_verifier(
+    out: Path,
+    data: list[Path],
+    crops: list[Path],
+    minutes: float,
+    seed: int = 0,
+    threads: int = 1,
+    n_synth_plates: int = 0,
+    holdout: list[Path] | None = None,
+) -> dict:
+    import torch
+    from torch.nn import functional as F
+
+    from anpr_pipeline.vision.detector import CascadeDetector
+    from anpr_pipeline.vision.verifier import PlateVerifier, patches_to_tensor
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(1)
+    rng = np.random.default_rng(seed)
+    frames = load_frames(data, "train")
+    plate_crops = load_crops(crops) + synth_plates(n_synth_plates)
+    print(f"frames {len(frames)}  crops {len(plate_crops)}", flush=True)
+    x_all, y_all = mine_patches(frames, plate_crops, seed)
+    print(f"patches {len(y_all)}  positive {int(y_all.sum())}", flush=True)
+    model = PlateVerifier()
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    pos = np.flatnonzero(y_all == 1)
+    neg = np.flatnonzero(y_all == 0)
+    start, step, running = time.monotonic(), 0, 0.0
+    budget = minutes * 60 - (time.monotonic() - start)
+    model.train()
+    while time.monotonic() - start < budget:
+        frac = (time.monotonic() - start) / budget
+        for g in opt.param_groups:
+            g["lr"] = 2e-3 * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
+        # Balanced batches: negatives outnumber positives several times over.
+        idx = np.concatenate([rng.choice(pos, 48), rng.choice(neg, 80)])
+        x = _augment_batch(patches_to_tensor(list(x_all[idx])), rng)
+        y = torch.from_numpy(y_all[idx])
+        loss = F.binary_cross_entropy_with_logits(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
+        if step % 200 == 0:
+            print(f"step {step}  loss {running:.4f}  {time.monotonic() - start:.0f}s", flush=True)
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "steps": step,
+        "minutes": minutes,
+        "patches": len(y_all),
+        "positives": int(y_all.sum()),
+        "data": [str(p) for p in data],
+        "crops": [str(p) for p in crops],
+        "synth_plates": n_synth_plates,
+        "seed": seed,
+    }
+    torch.save({"state_dict": model.state_dict(), "meta": meta}, out / "plate_verifier.pt")
+    report = {**meta, "valid": {}}
+    for csv_path in [*data, *(holdout or [])]:
+        val = load_frames([csv_path], "valid")
+        if val:
+            report["valid"][str(csv_path)] = validate(None, val, 0, detector=CascadeDetector(model=model))
+    (out / "train_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report["valid"]))
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     """`anpr train detector --out DIR [--data CSV ...] [--crops CSV ...] [--minutes M]`."""
     ap = argparse.ArgumentParser(prog="anpr train detector", description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--model",
+        choices=("verifier", "platenet"),
+        default="verifier",
+        help="verifier: the cascade's plate/not-plate CNN (the shipped default); platenet: the segmenter",
+    )
+    ap.add_argument(
+        "--holdout", action="append", type=Path, help="extra CSV whose 'valid' rows are only measured"
+    )
     ap.add_argument("--out", required=True, type=Path, help="output folder (plate_net.pt, train_report.json)")
     ap.add_argument(
         "--data", action="append", type=Path, help="file,x,y,w,h[,split] CSV of frames (repeatable)"
@@ -456,6 +634,11 @@ def main(argv: list[str] | None = None) -> int:
         crops = []
     else:
         crops = args.crops or [SHARED_TRAIN / "crops.csv", SHARED_TRAIN / "crops_eu_notext.csv"]
+    if args.model == "verifier":
+        train_verifier(
+            args.out, data, crops, args.minutes, args.seed, args.threads, args.synth_plates, args.holdout
+        )
+        return 0
     train(
         args.out,
         data,

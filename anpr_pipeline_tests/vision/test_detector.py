@@ -61,6 +61,25 @@ def test_no_detections_on_blank_images(detector: PlateDetector) -> None:
     assert detector.detect(blank) == [[], []]
 
 
+def test_default_detector_finds_plates_in_synthetic_video_frames(tmp_path) -> None:
+    """The demo's frames (vision/synth.make_video): the default detector must find their plates."""
+    from anpr_pipeline.vision import synth
+    from anpr_pipeline.vision.decode import iter_frames
+
+    truth = synth.make_video(tmp_path / "v.mp4", seed=3, width=640, height=360, seconds=2.0, vehicles=2)
+    frames = [f for f in iter_frames(tmp_path / "v.mp4") if f.source_index % 5 == 0]
+    results = build_detector("default", device="cpu").detect([f.image for f in frames])
+    found = total = 0
+    for frame, dets in zip(frames, results, strict=True):
+        for vehicle in truth["vehicles"]:
+            box = vehicle["boxes"].get(frame.source_index)
+            if box is not None:
+                total += 1
+                found += any(d.box.iou(Box(*box)) >= 0.5 for d in dets)
+    assert total > 0
+    assert found >= 0.8 * total, f"found {found} of {total} plates in video frames"
+
+
 def test_unknown_detector_name_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown detector"):
         build_detector("no-such-detector")
