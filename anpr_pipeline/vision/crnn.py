@@ -94,10 +94,15 @@ def build_model(cfg: CRNNConfig):
         def __init__(self) -> None:
             super().__init__()
             self.features = nn.Sequential(
-                *block(1, c1), nn.MaxPool2d(2),  # H/2, W/2
-                *block(c1, c2), nn.MaxPool2d(2),  # H/4, W/4
-                *block(c2, c3), *block(c3, c3), nn.MaxPool2d((2, 1)),  # H/8
-                *block(c3, c4), nn.MaxPool2d((2, 1)),  # H/16
+                *block(1, c1),
+                nn.MaxPool2d(2),  # H/2, W/2
+                *block(c1, c2),
+                nn.MaxPool2d(2),  # H/4, W/4
+                *block(c2, c3),
+                *block(c3, c3),
+                nn.MaxPool2d((2, 1)),  # H/8
+                *block(c3, c4),
+                nn.MaxPool2d((2, 1)),  # H/16
                 nn.Dropout2d(0.1),
             )
             rows = cfg.height // 16
@@ -109,8 +114,10 @@ def build_model(cfg: CRNNConfig):
                 self.rnn = nn.LSTM(c5, cfg.hidden, bidirectional=True, batch_first=True)
             else:
                 self.rnn = nn.Sequential(
-                    nn.Conv1d(c5, 2 * cfg.hidden, 5, padding=2), nn.ReLU(inplace=True),
-                    nn.Conv1d(2 * cfg.hidden, 2 * cfg.hidden, 5, padding=2), nn.ReLU(inplace=True),
+                    nn.Conv1d(c5, 2 * cfg.hidden, 5, padding=2),
+                    nn.ReLU(inplace=True),
+                    nn.Conv1d(2 * cfg.hidden, 2 * cfg.hidden, 5, padding=2),
+                    nn.ReLU(inplace=True),
                 )
             self.head = nn.Linear(2 * cfg.hidden, 1 + len(cfg.alphabet))
 
@@ -129,7 +136,9 @@ def save_checkpoint(path: str | Path, model, cfg: CRNNConfig, meta: dict) -> Non
     import torch
 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"format": "anpr-plate-crnn/1", "config": asdict(cfg), "state_dict": state, "meta": meta}, str(path))
+    torch.save(
+        {"format": "anpr-plate-crnn/1", "config": asdict(cfg), "state_dict": state, "meta": meta}, str(path)
+    )
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu"):

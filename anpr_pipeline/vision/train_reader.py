@@ -128,20 +128,24 @@ def cached_synthetic_samples(n: int, seed: int, cache: str | Path | None) -> lis
         z = np.load(path, allow_pickle=False)
         if int(z["n"]) == n and int(z["seed"]) == seed:
             out, offset = [], 0
+            pixels = z["pixels"]  # NpzFile re-reads an array on every key access: read once
             for shape, box, text, group in zip(z["shapes"], z["boxes"], z["texts"], z["groups"], strict=True):
                 size = int(np.prod(shape))
-                img = z["pixels"][offset : offset + size].reshape(tuple(int(v) for v in shape))
+                img = pixels[offset : offset + size].reshape(tuple(int(v) for v in shape))
                 offset += size
                 out.append(Sample(img, tuple(int(v) for v in box), str(text), str(group)))
             return out
     samples = synthetic_samples(n, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(
-        path, n=n, seed=seed,
+        path,
+        n=n,
+        seed=seed,
         pixels=np.concatenate([s.image.ravel() for s in samples]) if samples else np.zeros(0, np.uint8),
         shapes=np.array([s.image.shape for s in samples], dtype=np.int32).reshape(-1, 3),
         boxes=np.array([s.box for s in samples], dtype=np.int32).reshape(-1, 4),
-        texts=np.array([s.text for s in samples]), groups=np.array([s.group for s in samples]),
+        texts=np.array([s.text for s in samples]),
+        groups=np.array([s.group for s in samples]),
     )
     return samples
 
@@ -152,6 +156,52 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     ramp = np.linspace(rng.uniform(-40, 0), rng.uniform(0, 40), h)[:, None, None]
     img = base[None, None, :] + ramp + rng.normal(0, 6, (h, w, 1))
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def pseudo_label(
+    csv_path: str | Path,
+    weights: str | Path,
+    min_confidence: float = 0.8,
+    regions: tuple[str, ...] = ("eu",),
+) -> list[Sample]:
+    """Label plate boxes that have no text (``file,x,y,w,h``) with an existing reader.
+
+    Self-training on real crops of a layout the labelled data lacks (e.g. single-row EU
+    plates). Only confident reads are kept: all three TTA views agree, every character
+    has probability >= ``min_confidence``, and the text fits a plate format of
+    ``regions``. Wrong labels that pass these filters are rare but possible; they are
+    training data only, never part of the held-out split.
+    """
+    from anpr_pipeline.vision.reader import CRNNReader, tta_views
+
+    reader = CRNNReader(weights, tta=False)
+    p = resolve_csv(csv_path)
+    rows = list(csv.DictReader(open(p, newline="")))
+    out: list[Sample] = []
+    for start in range(0, len(rows), 64):
+        chunk, crops = [], []
+        for row in rows[start : start + 64]:
+            bgr = cv2.imread(str(p.parent / row["file"]), cv2.IMREAD_COLOR)
+            if bgr is None:
+                continue
+            x, y, w, h = (int(float(row[k])) for k in "xywh")
+            image = np.ascontiguousarray(bgr[:, :, ::-1])
+            chunk.append((row, image, (x, y, w, h)))
+            crops.append(image[y : y + h, x : x + w])
+        views = [v for c in crops for v in tta_views(c)]
+        reads = reader.read(views)
+        for i, (row, image, box) in enumerate(chunk):
+            trio = reads[3 * i : 3 * i + 3]
+            text = trio[0].normalized
+            if len({r.normalized for r in trio}) != 1 or not text:
+                continue
+            if min(min(r.char_confidences) for r in trio) < min_confidence:
+                continue
+            if not plates.matching_formats(text, list(regions)):
+                continue
+            group = "pseudo-" + (Path(row["file"]).parent.name or p.parent.name)
+            out.append(Sample(image, box, text, group))
+    return out
 
 
 def is_holdout(text: str, fraction: float) -> bool:
@@ -180,7 +230,9 @@ def _jitter_quad(sample: Sample, rng: np.random.Generator, strength: float) -> n
     return (quad - c) @ rot.T + c
 
 
-def augment(sample: Sample, cfg: crnn.CRNNConfig, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+def augment(
+    sample: Sample, cfg: crnn.CRNNConfig, rng: np.random.Generator, strength: float = 1.0
+) -> np.ndarray:
     """One randomly degraded view of ``sample`` as model input (H, W) float32."""
     x, y, w, h = sample.box
     quad = _jitter_quad(sample, rng, strength)
@@ -305,6 +357,8 @@ class TrainConfig:
     threads: int = 1
     eval_every_s: float = 60.0
     synthetic_cache: str | None = None
+    pseudo: tuple[str, ...] = ()  # CSVs of text-less plate boxes to pseudo-label with --init
+    pseudo_min_confidence: float = 0.8
     aug_start: float = 0.3  # augmentation strength at the start (ramps to 1.0 by 40 % of the run)
 
 
@@ -326,6 +380,12 @@ def train(
     real: list[Sample] = [s for path in data for s in load_samples(path)]
     train_real = [s for s in real if not is_holdout(s.text, tc.holdout)]
     held = [s for s in real if is_holdout(s.text, tc.holdout)]
+    if tc.pseudo:
+        if not init:
+            raise SystemExit("--pseudo needs --init: the model that labels the unlabelled crops")
+        pseudo = [s for path in tc.pseudo for s in pseudo_label(path, init, tc.pseudo_min_confidence)]
+        print(f"pseudo-labelled: {len(pseudo)} crops from {', '.join(tc.pseudo)}", flush=True)
+        train_real += pseudo
     synth = cached_synthetic_samples(tc.synthetic, tc.seed, tc.synthetic_cache) if tc.synthetic else []
     if not train_real and not synth:
         raise SystemExit("no training samples: give --data with labelled plates or --synthetic N")
@@ -349,7 +409,9 @@ def train(
         if frac >= 1.0:
             break
         # Warm-up 3 %, then cosine decay to 2 % of the peak rate.
-        lr = tc.lr * (frac / 0.03 if frac < 0.03 else 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * (frac - 0.03) / 0.97)))
+        lr = tc.lr * (
+            frac / 0.03 if frac < 0.03 else 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * (frac - 0.03) / 0.97))
+        )
         for group in opt.param_groups:
             group["lr"] = lr
         batch = _draw(train_real, synth, tc, rng)
@@ -370,8 +432,14 @@ def train(
         if time.time() - last_eval >= tc.eval_every_s or (time.time() - start) >= budget:
             last_eval = time.time()
             m = evaluate(model, held, cfg, device) if held else {"exact": 0.0, "char": 0.0, "n": 0}
-            rec = {"step": step, "seen": seen, "min": round((time.time() - start) / 60, 2),
-                   "loss": round(float(loss.detach()), 4), "lr": lr, **m}
+            rec = {
+                "step": step,
+                "seen": seen,
+                "min": round((time.time() - start) / 60, 2),
+                "loss": round(float(loss.detach()), 4),
+                "lr": lr,
+                **m,
+            }
             history.append(rec)
             print(json.dumps(rec), flush=True)
             if (m["exact"], m["char"]) >= best or not held:
@@ -382,16 +450,25 @@ def train(
     if not best_path.exists():
         crnn.save_checkpoint(best_path, model, cfg, {"step": step, "heldout": final})
     summary = {
-        "data": data, "synthetic": tc.synthetic, "train_config": asdict(tc), "model_config": asdict(cfg),
-        "steps": step, "samples_seen": seen, "samples_per_s": seen / max(time.time() - start, 1e-9),
-        "best_heldout": {"exact": best[0], "char": best[1]}, "last_heldout": final, "history": history,
+        "data": data,
+        "synthetic": tc.synthetic,
+        "train_config": asdict(tc),
+        "model_config": asdict(cfg),
+        "steps": step,
+        "samples_seen": seen,
+        "samples_per_s": seen / max(time.time() - start, 1e-9),
+        "best_heldout": {"exact": best[0], "char": best[1]},
+        "last_heldout": final,
+        "history": history,
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
 
 
 def _draw(real: list[Sample], synth: list[Sample], tc: TrainConfig, rng: np.random.Generator) -> list[Sample]:
-    n_syn = int(round(tc.batch_size * tc.synthetic_weight)) if synth and real else (tc.batch_size if synth else 0)
+    n_syn = (
+        int(round(tc.batch_size * tc.synthetic_weight)) if synth and real else (tc.batch_size if synth else 0)
+    )
     picks = [real[i] for i in rng.integers(0, len(real), tc.batch_size - n_syn)] if real else []
     picks += [synth[i] for i in rng.integers(0, len(synth), n_syn)] if n_syn else []
     return picks
@@ -400,32 +477,64 @@ def _draw(real: list[Sample], synth: list[Sample], tc: TrainConfig, rng: np.rand
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="anpr train reader", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="output folder (best.pt, last.pt, summary.json)")
-    ap.add_argument("--data", action="append", default=[], help="CSV or folder with file,x,y,w,h,plate (repeatable)")
+    ap.add_argument(
+        "--data", action="append", default=[], help="CSV or folder with file,x,y,w,h,plate (repeatable)"
+    )
     ap.add_argument("--synthetic", type=int, default=0, help="number of synthetic plates to render")
+    ap.add_argument(
+        "--pseudo",
+        action="append",
+        default=[],
+        help="CSV/folder of plate boxes WITHOUT text (file,x,y,w,h): label them with --init, keep confident reads",
+    )
+    ap.add_argument("--pseudo-min-confidence", type=float, default=0.8)
     ap.add_argument("--synthetic-cache", help="a .npz to save rendered synthetic plates to / reuse them from")
-    ap.add_argument("--synthetic-weight", type=float, default=0.3, help="share of each batch that is synthetic")
+    ap.add_argument(
+        "--synthetic-weight", type=float, default=0.3, help="share of each batch that is synthetic"
+    )
     ap.add_argument("--minutes", type=float, default=35.0, help="wall-time budget")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--holdout", type=float, default=0.1, help="share of plate texts held out for checkpoint choice")
-    ap.add_argument("--init", help="start from these weights (fine-tuning), e.g. the shipped plate_crnn_v1.pt")
+    ap.add_argument(
+        "--holdout", type=float, default=0.1, help="share of plate texts held out for checkpoint choice"
+    )
+    ap.add_argument(
+        "--init", help="start from these weights (fine-tuning), e.g. the shipped plate_crnn_v1.pt"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     ap.add_argument("--eval-every", type=float, default=60.0, help="seconds between held-out evaluations")
     ap.add_argument("--channels", default="16,32,64,96,128", help="CRNN conv widths (5 values)")
     ap.add_argument("--hidden", type=int, default=96, help="BiLSTM hidden size per direction")
-    ap.add_argument("--aug-start", type=float, default=0.3, help="augmentation strength at the start (ramps to 1)")
+    ap.add_argument(
+        "--aug-start", type=float, default=0.3, help="augmentation strength at the start (ramps to 1)"
+    )
     ap.add_argument("--sequence", default="lstm", choices=["lstm", "conv"], help="sequence layer")
     args = ap.parse_args(argv)
 
     from anpr_pipeline.vision.device import resolve_device
 
-    cfg = replace(crnn.CRNNConfig(), channels=tuple(int(c) for c in args.channels.split(",")), hidden=args.hidden, sequence=args.sequence)
+    cfg = replace(
+        crnn.CRNNConfig(),
+        channels=tuple(int(c) for c in args.channels.split(",")),
+        hidden=args.hidden,
+        sequence=args.sequence,
+    )
     tc = TrainConfig(
-        minutes=args.minutes, batch_size=args.batch_size, lr=args.lr, holdout=args.holdout,
-        synthetic=args.synthetic, synthetic_weight=args.synthetic_weight, seed=args.seed,
-        threads=args.threads, eval_every_s=args.eval_every, aug_start=args.aug_start, synthetic_cache=args.synthetic_cache,
+        minutes=args.minutes,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        holdout=args.holdout,
+        synthetic=args.synthetic,
+        synthetic_weight=args.synthetic_weight,
+        seed=args.seed,
+        threads=args.threads,
+        eval_every_s=args.eval_every,
+        aug_start=args.aug_start,
+        synthetic_cache=args.synthetic_cache,
+        pseudo=tuple(args.pseudo),
+        pseudo_min_confidence=args.pseudo_min_confidence,
     )
     summary = train(args.data, Path(args.out), tc, cfg, init=args.init, device=resolve_device(args.device))
     print(json.dumps({k: summary[k] for k in ("steps", "samples_seen", "samples_per_s", "best_heldout")}))
