@@ -1,25 +1,27 @@
-"""`anpr train detector`: train PlateNet (vision/plate_net.py) on labelled frames + pasted plates.
+"""`anpr train detector`: train the detector models on labelled frames and plate crops.
+
+Two models (``--model``):
+
+- ``verifier`` (default; shipped as ``weights/plate_verifier_v1.pt``): the cascade's
+  plate/not-plate CNN (vision/verifier.py). Training patches are mined by running the
+  classical proposal stage over the labelled frames (hits = positives, misses and badly
+  fitted boxes = negatives) plus the plate crops; writes ``OUT/plate_verifier.pt``.
+- ``platenet``: the tiny segmentation net (vision/plate_net.py), trained on windows of
+  the frames with real and rendered plates pasted in; writes ``OUT/plate_net.pt``.
 
 Data (all read from folders/CSVs, so a user can fine-tune on their own cameras):
 
-- ``--data CSV`` (repeatable): ``file,x,y,w,h[,...]`` rows, one per plate box, files
+- ``--data CSV`` (repeatable): ``file,x,y,w,h[,split]`` rows, one per plate box, files
   relative to the CSV. Every image's boxes are its positives; the rest of the image is
-  background. Rows with a ``split`` column other than ``train`` are held out for the
-  end-of-training check. Default: ``../shared/data/real_train/detection.csv``
-  (Romanian dashcam frames, MIT).
+  background. Rows whose ``split`` is not ``train`` are held out and only measured at the
+  end. Default: ``../shared/data/real_train/detection.csv`` (Romanian dashcam frames, MIT).
 - ``--crops CSV`` (repeatable): whole-plate crops (``file,x,y,w,h`` with the box = the
-  plate), pasted with perspective, scale and lighting changes onto the frames above.
-- rendered plates (random colours, layouts and text, OpenCV fonts) pasted the same way,
-  so the net does not learn one country's plate style only (and finds the demo's
-  synthetic plates).
+  plate). Default: the real_train openalpr crops (AGPL-3.0: the weights inherit it;
+  ``--no-crops`` avoids them).
+- ``--synth-scenes N`` / ``--synth-plates N``: rendered scenes/plates from vision/synth.
 
-Every sample is then scaled so that its plates span ~12-260 px in a 384 px training
-window (covering dashcam frames and close-up photos alike), and colour, blur, noise and
-JPEG artefacts are added.
-
-``--minutes M`` bounds the wall time; the weights are written as
-``OUT/plate_net.pt`` (state dict + metadata) and a validation summary to
-``OUT/train_report.json``.
+``--minutes M`` bounds the training wall time (after mining); ``OUT/train_report.json``
+holds the held-out recall/precision of the resulting detector.
 """
 
 from __future__ import annotations
@@ -534,6 +536,7 @@ def train_verifier(
     threads: int = 1,
     n_synth_plates: int = 0,
     holdout: list[Path] | None = None,
+    init: Path | None = None,
 ) -> dict:
     import torch
     from torch.nn import functional as F
@@ -551,6 +554,8 @@ def train_verifier(
     x_all, y_all = mine_patches(frames, plate_crops, seed)
     print(f"patches {len(y_all)}  positive {int(y_all.sum())}", flush=True)
     model = PlateVerifier()
+    if init:  # fine-tuning, e.g. the shipped weights on a user's own labelled frames
+        model.load_state_dict(torch.load(init, map_location="cpu", weights_only=True)["state_dict"])
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     pos = np.flatnonzero(y_all == 1)
     neg = np.flatnonzero(y_all == 0)
@@ -636,7 +641,15 @@ def main(argv: list[str] | None = None) -> int:
         crops = args.crops or [SHARED_TRAIN / "crops.csv", SHARED_TRAIN / "crops_eu_notext.csv"]
     if args.model == "verifier":
         train_verifier(
-            args.out, data, crops, args.minutes, args.seed, args.threads, args.synth_plates, args.holdout
+            args.out,
+            data,
+            crops,
+            args.minutes,
+            args.seed,
+            args.threads,
+            args.synth_plates,
+            args.holdout,
+            args.init,
         )
         return 0
     train(
