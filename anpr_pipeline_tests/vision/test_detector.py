@@ -33,7 +33,7 @@ def _scene(seed: int, width: int = 1280, height: int = 720) -> tuple[np.ndarray,
     return img, boxes
 
 
-@pytest.fixture(scope="module", params=["classical", "default"])
+@pytest.fixture(scope="module", params=["classical", "default", "cascade-hq"])
 def detector(request: pytest.FixtureRequest) -> PlateDetector:
     return build_detector(request.param, device="cpu")
 
