@@ -453,7 +453,7 @@ def _degrade(patch_src: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def mine_patches(
-    frames: list[Frame], crops: list[np.ndarray], seed: int = 0
+    frames: list[Frame], crops: list[np.ndarray], seed: int = 0, pos_iou: float = 0.6, neg_iou: float = 0.35
 ) -> tuple[np.ndarray, np.ndarray]:
     """Verifier training patches: (N, 32, 96, 3) uint8 and (N,) labels in {0, 1}.
 
@@ -482,16 +482,16 @@ def mine_patches(
         gts = [Box(*b) for b in frame.boxes]
         for det in proposer.detect_one(img):
             iou = max((det.box.iou(g) for g in gts), default=0.0)
-            if iou >= 0.6 or iou < 0.35:
-                add(img, det.box, int(iou >= 0.6))
+            if iou >= pos_iou or iou < neg_iou:
+                add(img, det.box, int(iou >= pos_iou))
         for g in gts:
             for _ in range(4):
                 j = _jitter_box(g, rng, 0.08)
-                if j.iou(g) >= 0.6:
+                if j.iou(g) >= pos_iou:
                     add(img, j, 1)
             for _ in range(2):
                 j = _jitter_box(g, rng, 0.6)
-                if j.iou(g) < 0.35:
+                if j.iou(g) < neg_iou:
                     add(img, j, 0)
         H, W = img.shape[:2]
         for _ in range(4):
@@ -537,6 +537,8 @@ def train_verifier(
     n_synth_plates: int = 0,
     holdout: list[Path] | None = None,
     init: Path | None = None,
+    pos_iou: float = 0.6,
+    neg_iou: float = 0.35,
 ) -> dict:
     import torch
     from torch.nn import functional as F
@@ -551,7 +553,7 @@ def train_verifier(
     frames = load_frames(data, "train")
     plate_crops = load_crops(crops) + synth_plates(n_synth_plates)
     print(f"frames {len(frames)}  crops {len(plate_crops)}", flush=True)
-    x_all, y_all = mine_patches(frames, plate_crops, seed)
+    x_all, y_all = mine_patches(frames, plate_crops, seed, pos_iou, neg_iou)
     print(f"patches {len(y_all)}  positive {int(y_all.sum())}", flush=True)
     model = PlateVerifier()
     if init:  # fine-tuning, e.g. the shipped weights on a user's own labelled frames
@@ -610,6 +612,10 @@ def main(argv: list[str] | None = None) -> int:
         default="verifier",
         help="verifier: the cascade's plate/not-plate CNN (the shipped default); platenet: the segmenter",
     )
+    ap.add_argument(
+        "--pos-iou", type=float, default=0.6, help="verifier: proposals at/above this IoU are plates"
+    )
+    ap.add_argument("--neg-iou", type=float, default=0.35, help="verifier: proposals below this IoU are not")
     ap.add_argument(
         "--holdout", action="append", type=Path, help="extra CSV whose 'valid' rows are only measured"
     )
