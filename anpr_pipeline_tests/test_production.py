@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 import urllib.request
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
@@ -16,7 +16,7 @@ from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_cont
 from anpr_pipeline.definitions import build_definitions
 from anpr_pipeline.resources.event_store import EventStore
 from anpr_pipeline.resources.parquet_dataset import read_events
-from anpr_pipeline.sensors import SETTLE_SECONDS
+from anpr_pipeline.sensors import MAX_RUNS_PER_TICK, SETTLE_SECONDS
 from anpr_pipeline.settings import Settings
 from anpr_pipeline.uploads import video_key_for
 from anpr_pipeline.vision.synth import make_video
@@ -117,3 +117,22 @@ def test_sensor_skips_while_bucket_unreachable_then_resumes(prod, tmp_path):
         resumed = tick(prod["defs"], instance)
     assert isinstance(resumed, SensorResult)
     assert [r.partition_key for r in resumed.run_requests] == [f"{CAMERA}/20261128T074500Z"]
+
+
+def test_sensor_handles_ten_thousand_objects_in_one_listing(prod):
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = prod["store"]
+    keys = [video_key_for(f"cam-{i % 50:02d}", STARTED.replace(hour=0) + timedelta(seconds=i)) for i in range(10_000)]
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(lambda key: store.put_bytes(key, b"v"), keys))
+    time.sleep(SETTLE_SECONDS)
+    with DagsterInstance.ephemeral() as instance:
+        first = tick(prod["defs"], instance)
+        second = tick(prod["defs"], instance, cursor=first.cursor)
+    # At most MAX_RUNS_PER_TICK per tick (oldest first); the cursor carries on, nothing repeats.
+    batch = {r.partition_key for r in first.run_requests}
+    after = {r.partition_key for r in second.run_requests}
+    expected = {key.removeprefix("uploads/").rsplit(".", 1)[0] for key in keys}
+    assert len(batch) == len(after) == MAX_RUNS_PER_TICK
+    assert not batch & after and (batch | after) <= expected

@@ -98,3 +98,18 @@ def test_real_sensor_skips_with_reason_when_bucket_is_unreachable(tmp_path):
         result = upload_sensor(build_sensor_context(instance=instance, resources={"bucket": bucket}))
     reason = result.skip_message if isinstance(result, SkipReason) else result.skip_reason.skip_message
     assert "unreachable" in reason.lower() or "bucket" in reason.lower()
+
+
+def test_cursor_object_deleted_does_not_lose_or_repeat_uploads(tmp_path):
+    bucket = ObjectStoreResource(kind="local", bucket_dir=str(tmp_path / "bucket"))
+    root = tmp_path / "bucket"
+    _write(root, "uploads/cam-1/20261128T100000Z.mp4", b"x" * 100, age_s=120)
+    with DagsterInstance.ephemeral() as instance:
+        first = upload_sensor(build_sensor_context(instance=instance, resources={"bucket": bucket}))
+        assert json.loads(first.cursor)["last_key"] == "uploads/cam-1/20261128T100000Z.mp4"
+        # Retention deletes the very object the cursor names; a new upload arrives.
+        (root / "uploads/cam-1/20261128T100000Z.mp4").unlink()
+        _write(root, "uploads/cam-1/20261128T110000Z.mp4", b"x" * 100, age_s=30)
+        second = upload_sensor(build_sensor_context(instance=instance, cursor=first.cursor,
+                                                    resources={"bucket": bucket}))
+    assert [r.partition_key for r in second.run_requests] == ["cam-1/20261128T110000Z"]
