@@ -11,7 +11,7 @@ Implementations (pick by name; ``"default"`` is the one that measures best on
   weights, a few milliseconds per 1280x720 frame.
 - ``"cascade"`` (the default): the classical finder in proposal mode (several box fits per
   blob, a half-resolution pass, a low score bar) and a small CNN, the PlateVerifier
-  (vision/verifier.py, ``weights/plate_verifier_v1.pt``), that keeps the boxes that are
+  (vision/verifier.py, ``weights/plate_verifier_v2.pt``), that keeps the boxes that are
   whole, well-fitted plates. Better recall than "classical" on close-up photos and ~4x
   better precision; ~50 ms CPU per 1280x720 frame.
 - ``"platenet"``: a tiny segmentation net (vision/plate_net.py). Trained and measured,
@@ -333,7 +333,7 @@ class NetDetector:
 # The half-resolution pass adds proposals for plates too large for the closing kernels
 # (close-up photos), which the verifier can then accept.
 PROPOSAL_PARAMS = ClassicalParams(fit="both", min_score=0.1, nms_iou=0.85, max_detections=100, pyramid=True)
-VERIFIER_WEIGHTS = "plate_verifier_v1.pt"
+VERIFIER_WEIGHTS = "plate_verifier_v2.pt"
 
 
 class CascadeDetector:

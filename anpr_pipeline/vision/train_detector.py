@@ -2,7 +2,7 @@
 
 Two models (``--model``):
 
-- ``verifier`` (default; shipped as ``weights/plate_verifier_v1.pt``): the cascade's
+- ``verifier`` (default; shipped as ``weights/plate_verifier_v2.pt``): the cascade's
   plate/not-plate CNN (vision/verifier.py). Training patches are mined by running the
   classical proposal stage over the labelled frames (hits = positives, misses and badly
   fitted boxes = negatives) plus the plate crops; writes ``OUT/plate_verifier.pt``.
@@ -656,6 +656,8 @@ def main(argv: list[str] | None = None) -> int:
             args.synth_plates,
             args.holdout,
             args.init,
+            args.pos_iou,
+            args.neg_iou,
         )
         return 0
     train(
