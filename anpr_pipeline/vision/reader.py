@@ -59,20 +59,33 @@ def ctc_char_probs(frame_probs: np.ndarray) -> np.ndarray:
     return out / np.maximum(out.sum(axis=1, keepdims=True), 1e-9)
 
 
-def finish_read(char_probs: np.ndarray, regions: Sequence[str] | None = None) -> PlateRead:
-    """Format-aware decoding of collapsed character probabilities into a PlateRead."""
+def finish_read(
+    char_probs: np.ndarray,
+    regions: Sequence[str] | None = None,
+    margin: float = 3.0,
+    lookalike_weight: float = 0.5,
+) -> PlateRead:
+    """Format-aware decoding of collapsed character probabilities into a PlateRead.
+
+    ``margin`` / ``lookalike_weight`` are passed to ``plates.decode_with_formats``: a
+    general OCR model (EasyOCR) needs look-alikes to be cheap to swap; a plate-trained
+    model is calibrated, so its own probabilities decide (weight 0, smaller margin).
+    """
     if len(char_probs) == 0:
         return PlateRead(text="", normalized="", confidence=0.0, char_confidences=(), region=None)
-    text, confs, region = plates.decode_with_formats(char_probs, regions)
+    text, confs, region = plates.decode_with_formats(
+        char_probs, regions, margin=margin, lookalike_weight=lookalike_weight
+    )
     confs = tuple(float(c) for c in confs)
+    normalized = plates.normalize(text)
     # Plate confidence: the weakest character bounds how much the whole read can be trusted.
     confidence = float(min(confs)) if confs else 0.0
     return PlateRead(
         text=text,
-        normalized=plates.normalize(text),
+        normalized=normalized,
         confidence=confidence,
         char_confidences=confs,
-        region=region,
+        region=region or plates.match_region(normalized),
     )
 
 
@@ -187,6 +200,82 @@ class EasyOCRReader:
         return [finish_read(ctc_char_probs(p), self.regions) for p in self.frame_probs(crops)]
 
 
+# --------------------------------------------------------------------------- project CRNN
+
+
+class CRNNReader:
+    """The project's plate CRNN (vision/crnn.py), weights from ``anpr_pipeline/weights``."""
+
+    def __init__(
+        self,
+        weights: str | os.PathLike,
+        device: str = "cpu",
+        batch_size: int = 32,
+        regions: Sequence[str] | None = None,
+        tta: bool = True,
+    ) -> None:
+        from anpr_pipeline.vision import crnn
+
+        self._crnn = crnn
+        self.model, self.cfg, self.meta = crnn.load_checkpoint(weights, device)
+        self.device = device
+        self.batch_size = batch_size
+        self.regions = regions
+        self.tta = tta
+        self.version = f"crnn-{Path(weights).stem}+plates-1" + ("+tta3" if tta else "")
+
+    def frame_probs(self, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Per-frame (T, 37) probabilities (blank first) for each crop."""
+        import torch
+
+        out: list[np.ndarray] = []
+        for start in range(0, len(crops), self.batch_size):
+            batch = [self._crnn.preprocess(c, self.cfg) for c in crops[start : start + self.batch_size]]
+            x = torch.from_numpy(np.stack(batch)[:, None]).to(self.device)
+            with torch.no_grad():
+                probs = torch.softmax(self.model(x), dim=2).cpu().numpy()
+            out.extend(probs)
+        return out
+
+    def read(self, crops: Sequence[np.ndarray]) -> list[PlateRead]:
+        if not self.tta:
+            return [self._finish(p) for p in self.frame_probs(crops)]
+        views = [v for c in crops for v in tta_views(c)]
+        reads = [self._finish(p) for p in self.frame_probs(views)]
+        k = len(views) // max(len(crops), 1)
+        return [vote_reads(reads[i * k : (i + 1) * k]) for i in range(len(crops))]
+
+    def _finish(self, frame_probs: np.ndarray) -> PlateRead:
+        return finish_read(ctc_char_probs(frame_probs), self.regions, margin=2.0, lookalike_weight=0.0)
+
+
+def tta_views(crop: np.ndarray) -> list[np.ndarray]:
+    """The crop as given, a looser and a tighter version of it.
+
+    Detector boxes are sometimes a few pixels tight or loose; reading three framings and
+    voting makes the read less sensitive to exactly where the box edge fell.
+    """
+    h, w = crop.shape[:2]
+    if h < 8 or w < 8:
+        return [crop, crop, crop]
+    dx, dy = max(1, int(w * 0.05)), max(1, int(h * 0.08))
+    loose = cv2.copyMakeBorder(crop, dy, dy, dx, dx, cv2.BORDER_REPLICATE)
+    tight = crop[dy // 2 : h - dy // 2, dx // 2 : w - dx // 2]
+    return [crop, loose, tight]
+
+
+def vote_reads(reads: Sequence[PlateRead]) -> PlateRead:
+    """Majority text among the views; ties (and the representative) by mean log confidence."""
+
+    def score(r: PlateRead) -> float:
+        return float(np.mean(np.log(np.maximum(r.char_confidences, 1e-6)))) if r.char_confidences else -99.0
+
+    counts: dict[str, int] = {}
+    for r in reads:
+        counts[r.normalized] = counts.get(r.normalized, 0) + 1
+    return max(reads, key=lambda r: (counts[r.normalized], score(r)))
+
+
 # --------------------------------------------------------------------------- factory
 
 
@@ -196,14 +285,24 @@ def build_reader(
     batch_size: int = 32,
     models_dir: str | os.PathLike | None = None,
 ):
-    """Build a PlateReader by name: "default", "easyocr" (and "crnn" once trained).
+    """Build a PlateReader by name.
 
-    ``models_dir``: for EasyOCR, where its .pth files live (default: the offline package,
-    or $ANPR_MODELS_DIR); ``"download"`` uses EasyOCR's normal download path.
+    * ``"default"`` / ``"crnn"``: the shipped plate CRNN (``weights/plate_crnn_v1.pt``);
+      ``"crnn:PATH"`` loads other weights (e.g. from ``anpr train reader``).
+    * ``"easyocr"``: EasyOCR english_g2. ``models_dir``: where its .pth files live (default:
+      the offline package, or $ANPR_MODELS_DIR); ``"download"`` uses EasyOCR's download path.
     """
     from anpr_pipeline.vision.device import resolve_device
 
     dev = resolve_device(device)
-    if name in {"default", "easyocr"}:
+    if name in {"default", "crnn"}:
+        # A models_dir holding its own plate_crnn_v1.pt (e.g. fine-tuned on a site's
+        # cameras) overrides the shipped file.
+        own = Path(models_dir) / DEFAULT_CRNN if models_dir and models_dir != "download" else None
+        weights = own if own is not None and own.is_file() else WEIGHTS_DIR / DEFAULT_CRNN
+        return CRNNReader(weights, device=dev, batch_size=batch_size)
+    if name.startswith("crnn:"):
+        return CRNNReader(name.split(":", 1)[1], device=dev, batch_size=batch_size)
+    if name == "easyocr":
         return EasyOCRReader(device=dev, batch_size=batch_size, models_dir=models_dir)
-    raise ValueError(f"unknown reader {name!r}; choose from: default, easyocr")
+    raise ValueError(f"unknown reader {name!r}; choose from: default, crnn, crnn:PATH, easyocr")

@@ -12,6 +12,11 @@ from anpr_pipeline.vision.types import PlateReader
 
 N = len(plates.ALPHABET)
 
+# Measured with the shipped plate_crnn_v1.pt on real_dev/ocr_crops.csv (see weights/MODELS.md),
+# minus a small margin so a CPU/BLAS difference cannot flip the test.
+MIN_DEV_PLATE_ACCURACY = 0.85
+MIN_DEV_CHAR_ACCURACY = 0.965
+
 
 def _load(path) -> np.ndarray:
     image = cv2.imread(str(path))
@@ -64,3 +69,45 @@ def test_easyocr_loads_offline_and_reads_a_real_crop(easyocr_reader, real_train_
     assert reads[0].normalized == "CZH964"
     assert len(reads[0].char_confidences) == 6
     assert 0.0 < reads[0].confidence <= 1.0
+
+
+# --------------------------------------------------------------------------- the default (CRNN)
+
+
+@pytest.fixture(scope="module")
+def default_reader() -> PlateReader:
+    return build_reader("default", device="cpu")
+
+
+def test_default_reader_is_the_shipped_crnn(default_reader) -> None:
+    assert default_reader.version.startswith("crnn-plate_crnn_v1")
+    assert isinstance(default_reader, PlateReader)
+
+
+def test_default_reader_reads_rendered_plates_exactly(default_reader) -> None:
+    from anpr_pipeline.vision import synth
+
+    rng = np.random.default_rng(7)
+    cases = [("ABC1234", "br"), ("BRA2E19", "br"), ("7KQM284", "us")]
+    crops = [synth.render_plate(text, region, rng, dirt=0.0) for text, region in cases]
+    reads = default_reader.read(crops)
+    assert [r.normalized for r in reads] == [text for text, _ in cases]
+    for r in reads:
+        assert len(r.char_confidences) == len(r.normalized)
+        assert 0.0 < r.confidence <= 1.0
+
+
+def test_default_reader_batches_and_handles_empty_input(default_reader) -> None:
+    assert default_reader.read([]) == []
+    reads = default_reader.read([np.zeros((1, 1, 3), np.uint8), np.zeros((40, 90, 3), np.uint8)])
+    assert len(reads) == 2
+
+
+def test_crnn_accuracy_on_real_dev_crops(default_reader, real_dev_dir) -> None:
+    """Regression check on 100 real plate crops (60 Brazilian, 40 US) the reader never trained on."""
+    from anpr_pipeline.evaluation import evaluate_crops
+
+    report = evaluate_crops(real_dev_dir / "ocr_crops.csv", default_reader)
+    overall = report["overall"]
+    assert overall["plate_accuracy"] >= MIN_DEV_PLATE_ACCURACY, report["misses"]
+    assert overall["char_accuracy"] >= MIN_DEV_CHAR_ACCURACY
