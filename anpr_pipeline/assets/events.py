@@ -74,8 +74,15 @@ def event_row(track: Track, video: dict, detector_version: str, reader_version: 
 
 
 def keep_track(track: Track, pipeline: PipelineConfig) -> bool:
-    """Drop what cannot be a plate: too short to be any format, or read too unsure to act on."""
-    return len(track.text) >= pipeline.min_plate_chars and track.confidence >= pipeline.min_read_confidence
+    """Drop what cannot be a plate: too short to be any format, or read too unsure to act on.
+
+    A vehicle passing a camera is sampled several times; a read seen in a single frame is
+    kept only when it is confident (the demo's spurious events were all single-frame reads
+    below 0.6).
+    """
+    if len(track.text) < pipeline.min_plate_chars or track.confidence < pipeline.min_read_confidence:
+        return False
+    return track.frames_seen > 1 or track.confidence >= pipeline.single_frame_min_confidence
 
 
 def video_span(video: dict) -> tuple[datetime, datetime]:

@@ -16,6 +16,8 @@ class PipelineConfig(ConfigurableResource):
     min_read_confidence: float = 0.3
     low_confidence_share_max: float = 0.5
     min_plate_chars: int = 4
+    # A track seen in one sampled frame only becomes an event at this confidence or above.
+    single_frame_min_confidence: float = 0.8
     # Dagster's event log cannot be erased per plate (GDPR erase_plate), so run metadata
     # shows plates masked (AB***1) unless the operator opts in.
     show_plates_in_ui: bool = False

@@ -1,0 +1,30 @@
+"""Which tracks become events (pure rule, no Dagster run needed)."""
+
+from anpr_pipeline.assets.events import keep_track
+from anpr_pipeline.resources.pipeline_config import PipelineConfig
+from anpr_pipeline.vision.tracker import FrameRead, track_reads
+from anpr_pipeline.vision.types import Box, PlateRead
+
+
+def _track(text: str, confidences: list[float]):
+    reads = [
+        FrameRead(frame_index=i, pts_s=i * 0.2, box=Box(100 + 5 * i, 200, 120, 40),
+                  read=PlateRead(text=text, normalized=text, confidence=c, char_confidences=(c,) * len(text)),
+                  detection_score=0.9)
+        for i, c in enumerate(confidences)
+    ]
+    (track,) = track_reads(reads)
+    return track
+
+
+def test_single_frame_reads_need_high_confidence():
+    config = PipelineConfig()
+    assert keep_track(_track("ABC1234", [0.95]), config)
+    assert not keep_track(_track("ABC1234", [0.55]), config)
+    assert keep_track(_track("ABC1234", [0.55, 0.6, 0.58]), config)
+
+
+def test_short_or_unsure_tracks_are_dropped():
+    config = PipelineConfig()
+    assert not keep_track(_track("AB1", [0.99, 0.99]), config)
+    assert not keep_track(_track("ABC1234", [0.1, 0.1, 0.1]), config)
