@@ -11,7 +11,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
+from dagster import AssetKey, DagsterInstance, SensorResult, SkipReason, build_sensor_context
 
 from anpr_pipeline.definitions import build_definitions
 from anpr_pipeline.resources.event_store import EventStore
@@ -37,6 +37,10 @@ def prod_settings(s3_server, bucket: str, database_url: str, tmp_path) -> Settin
         s3_region=s3_server.region,
         database_url=database_url,
     )
+
+
+def s3_endpoint(prod) -> str:
+    return prod["s3"].endpoint_url
 
 
 def tick(defs, instance, cursor=None):
@@ -83,6 +87,10 @@ def test_s3_upload_becomes_partition_run_and_events_in_postgres_and_parquet(prod
         # Crops are readable by presigned URL, as an operator's browser would fetch them.
         with urllib.request.urlopen(store.url(stored[0]["crop_key"], expires_s=60), timeout=10) as response:
             assert response.read(3) == b"\xff\xd8\xff"  # JPEG magic
+        # The UI's per-video events table shows crop thumbnails through presigned URLs.
+        record = instance.get_latest_materialization_event(AssetKey("plate_events"))
+        table = record.asset_materialization.metadata["events_table"].value
+        assert f"![crop]({s3_endpoint(prod)}" in table
         # Re-running the partition leaves row counts unchanged.
         count = events.count()
         assert job.execute_in_process(partition_key=request.partition_key, instance=instance).success

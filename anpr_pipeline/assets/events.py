@@ -91,14 +91,25 @@ def video_span(video: dict) -> tuple[datetime, datetime]:
     return start, start + timedelta(seconds=float(video["duration_s"]) + 1.0 / max(float(video["fps"] or 1), 1.0))
 
 
-def events_markdown(rows: list[dict], show_plates: bool = False, limit: int = 25) -> str:
+# SigV4 presigned URLs live at most 7 days: thumbnails in old runs turn into broken links,
+# as do crops erased by retention or erase_plate (only the link is in the event log).
+THUMBNAIL_URL_SECONDS = 7 * 24 * 3600
+
+
+def crop_cell(key: str, url: str | None) -> str:
+    """A thumbnail where the browser can fetch the crop (S3 presigned URL), else its key."""
+    return f"![crop]({url})" if url and url.startswith("http") else f"`{key}`"
+
+
+def events_markdown(rows: list[dict], show_plates: bool = False, limit: int = 25,
+                    urls: dict[str, str] | None = None) -> str:
     if not rows:
         return "_no plate events in this video_"
     lines = ["| captured_at (UTC) | plate | region | confidence | frames | crop |", "|---|---|---|---|---|---|"]
     for row in rows[:limit]:
         lines.append(
             f"| {row['captured_at']:%Y-%m-%d %H:%M:%S} | **{mask_plate(row['normalized_plate'], show_plates)}** | {row['region'] or ''} "
-            f"| {row['confidence']:.2f} | {row['frames_seen']} | `{row['crop_key']}` |"
+            f"| {row['confidence']:.2f} | {row['frames_seen']} | {crop_cell(row['crop_key'], (urls or {}).get(row['crop_key']))} |"
         )
     if len(rows) > limit:
         lines.append(f"\n… and {len(rows) - limit} more")
@@ -136,6 +147,8 @@ def plate_events(
     span = video_span(video)
     parquet_keys = write_video_events(bucket.get_store(), video["camera_id"], video["timestamp"], rows, span)
     stored = store.events_for_video(video["video_key"])
+    bucket_store = bucket.get_store()
+    thumbnails = {r["crop_key"]: bucket_store.url(r["crop_key"], expires_s=THUMBNAIL_URL_SECONDS) for r in rows[:25]}
     df = pd.DataFrame(rows)
     yield Output(
         df,
@@ -146,7 +159,7 @@ def plate_events(
             "rows_written": written,
             "plates": ", ".join(mask_plate(r["normalized_plate"], pipeline.show_plates_in_ui) for r in rows[:20]),
             "parquet_files": MetadataValue.json(parquet_keys),
-            "events_table": MetadataValue.md(events_markdown(rows, pipeline.show_plates_in_ui)),
+            "events_table": MetadataValue.md(events_markdown(rows, pipeline.show_plates_in_ui, urls=thumbnails)),
         },
     )
     yield check_events(stored, span)
