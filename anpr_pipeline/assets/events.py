@@ -19,6 +19,7 @@ from anpr_pipeline.resources.models import ModelsResource
 from anpr_pipeline.resources.object_store import ObjectStoreResource
 from anpr_pipeline.resources.parquet_dataset import write_video_events
 from anpr_pipeline.resources.pipeline_config import PipelineConfig
+from anpr_pipeline.vision.plates import normalize
 from anpr_pipeline.vision.tracker import FrameRead, Track, track_reads
 from anpr_pipeline.vision.types import Box, PlateRead
 
@@ -55,7 +56,8 @@ def event_row(track: Track, video: dict, detector_version: str, reader_version: 
         "captured_at": started_at + timedelta(seconds=best.pts_s),
         "first_seen_at": started_at + timedelta(seconds=track.first_pts_s),
         "last_seen_at": started_at + timedelta(seconds=track.last_pts_s),
-        "plate_text": track.text,
+        # As read on the best frame (keeps its spacing/dashes) when it agrees with the vote.
+        "plate_text": best.read.text if normalize(best.read.text) == track.text else track.text,
         "normalized_plate": track.text,
         "region": track.region or video.get("region"),
         "confidence": float(track.confidence),
