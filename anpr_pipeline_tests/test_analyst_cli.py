@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pyarrow.parquet as pq
@@ -14,29 +13,9 @@ import pytest
 from anpr_pipeline.analyst_cli import parse_time
 from anpr_pipeline.cli import main as anpr
 from anpr_pipeline.resources.event_store import EventStore
+from anpr_pipeline_tests.factories import event_row
 
 T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
-
-
-def event(plate: str, camera: str, at: datetime, video_key: str, n: int) -> dict:
-    return {
-        "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{video_key}#{n}")),
-        "camera_id": camera,
-        "captured_at": at,
-        "first_seen_at": at - timedelta(seconds=1),
-        "last_seen_at": at + timedelta(seconds=1),
-        "plate_text": plate,
-        "normalized_plate": plate,
-        "region": "eu",
-        "confidence": 0.9,
-        "char_confidences": [0.9] * len(plate),
-        "bbox_x": 10, "bbox_y": 20, "bbox_w": 120, "bbox_h": 30,
-        "frame_index": n,
-        "frames_seen": 5,
-        "crop_key": f"crops/{camera}/2026-11-20/x/{n:06d}_0.jpg",
-        "detector_version": "det-test",
-        "reader_version": "read-test",
-    }
 
 
 SEED = [
@@ -54,7 +33,7 @@ def seed(url: str) -> None:
     by_video: dict[str, list[dict]] = {}
     for n, (plate, camera, at) in enumerate(SEED):
         key = f"uploads/{camera}/{at:%Y%m%dT%H%M%SZ}.mp4"
-        by_video.setdefault(key, []).append(event(plate, camera, at, key, n))
+        by_video.setdefault(key, []).append(event_row(at, plate=plate, camera=camera, video_key=key, n=n))
     for key, rows in by_video.items():
         store.replace_video_events(key, rows)
     store.dispose()

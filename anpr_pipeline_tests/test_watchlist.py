@@ -20,7 +20,7 @@ from anpr_pipeline.watchlist import (
     send_alerts,
     watchlist_sensor,
 )
-from anpr_pipeline_tests.test_analyst_cli import event
+from anpr_pipeline_tests.factories import event_row
 
 
 class Receiver(ThreadingHTTPServer):
@@ -91,7 +91,7 @@ def test_bad_watchlists_name_the_problem(tmp_path, text, message):
 
 def _write(store: EventStore, video: str, plates: list[str], camera: str = "cam-north") -> list[dict]:
     at = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
-    rows = [event(p, camera, at, video, n) for n, p in enumerate(plates)]
+    rows = [event_row(at, plate=p, camera=camera, video_key=video, n=n) for n, p in enumerate(plates)]
     store.replace_video_events(video, rows)
     return rows
 

@@ -13,7 +13,7 @@ from PIL import Image
 from anpr_pipeline.assets.stats import camera_daily_stats, camera_daily_stats_schedule, plot_hourly
 from anpr_pipeline.resources.event_store import EventStore, EventStoreResource
 from anpr_pipeline.resources.object_store import ObjectStoreResource
-from anpr_pipeline_tests.test_analyst_cli import event
+from anpr_pipeline_tests.factories import event_row
 
 DAY = datetime(2026, 11, 20, tzinfo=UTC)
 
@@ -29,12 +29,12 @@ def seed(url: str) -> None:
     }
     for (camera, hour), plates in plan.items():
         video = f"uploads/{camera}/{DAY:%Y%m%d}T{hour:02d}0000Z.mp4"
-        rows = [event(p, camera, DAY + timedelta(hours=hour, minutes=n), video, n) for n, p in enumerate(plates)]
+        rows = [event_row(DAY + timedelta(hours=hour, minutes=n), plate=p, camera=camera, video_key=video, n=n) for n, p in enumerate(plates)]
         store.replace_video_events(video, rows)
     # Neighbouring days must not leak in.
     for offset in (timedelta(seconds=-1), timedelta(days=1)):
         video = f"uploads/cam-north/{DAY + offset:%Y%m%dT%H%M%SZ}.mp4"
-        store.replace_video_events(video, [event("ZZ9", "cam-north", DAY + offset, video, 0)])
+        store.replace_video_events(video, [event_row(DAY + offset, plate="ZZ9", camera="cam-north", video_key=video, n=0)])
     store.dispose()
 
 

@@ -3,10 +3,9 @@ small factory for event rows, crops and Parquet files that follow the name contr
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import pytest
 
@@ -14,6 +13,7 @@ from anpr_pipeline.resources.event_store import EventStore
 from anpr_pipeline.resources.object_store import ObjectStore
 from anpr_pipeline.resources.parquet_dataset import write_video_events
 from anpr_pipeline.uploads import TIMESTAMP_FORMAT
+from anpr_pipeline_tests.factories import event_row  # noqa: F401  (re-exported for the ops tests)
 
 
 @dataclass
@@ -53,32 +53,6 @@ def s3_backend(s3_server, fresh_postgres_url, monkeypatch) -> Iterator[Backend]:
 @pytest.fixture(params=["local+sqlite", "s3+postgres"])
 def backend(request) -> Backend:
     return request.getfixturevalue("local_backend" if request.param == "local+sqlite" else "s3_backend")
-
-
-def event_row(captured_at: datetime, plate: str = "AB123CD", camera: str = "cam1",
-              video_key: str | None = None, n: int = 0) -> dict:
-    started = captured_at.replace(microsecond=0)
-    video_key = video_key or f"uploads/{camera}/{started.strftime(TIMESTAMP_FORMAT)}.mp4"
-    ts = video_key.rsplit("/", 1)[-1].split(".")[0]
-    return {
-        "event_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{video_key}#{n}")),
-        "camera_id": camera,
-        "captured_at": captured_at,
-        "first_seen_at": captured_at - timedelta(seconds=1),
-        "last_seen_at": captured_at + timedelta(seconds=1),
-        "plate_text": plate,
-        "normalized_plate": plate,
-        "region": "eu",
-        "confidence": 0.9,
-        "char_confidences": [0.9] * len(plate),
-        "bbox_x": 10, "bbox_y": 20, "bbox_w": 100, "bbox_h": 30,
-        "frame_index": n,
-        "frames_seen": 3,
-        "video_key": video_key,
-        "crop_key": f"crops/{camera}/{started.date().isoformat()}/{ts}/{n:06d}_0.jpg",
-        "detector_version": "test-det",
-        "reader_version": "test-read",
-    }
 
 
 def store_video(backend: Backend, rows: list[dict], video: bytes = b"\x00video") -> str:

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from anpr_pipeline.ops.capacity_metrics import CapacityCollector, storage_class
 from anpr_pipeline.resources.event_store import EventStore
 from anpr_pipeline.resources.object_store import LocalObjectStore
-from anpr_pipeline_tests.test_analyst_cli import event
+from anpr_pipeline_tests.factories import event_row
 
 
 def _samples(collector) -> dict:
@@ -27,7 +27,7 @@ def _seed(store: EventStore) -> None:
     for camera, at in (("cam-a", now - timedelta(minutes=5)), ("cam-b", now - timedelta(minutes=50)),
                        ("cam-c", now - timedelta(hours=3))):
         video = f"uploads/{camera}/{at:%Y%m%dT%H%M%SZ}.mp4"
-        store.replace_video_events(video, [event("AB123", camera, at, video, 0)])
+        store.replace_video_events(video, [event_row(at, plate="AB123", camera=camera, video_key=video)])
 
 
 def check(url: str, tmp_path) -> dict:
