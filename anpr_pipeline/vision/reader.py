@@ -204,11 +204,19 @@ class EasyOCRReader:
 
 
 class CRNNReader:
-    """The project's plate CRNN (vision/crnn.py), weights from ``anpr_pipeline/weights``."""
+    """The project's plate CRNN (vision/crnn.py), weights from ``anpr_pipeline/weights``.
+
+    ``weights`` may name several checkpoints: an ensemble. Every model reads every view
+    (with ``tta``: three framings of the crop); each (model, view) proposes its
+    format-decoded text, and the candidate the models find most probable over all views
+    (summed CTC log-likelihood, :func:`ctc_log_likelihoods`) wins. That is a product of
+    the experts, so a model that is unsure barely counts and one sure of a wrong glyph
+    is outvoted when the others disagree.
+    """
 
     def __init__(
         self,
-        weights: str | os.PathLike,
+        weights: str | os.PathLike | Sequence[str | os.PathLike],
         device: str = "cpu",
         batch_size: int = 32,
         regions: Sequence[str] | None = None,
@@ -216,34 +224,48 @@ class CRNNReader:
     ) -> None:
         from anpr_pipeline.vision import crnn
 
+        paths = [weights] if isinstance(weights, str | os.PathLike) else list(weights)
+        if not paths:
+            raise ValueError("CRNNReader needs at least one weights file")
         self._crnn = crnn
-        self.model, self.cfg, self.meta = crnn.load_checkpoint(weights, device)
+        self.models = [crnn.load_checkpoint(p, device)[:2] for p in paths]
         self.device = device
         self.batch_size = batch_size
         self.regions = regions
         self.tta = tta
-        self.version = f"crnn-{Path(weights).stem}+plates-1" + ("+tta3" if tta else "")
+        names = "+".join(Path(p).stem for p in paths)
+        self.version = (
+            f"crnn-{names}+plates-1"
+            + ("+tta3" if tta else "")
+            + ("+ctcvote" if len(paths) > 1 or tta else "")
+        )
 
-    def frame_probs(self, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Per-frame (T, 37) probabilities (blank first) for each crop."""
+    def frame_probs(self, crops: Sequence[np.ndarray], model_index: int = 0) -> list[np.ndarray]:
+        """Per-frame (T, 37) probabilities (blank first) for each crop, from one model."""
         import torch
 
+        model, cfg = self.models[model_index]
         out: list[np.ndarray] = []
         for start in range(0, len(crops), self.batch_size):
-            batch = [self._crnn.preprocess(c, self.cfg) for c in crops[start : start + self.batch_size]]
+            batch = [self._crnn.preprocess(c, cfg) for c in crops[start : start + self.batch_size]]
             x = torch.from_numpy(np.stack(batch)[:, None]).to(self.device)
             with torch.no_grad():
-                probs = torch.softmax(self.model(x), dim=2).cpu().numpy()
+                probs = torch.softmax(model(x), dim=2).cpu().numpy()
             out.extend(probs)
         return out
 
     def read(self, crops: Sequence[np.ndarray]) -> list[PlateRead]:
-        if not self.tta:
+        if not self.tta and len(self.models) == 1:
             return [self._finish(p) for p in self.frame_probs(crops)]
-        views = [v for c in crops for v in tta_views(c)]
-        reads = [self._finish(p) for p in self.frame_probs(views)]
+        views = [v for c in crops for v in (tta_views(c) if self.tta else [c])]
         k = len(views) // max(len(crops), 1)
-        return [vote_reads(reads[i * k : (i + 1) * k]) for i in range(len(crops))]
+        # probs[m][i]: model m's frame probabilities for view i
+        probs = [self.frame_probs(views, m) for m in range(len(self.models))]
+        out = []
+        for c in range(len(crops)):
+            per_crop = [p for model_probs in probs for p in model_probs[c * k : (c + 1) * k]]
+            out.append(ctc_vote([self._finish(p) for p in per_crop], per_crop))
+        return out
 
     def _finish(self, frame_probs: np.ndarray) -> PlateRead:
         return finish_read(ctc_char_probs(frame_probs), self.regions, margin=2.0, lookalike_weight=0.0)
@@ -264,16 +286,57 @@ def tta_views(crop: np.ndarray) -> list[np.ndarray]:
     return [crop, loose, tight]
 
 
+def ctc_log_likelihoods(frame_probs: Sequence[np.ndarray], texts: Sequence[str]) -> np.ndarray:
+    """``(len(texts),)`` sum over views of log P(text | view's frame probabilities) under CTC.
+
+    Texts use ``plates.ALPHABET`` (class = index + 1; 0 is the blank). A text longer than
+    a view's frames can emit gets -inf from that view.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if not texts:
+        return np.zeros(0)
+    index = {ch: i + 1 for i, ch in enumerate(plates.ALPHABET)}
+    targets = [[index[ch] for ch in t] for t in texts]
+    lp = torch.log(torch.from_numpy(np.stack(frame_probs)).clamp_min(1e-12))  # (V, T, C)
+    views, frames, classes = lp.shape
+    n = len(texts)
+    # Every (view, text) pair in one batch: (T, V*n, C).
+    log_probs = lp.repeat_interleave(n, dim=0).permute(1, 0, 2).contiguous()
+    flat = torch.tensor([c for _ in range(views) for t in targets for c in t], dtype=torch.long)
+    target_lengths = torch.tensor([len(t) for _ in range(views) for t in targets], dtype=torch.long)
+    input_lengths = torch.full((views * n,), frames, dtype=torch.long)
+    nll = F.ctc_loss(
+        log_probs, flat, input_lengths, target_lengths, blank=0, reduction="none", zero_infinity=False
+    )
+    return (-nll).view(views, n).sum(0).numpy()
+
+
+def ctc_vote(reads: Sequence[PlateRead], frame_probs: Sequence[np.ndarray]) -> PlateRead:
+    """The read whose text is most probable over all views (and models), by CTC likelihood.
+
+    Candidates are the views' own format-decoded texts; the representative returned (its
+    character confidences) is the view that read the winning text most confidently.
+    """
+    candidates = sorted({r.normalized for r in reads if r.normalized})
+    if not candidates:
+        return reads[0]
+    scores = ctc_log_likelihoods(frame_probs, candidates)
+    best = candidates[int(np.argmax(scores))]
+    return max((r for r in reads if r.normalized == best), key=_mean_log_confidence)
+
+
+def _mean_log_confidence(r: PlateRead) -> float:
+    return float(np.mean(np.log(np.maximum(r.char_confidences, 1e-6)))) if r.char_confidences else -99.0
+
+
 def vote_reads(reads: Sequence[PlateRead]) -> PlateRead:
     """Majority text among the views; ties (and the representative) by mean log confidence."""
-
-    def score(r: PlateRead) -> float:
-        return float(np.mean(np.log(np.maximum(r.char_confidences, 1e-6)))) if r.char_confidences else -99.0
-
     counts: dict[str, int] = {}
     for r in reads:
         counts[r.normalized] = counts.get(r.normalized, 0) + 1
-    return max(reads, key=lambda r: (counts[r.normalized], score(r)))
+    return max(reads, key=lambda r: (counts[r.normalized], _mean_log_confidence(r)))
 
 
 # --------------------------------------------------------------------------- factory
@@ -284,6 +347,7 @@ def build_reader(
     device: str = "auto",
     batch_size: int = 32,
     models_dir: str | os.PathLike | None = None,
+    regions: Sequence[str] | None = None,
 ):
     """Build a PlateReader by name.
 
@@ -291,6 +355,8 @@ def build_reader(
       ``"crnn:PATH"`` loads other weights (e.g. from ``anpr train reader``).
     * ``"easyocr"``: EasyOCR english_g2. ``models_dir``: where its .pth files live (default:
       the offline package, or $ANPR_MODELS_DIR); ``"download"`` uses EasyOCR's download path.
+
+    ``regions``: the plate formats to assume (e.g. ``["br"]``); None = any region.
     """
     from anpr_pipeline.vision.device import resolve_device
 
@@ -300,9 +366,11 @@ def build_reader(
         # cameras) overrides the shipped file.
         own = Path(models_dir) / DEFAULT_CRNN if models_dir and models_dir != "download" else None
         weights = own if own is not None and own.is_file() else WEIGHTS_DIR / DEFAULT_CRNN
-        return CRNNReader(weights, device=dev, batch_size=batch_size)
+        return CRNNReader(weights, device=dev, batch_size=batch_size, regions=regions)
     if name.startswith("crnn:"):
-        return CRNNReader(name.split(":", 1)[1], device=dev, batch_size=batch_size)
+        # "crnn:A.pt,B.pt" is an ensemble of several checkpoints.
+        paths = name.split(":", 1)[1].split(",")
+        return CRNNReader(paths, device=dev, batch_size=batch_size, regions=regions)
     if name == "easyocr":
-        return EasyOCRReader(device=dev, batch_size=batch_size, models_dir=models_dir)
+        return EasyOCRReader(device=dev, batch_size=batch_size, models_dir=models_dir, regions=regions)
     raise ValueError(f"unknown reader {name!r}; choose from: default, crnn, crnn:PATH, easyocr")

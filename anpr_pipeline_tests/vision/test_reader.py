@@ -111,3 +111,66 @@ def test_crnn_accuracy_on_real_dev_crops(default_reader, real_dev_dir) -> None:
     overall = report["overall"]
     assert overall["plate_accuracy"] >= MIN_DEV_PLATE_ACCURACY, report["misses"]
     assert overall["char_accuracy"] >= MIN_DEV_CHAR_ACCURACY
+
+
+# --------------------------------------------------------------------------- CTC voting, ensembles
+
+
+def _frames(text: str, sharp: float = 0.9, frames: int = 32) -> np.ndarray:
+    """(frames, 1 + N) CTC frame probabilities spelling ``text``: char, blank, char, blank ..."""
+    probs = np.full((frames, N + 1), (1 - sharp) / N, dtype=np.float32)
+    probs[:, 0] = sharp  # blank everywhere else
+    for i, ch in enumerate(text):
+        row = probs[2 * i + 1]
+        row[:] = (1 - sharp) / N
+        row[1 + plates.ALPHABET.index(ch)] = sharp
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
+def test_ctc_likelihood_prefers_the_spelled_text() -> None:
+    from anpr_pipeline.vision.reader import ctc_log_likelihoods
+
+    views = [_frames("ABC1234"), _frames("ABC1234", sharp=0.7)]
+    scores = ctc_log_likelihoods(views, ["ABC1234", "ABC1284", "AB1234"])
+    assert scores[0] > scores[1] and scores[0] > scores[2]
+    # Summed over views: one view alone scores higher (less negative) than both together.
+    assert ctc_log_likelihoods(views[:1], ["ABC1234"])[0] > scores[0]
+
+
+def test_ctc_vote_lets_confident_views_outvote_an_unsure_majority() -> None:
+    from anpr_pipeline.vision.reader import ctc_vote
+
+    # Two views lean weakly to A for the first character, one is sure of Q: the product
+    # of the three distributions favours Q although a plain majority would pick A.
+    weak_a = _frames("ABC1234")
+    weak_a[1, 1 + plates.ALPHABET.index("A")] = 0.45
+    weak_a[1, 1 + plates.ALPHABET.index("Q")] = 0.40
+    sure_q = _frames("QBC1234", sharp=0.99)
+    views = [weak_a, weak_a.copy(), sure_q]
+    reads = [finish_read(ctc_char_probs(v), ["us"], margin=2.0, lookalike_weight=0.0) for v in views]
+    assert [r.normalized for r in reads] == ["ABC1234", "ABC1234", "QBC1234"]
+    assert ctc_vote(reads, views).normalized == "QBC1234"
+
+
+def test_an_ensemble_of_one_model_twice_reads_like_the_model(default_reader) -> None:
+    from anpr_pipeline.vision import synth
+    from anpr_pipeline.vision.reader import DEFAULT_CRNN, WEIGHTS_DIR
+
+    weights = str(WEIGHTS_DIR / DEFAULT_CRNN)
+    pair = build_reader(f"crnn:{weights},{weights}", device="cpu")
+    assert pair.version.startswith("crnn-plate_crnn_v1+plate_crnn_v1+") and len(pair.models) == 2
+    rng = np.random.default_rng(11)
+    crops = [
+        synth.render_plate(text, region, rng, dirt=0.0)
+        for text, region in [("ABC1234", "br"), ("7KQM284", "us")]
+    ]
+    assert [r.normalized for r in pair.read(crops)] == [r.normalized for r in default_reader.read(crops)]
+
+
+def test_regions_restrict_formats_for_a_camera_of_known_country() -> None:
+    # 0ZG3580 fits a US format (D-LL-DDDD); a camera configured for Brazil reads OZG3580.
+    probs = _onehot("0ZG3580")
+    probs[0, plates.ALPHABET.index("0")] = 0.6
+    probs[0, plates.ALPHABET.index("O")] = 0.35
+    assert finish_read(probs, None, margin=2.0, lookalike_weight=0.0).normalized == "0ZG3580"
+    assert finish_read(probs, ["br"], margin=2.0, lookalike_weight=0.0).normalized == "OZG3580"
