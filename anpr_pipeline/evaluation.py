@@ -15,6 +15,12 @@ overall and per group (the image's parent folder name, e.g. us/eu/br):
 - ``seconds_per_image``: detection + reading wall time per image (image decoding excluded);
 - ``misses``: every labelled plate not read exactly, with what was read and the IoU.
 
+``--regions`` says which plate formats the reader may assume, like a deployment's
+``ANPR_PLATE_REGIONS``: ``all`` (default: the country is unknown), a list such as
+``br`` or ``us,eu``, or ``group``: each image's group, when it names a region (``us``,
+``eu``, ``br``; also as the last ``_`` part, e.g. ``openalpr_train-detector_br``), as a
+city configures its cameras' country.
+
 ``anpr eval-crops CROPS_CSV --json OUT`` does the same for reading alone, on crops.
 
 The metric definitions live here, not in the vision code they measure.
@@ -127,12 +133,38 @@ def _summary(plates: list[dict], n_images: int, n_dets: int, n_true_dets: int, s
     }
 
 
+def group_region(group: str) -> str | None:
+    """The plate region a group name stands for (``us``, ``..._br``), or None."""
+    from anpr_pipeline.vision.plates import FORMATS
+
+    for name in (group, group.rsplit("_", 1)[-1]):
+        if name in FORMATS:
+            return name
+    return None
+
+
+def _regions_for(mode: str | None, group: str) -> list[str] | None:
+    """Reader regions for images of ``group`` under ``--regions mode``."""
+    if mode in (None, "", "all"):
+        return None
+    if mode == "group":
+        region = group_region(group)
+        return [region] if region else None
+    return [r.strip() for r in mode.split(",") if r.strip()]
+
+
+def _set_reader_regions(reader: PlateReader | None, regions: list[str] | None) -> None:
+    if reader is not None and hasattr(reader, "regions"):
+        reader.regions = regions
+
+
 def evaluate(
     labels_csv: str | Path,
     detector: PlateDetector,
     reader: PlateReader | None,
     limit: int | None = None,
     batch_size: int = 4,
+    regions: str | None = None,
 ) -> dict:
     """Run detection (+ reading) on the labelled images; the report described above."""
     from anpr_pipeline.vision.recognize import read_plates
@@ -143,11 +175,17 @@ def evaluate(
     for lab in labels:
         by_file[lab.file].append(lab)
     files = sorted(by_file)[:limit] if limit else sorted(by_file)
+    # Batches never mix groups, so each batch is read with its group's regions.
+    chunks = [
+        [f for f in files if by_file[f][0].group == g][i : i + batch_size]
+        for g in sorted({by_file[f][0].group for f in files})
+        for i in range(0, sum(by_file[f][0].group == g for f in files), batch_size)
+    ]
 
     plates_out: list[dict] = []
     per_group: dict[str, dict] = defaultdict(lambda: {"images": 0, "dets": 0, "true_dets": 0, "seconds": 0.0})
-    for start in range(0, len(files), batch_size):
-        chunk = files[start : start + batch_size]
+    for chunk in chunks:
+        _set_reader_regions(reader, _regions_for(regions, by_file[chunk[0]][0].group))
         images = [load_rgb(root / f) for f in chunk]
         t0 = time.perf_counter()
         results = read_plates(images, detector, reader)
@@ -166,6 +204,7 @@ def evaluate(
         "labels": str(labels_csv),
         "detector": detector.version,
         "reader": reader.version if reader is not None else None,
+        "regions": regions or "all",
         "iou_threshold": IOU_THRESHOLD,
         "overall": _summary(
             plates_out,
@@ -218,14 +257,21 @@ def _score_plate(lab: LabelledPlate, res: Sequence, with_reader: bool) -> dict:
     return row
 
 
-def evaluate_crops(crops_csv: str | Path, reader: PlateReader, limit: int | None = None) -> dict:
+def evaluate_crops(
+    crops_csv: str | Path, reader: PlateReader, limit: int | None = None, regions: str | None = None
+) -> dict:
     """Recognition only: read each labelled crop (the CSV box, usually the whole image)."""
     root = Path(crops_csv).resolve().parent
     labels = load_labels(crops_csv)[:limit] if limit else load_labels(crops_csv)
     crops = [lab.box.crop(load_rgb(root / lab.file)) for lab in labels]
+    reads_by_index: dict[int, object] = {}
     t0 = time.perf_counter()
-    reads = reader.read(crops)
+    for g in sorted({lab.group for lab in labels}):
+        idx = [i for i, lab in enumerate(labels) if lab.group == g]
+        _set_reader_regions(reader, _regions_for(regions, g))
+        reads_by_index.update(zip(idx, reader.read([crops[i] for i in idx]), strict=True))
     elapsed = time.perf_counter() - t0
+    reads = [reads_by_index[i] for i in range(len(labels))]
     rows = [
         {
             "file": lab.file,
@@ -251,6 +297,7 @@ def evaluate_crops(crops_csv: str | Path, reader: PlateReader, limit: int | None
     return {
         "labels": str(crops_csv),
         "reader": reader.version,
+        "regions": regions or "all",
         "overall": summary(rows),
         "groups": {g: summary([r for r in rows if r["group"] == g]) for g in groups},
         "misses": [{k: v for k, v in r.items() if k != "exact"} for r in rows if not r["exact"]],
@@ -258,6 +305,11 @@ def evaluate_crops(crops_csv: str | Path, reader: PlateReader, limit: int | None
 
 
 # --------------------------------------------------------------------------- CLI
+
+REGIONS_HELP = (
+    "plate formats the reader may assume: all (default), a list like br or us,eu, "
+    "or group (each image's folder names its region, as a camera's configured country)"
+)
 
 
 def _table(report: dict, columns: Sequence[str]) -> str:
@@ -293,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--limit", type=int, default=None, help="first N images only")
     ap.add_argument("--threads", type=int, default=None, help="torch/OpenCV CPU threads")
+    ap.add_argument("--regions", default="all", help=REGIONS_HELP)
     args = ap.parse_args(argv)
     _set_threads(args.threads)
 
@@ -304,10 +357,10 @@ def main(argv: list[str] | None = None) -> int:
         from anpr_pipeline.vision.reader import build_reader
 
         reader = build_reader(args.reader, device=args.device)
-    report = evaluate(args.labels_csv, detector, reader, limit=args.limit)
+    report = evaluate(args.labels_csv, detector, reader, limit=args.limit, regions=args.regions)
     _write(report, args.out)
     cols = ["images", "plates", "detection_recall", "detection_precision", "plate_accuracy", "char_accuracy"]
-    print(f"detector {report['detector']}  reader {report['reader']}")
+    print(f"detector {report['detector']}  reader {report['reader']}  regions {report['regions']}")
     print(_table(report, [*cols, "seconds_per_image"]))
     print(f"{len(report['misses'])} misses" + (f"; full report: {args.out}" if args.out else ""))
     return 0
@@ -324,14 +377,16 @@ def main_crops(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch/OpenCV CPU threads")
+    ap.add_argument("--regions", default="all", help=REGIONS_HELP)
     args = ap.parse_args(argv)
     _set_threads(args.threads)
 
     from anpr_pipeline.vision.reader import build_reader
 
-    report = evaluate_crops(args.crops_csv, build_reader(args.reader, device=args.device), limit=args.limit)
+    reader = build_reader(args.reader, device=args.device)
+    report = evaluate_crops(args.crops_csv, reader, limit=args.limit, regions=args.regions)
     _write(report, args.out)
-    print(f"reader {report['reader']}")
+    print(f"reader {report['reader']}  regions {report['regions']}")
     print(_table(report, ["crops", "plate_accuracy", "char_accuracy", "seconds_per_crop"]))
     print(f"{len(report['misses'])} misses" + (f"; full report: {args.out}" if args.out else ""))
     return 0

@@ -81,6 +81,10 @@ class Settings:
     detector_batch_size: int = 8
     reader_batch_size: int = 32
     models_dir: str = ""  # EasyOCR model storage; empty = the offline PyPI package
+    # Plate formats the reader may assume, e.g. "br" or "eu" for a city's cameras (comma
+    # list of us, eu, br); empty = any region. A known country resolves O/0-style
+    # confusions that another region's formats would allow.
+    plate_regions: str = ""
     keep_frames: bool = False  # keep sampled frames as JPEG for audit
     show_plates_in_ui: bool = False  # full plate text in Dagster run metadata (not erasable)
     # multiprocess (default) | in_process | k8s (one pod per step: GPU steps on the GPU pool)
@@ -109,6 +113,16 @@ class Settings:
         return Path(self.data_dir)
 
 
+# The regions vision/plates.py has formats for (kept here so settings import no vision code).
+PLATE_REGIONS = ("us", "br", "eu")
+
+
+def parse_regions(value: str) -> list[str] | None:
+    """ "br, eu" -> ["br", "eu"]; "" -> None (any region)."""
+    regions = [r.strip().lower() for r in value.split(",") if r.strip()]
+    return regions or None
+
+
 def load_settings() -> Settings:
     """Read the environment now (not at import) so tests and jobs can change it."""
     data_dir = _default_data_dir()
@@ -130,6 +144,7 @@ def load_settings() -> Settings:
         detector_batch_size=_env_int("ANPR_DETECTOR_BATCH_SIZE", 8),
         reader_batch_size=_env_int("ANPR_READER_BATCH_SIZE", 32),
         models_dir=_env_str("ANPR_MODELS_DIR", ""),
+        plate_regions=_env_str("ANPR_PLATE_REGIONS", "").lower(),
         keep_frames=_env_bool("ANPR_KEEP_FRAMES", False),
         show_plates_in_ui=_env_bool("ANPR_SHOW_PLATES_IN_UI", False),
         executor=_env_str("ANPR_EXECUTOR", "multiprocess").lower(),
@@ -171,6 +186,12 @@ def validate(settings: Settings) -> None:
     for name in ("detector_batch_size", "reader_batch_size"):
         if getattr(settings, name) < 1:
             raise SettingsError(f"ANPR_{name.upper()} must be >= 1")
+    unknown = [r for r in parse_regions(settings.plate_regions) or [] if r not in PLATE_REGIONS]
+    if unknown:
+        raise SettingsError(
+            f"ANPR_PLATE_REGIONS={settings.plate_regions!r}: unknown region(s) {', '.join(unknown)}; "
+            f"expected a comma list of {', '.join(PLATE_REGIONS)}"
+        )
     if not settings.database_url.split(":", 1)[0].startswith(("sqlite", "postgresql")):
         raise SettingsError(
             f"ANPR_DATABASE_URL scheme {settings.database_url.split(':', 1)[0]!r} is not supported: "

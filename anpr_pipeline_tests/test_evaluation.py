@@ -87,6 +87,36 @@ def test_eval_cli_writes_json(tmp_path: Path) -> None:
     assert set(report["groups"]) == {"aa", "bb"} and report["detector"].startswith("classical-morph")
 
 
+def test_regions_mode_maps_groups_to_plate_regions() -> None:
+    assert evaluation.group_region("br") == "br"
+    assert evaluation.group_region("openalpr_train-detector_br") == "br"
+    assert evaluation.group_region("crops_eu") == "eu"
+    assert evaluation.group_region("aa") is None
+    assert evaluation._regions_for("all", "br") is None
+    assert evaluation._regions_for("group", "openalpr_seg_and_ocr_us") == ["us"]
+    assert evaluation._regions_for("group", "aa") is None
+    assert evaluation._regions_for("us, eu", "br") == ["us", "eu"]
+
+
+def test_eval_crops_reads_each_group_with_its_region(tmp_path: Path) -> None:
+    from anpr_pipeline.vision import synth
+
+    rng = np.random.default_rng(5)
+    rows = []
+    for group, text in (("br", "OZG3580"), ("us", "7KQM284")):
+        (tmp_path / group).mkdir()
+        crop = synth.render_plate(text, group, rng, dirt=0.0)
+        cv2.imwrite(str(tmp_path / group / "p.png"), crop[:, :, ::-1])
+        rows.append([f"{group}/p.png", 0, 0, crop.shape[1], crop.shape[0], text])
+    with open(tmp_path / "crops.csv", "w", newline="") as fh:
+        csv.writer(fh).writerows([["file", "x", "y", "w", "h", "plate"], *rows])
+    out = tmp_path / "report.json"
+    assert anpr(["eval-crops", str(tmp_path / "crops.csv"), "--regions", "group", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["regions"] == "group" and set(report["groups"]) == {"br", "us"}
+    assert report["overall"]["plate_accuracy"] == 1.0, report["misses"]
+
+
 # --------------------------------------------------------------------------- accuracy on real_dev
 # Regression floors sit a little below the measured numbers (see README accuracy table /
 # weights/MODELS.md); raise them when the models improve.

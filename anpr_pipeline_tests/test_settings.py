@@ -23,9 +23,22 @@ def test_defaults_are_the_embedded_setup(monkeypatch, tmp_path):
         ("ANPR_KEEP_FRAMES", "maybe", "ANPR_KEEP_FRAMES"),
         ("ANPR_RETENTION_VIDEOS_DAYS", "-1", "ANPR_RETENTION_VIDEOS_DAYS"),
         ("ANPR_DATABASE_URL", "mysql://x/y", "ANPR_DATABASE_URL"),
+        ("ANPR_PLATE_REGIONS", "br,mars", "unknown region.s. mars"),
     ],
 )
 def test_bad_settings_name_the_variable(monkeypatch, name, value, fragment):
     monkeypatch.setenv(name, value)
     with pytest.raises(SettingsError, match=fragment):
         load_settings()
+
+
+def test_plate_regions_reach_the_reader(monkeypatch, tmp_path):
+    from anpr_pipeline.resources.models import ModelsResource
+    from anpr_pipeline.settings import PLATE_REGIONS
+    from anpr_pipeline.vision.plates import FORMATS
+
+    assert set(PLATE_REGIONS) == set(FORMATS)  # settings validate against the formats we have
+    monkeypatch.setenv("ANPR_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("ANPR_PLATE_REGIONS", " BR , eu")
+    models = ModelsResource.from_settings(load_settings())
+    assert models.get_reader().regions == ["br", "eu"]

@@ -11,7 +11,7 @@ from typing import Any
 
 from dagster import ConfigurableResource
 
-from anpr_pipeline.settings import Settings
+from anpr_pipeline.settings import Settings, parse_regions
 from anpr_pipeline.vision.types import PlateDetector, PlateReader
 
 _CACHE: dict[tuple[Any, ...], Any] = {}
@@ -35,6 +35,7 @@ class ModelsResource(ConfigurableResource):
     reader_batch_size: int = 32
     models_dir: str = ""
     torch_threads: int = 0
+    plate_regions: str = ""  # ANPR_PLATE_REGIONS: comma list; empty = any region
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ModelsResource:
@@ -46,6 +47,7 @@ class ModelsResource(ConfigurableResource):
             reader_batch_size=settings.reader_batch_size,
             models_dir=settings.models_dir,
             torch_threads=settings.torch_threads,
+            plate_regions=settings.plate_regions,
         )
 
     def _prepare(self) -> str:
@@ -59,16 +61,22 @@ class ModelsResource(ConfigurableResource):
 
         device = self._prepare()
         key = ("detector", self.detector, device, self.detector_batch_size)
-        return _cached(key, lambda: build_detector(self.detector, device=device, batch_size=self.detector_batch_size))
+        return _cached(
+            key, lambda: build_detector(self.detector, device=device, batch_size=self.detector_batch_size)
+        )
 
     def get_reader(self) -> PlateReader:
         from anpr_pipeline.vision.reader import build_reader
 
         device = self._prepare()
-        key = ("reader", self.reader, device, self.reader_batch_size, self.models_dir)
+        key = ("reader", self.reader, device, self.reader_batch_size, self.models_dir, self.plate_regions)
         return _cached(
             key,
             lambda: build_reader(
-                self.reader, device=device, batch_size=self.reader_batch_size, models_dir=self.models_dir or None
+                self.reader,
+                device=device,
+                batch_size=self.reader_batch_size,
+                models_dir=self.models_dir or None,
+                regions=parse_regions(self.plate_regions),
             ),
         )
