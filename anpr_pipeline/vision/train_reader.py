@@ -359,6 +359,7 @@ class TrainConfig:
     synthetic_cache: str | None = None
     pseudo: tuple[str, ...] = ()  # CSVs of text-less plate boxes to pseudo-label with --init
     pseudo_min_confidence: float = 0.8
+    pseudo_model: str | None = None  # the model that pseudo-labels (default: --init)
     aug_start: float = 0.3  # augmentation strength at the start (ramps to 1.0 by 40 % of the run)
 
 
@@ -381,9 +382,12 @@ def train(
     train_real = [s for s in real if not is_holdout(s.text, tc.holdout)]
     held = [s for s in real if is_holdout(s.text, tc.holdout)]
     if tc.pseudo:
-        if not init:
-            raise SystemExit("--pseudo needs --init: the model that labels the unlabelled crops")
-        pseudo = [s for path in tc.pseudo for s in pseudo_label(path, init, tc.pseudo_min_confidence)]
+        labeller = tc.pseudo_model or init
+        if not labeller:
+            raise SystemExit(
+                "--pseudo needs --pseudo-model or --init: the model that labels the unlabelled crops"
+            )
+        pseudo = [s for path in tc.pseudo for s in pseudo_label(path, labeller, tc.pseudo_min_confidence)]
         print(f"pseudo-labelled: {len(pseudo)} crops from {', '.join(tc.pseudo)}", flush=True)
         train_real += pseudo
     synth = cached_synthetic_samples(tc.synthetic, tc.seed, tc.synthetic_cache) if tc.synthetic else []
@@ -488,6 +492,10 @@ def main(argv: list[str] | None = None) -> int:
         help="CSV/folder of plate boxes WITHOUT text (file,x,y,w,h): label them with --init, keep confident reads",
     )
     ap.add_argument("--pseudo-min-confidence", type=float, default=0.8)
+    ap.add_argument(
+        "--pseudo-model",
+        help="weights that label the --pseudo crops (default: --init), so a model trained from scratch can use them",
+    )
     ap.add_argument("--synthetic-cache", help="a .npz to save rendered synthetic plates to / reuse them from")
     ap.add_argument(
         "--synthetic-weight", type=float, default=0.3, help="share of each batch that is synthetic"
@@ -535,6 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         synthetic_cache=args.synthetic_cache,
         pseudo=tuple(args.pseudo),
         pseudo_min_confidence=args.pseudo_min_confidence,
+        pseudo_model=args.pseudo_model,
     )
     summary = train(args.data, Path(args.out), tc, cfg, init=args.init, device=resolve_device(args.device))
     print(json.dumps({k: summary[k] for k in ("steps", "samples_seen", "samples_per_s", "best_heldout")}))
