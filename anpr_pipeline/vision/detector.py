@@ -22,6 +22,7 @@ Every detector returns boxes in the coordinates of the image it was given.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -336,12 +337,40 @@ PROPOSAL_PARAMS = ClassicalParams(fit="both", min_score=0.1, nms_iou=0.85, max_d
 VERIFIER_WEIGHTS = "plate_verifier_v2.pt"
 
 
+# Box refinement: each kept box's edges are moved by these fractions of its width (left,
+# right) and height (top, bottom), 3**4 = 81 variants, scored by the verifier; the box
+# becomes the score-weighted mean of the REFINE_TOP best. The verifier was trained to
+# reject poorly fitted boxes, so its score peaks around the plate rim; averaging the best
+# variants is steadier than taking the single best. Chosen on the Romanian valid frames
+# (share of boxes at IoU >= 0.7: 0.47 -> 0.67), never on real_dev.
+REFINE_X = (-0.1, 0.0, 0.1)
+REFINE_Y = (-0.15, 0.0, 0.15)
+REFINE_TOP = 10
+
+
+def box_variants(box: Box) -> list[Box]:
+    """The 81 edge-shifted variants of ``box`` searched by the refinement."""
+    out = []
+    for left, right, top, bottom in itertools.product(REFINE_X, REFINE_X, REFINE_Y, REFINE_Y):
+        x0, x1 = box.x - left * box.w, box.x + box.w + right * box.w
+        y0, y1 = box.y - top * box.h, box.y + box.h + bottom * box.h
+        out.append(Box(round(x0), round(y0), round(x1 - x0), round(y1 - y0)))
+    return out
+
+
+def weighted_box(boxes: Sequence[Box], weights: np.ndarray) -> Box:
+    corners = np.array([[b.x, b.y, b.x + b.w, b.y + b.h] for b in boxes], dtype=np.float64)
+    x0, y0, x1, y1 = (corners * weights[:, None]).sum(0) / max(float(weights.sum()), 1e-9)
+    return Box(round(x0), round(y0), round(x1 - x0), round(y1 - y0))
+
+
 class CascadeDetector:
     """Classical proposals (many box fits per blob) scored by the PlateVerifier CNN.
 
     Final score = verifier probability; boxes under ``min_score`` are dropped and
     overlapping boxes are reduced to the best-scored one (NMS), so the verifier also picks
-    the best-fitting box among a blob's alternatives.
+    the best-fitting box among a blob's alternatives. With ``refine`` each kept box is then
+    re-fitted by a local search scored by the same verifier (see ``box_variants``).
     """
 
     def __init__(
@@ -351,6 +380,7 @@ class CascadeDetector:
         min_score: float = 0.5,
         proposals: ClassicalParams = PROPOSAL_PARAMS,
         model=None,
+        refine: bool = False,
     ) -> None:
         import torch
 
@@ -361,9 +391,9 @@ class CascadeDetector:
             model = PlateVerifier()
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
         self.model = model.eval().to(device)
-        self.device, self.min_score = device, min_score
+        self.device, self.min_score, self.refine = device, min_score, refine
         self.proposer = ClassicalDetector(proposals)
-        self.version = f"cascade-{self.proposer.version}+{path.stem}"
+        self.version = f"cascade-{self.proposer.version}+{path.stem}" + ("+refine81" if refine else "")
 
     def detect(self, images: Sequence[np.ndarray]) -> list[list[Detection]]:
         from anpr_pipeline.vision.verifier import box_patch, score_patches
@@ -377,10 +407,38 @@ class CascadeDetector:
         for ps in props:
             dets = [Detection(d.box, round(float(next(scores)), 4)) for d in ps]
             out.append(nms([d for d in dets if d.score >= self.min_score], 0.3))
-        return out
+        return self._refine(images, out) if self.refine else out
+
+    def _refine(
+        self, images: Sequence[np.ndarray], per_image: list[list[Detection]]
+    ) -> list[list[Detection]]:
+        """Re-fit every kept box (one verifier pass over all variants of the batch)."""
+        from anpr_pipeline.vision.verifier import box_patch, score_patches
+
+        variants = [
+            [v.clip(image.shape[1], image.shape[0]) for v in box_variants(d.box)]
+            for image, dets in zip(images, per_image, strict=True)
+            for d in dets
+        ]
+        owners = [image for image, dets in zip(images, per_image, strict=True) for _ in dets]
+        patches = [box_patch(image, v) for image, vs in zip(owners, variants, strict=True) for v in vs]
+        if not patches:
+            return per_image
+        scores = score_patches(self.model, patches, self.device).reshape(len(variants), -1)
+        refined: list[list[Detection]] = []
+        k = 0
+        for image, dets in zip(images, per_image, strict=True):
+            row = []
+            for d in dets:
+                best = np.argsort(-scores[k])[:REFINE_TOP]
+                box = weighted_box([variants[k][i] for i in best], scores[k][best])
+                row.append(Detection(box.clip(image.shape[1], image.shape[0]), d.score))
+                k += 1
+            refined.append(row)
+        return refined
 
 
-DETECTORS = ("classical", "platenet", "cascade", "cascade-hq")
+DETECTORS = ("classical", "platenet", "cascade", "cascade-hq", "cascade-refine")
 DEFAULT_DETECTOR = "cascade"
 
 
@@ -393,13 +451,14 @@ def build_detector(name: str = "default", device: str = "auto", batch_size: int 
     key = DEFAULT_DETECTOR if name == "default" else name
     if key == "classical":
         return ClassicalDetector()
-    if key in {"cascade", "cascade-hq"}:
+    if key in {"cascade", "cascade-hq", "cascade-refine"}:
         from anpr_pipeline.vision.device import resolve_device
 
         # "cascade-hq" proposes at 960 px instead of 640: small/far plates (< ~90 px wide in
         # a 1280 px frame) are found more often, at ~2x the cost; for photos, not video.
         params = replace(PROPOSAL_PARAMS, work_width=960) if key == "cascade-hq" else PROPOSAL_PARAMS
-        det = CascadeDetector(device=resolve_device(device), proposals=params)
+        # "cascade-refine" re-fits each kept box (box_variants): tighter boxes, ~3x the cost.
+        det = CascadeDetector(device=resolve_device(device), proposals=params, refine=key == "cascade-refine")
         if key == "cascade-hq":
             det.version += "@960"
         return det

@@ -110,3 +110,34 @@ def test_default_detector_finds_plates_in_synthetic_video_frames(tmp_path) -> No
 def test_unknown_detector_name_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown detector"):
         build_detector("no-such-detector")
+
+
+def test_box_variants_cover_the_box_and_its_shifts() -> None:
+    from anpr_pipeline.vision.detector import box_variants, weighted_box
+
+    box = Box(100, 50, 100, 40)
+    variants = box_variants(box)
+    assert len(variants) == 81 and box in variants
+    assert min(v.x for v in variants) == 90 and max(v.x + v.w for v in variants) == 210
+    assert weighted_box([Box(0, 0, 10, 10), Box(10, 10, 10, 10)], np.array([1.0, 1.0])) == Box(5, 5, 10, 10)
+
+
+def test_refinement_tightens_loose_boxes_on_rendered_plates(synth_scenes) -> None:
+    """A box grown well beyond its plate is pulled back towards the plate by the verifier."""
+    from anpr_pipeline.vision.detector import CascadeDetector
+    from anpr_pipeline.vision.types import Detection
+
+    det = CascadeDetector(device="cpu")
+    before, after = [], []
+    for img, boxes in synth_scenes:
+        loose = [
+            Detection(
+                Box(b.x - b.w // 8, b.y - b.h // 4, b.w + b.w // 4, b.h + b.h // 2).clip(*img.shape[1::-1]),
+                0.9,
+            )
+            for b in boxes
+        ]
+        refined = det._refine([img], [loose])[0]
+        before += [d.box.iou(b) for d, b in zip(loose, boxes, strict=True)]
+        after += [d.box.iou(b) for d, b in zip(refined, boxes, strict=True)]
+    assert np.mean(after) > np.mean(before) + 0.05, (np.mean(before), np.mean(after))
