@@ -14,8 +14,8 @@ N = len(plates.ALPHABET)
 
 # Measured with the shipped plate_crnn_v1.pt on real_dev/ocr_crops.csv (see weights/MODELS.md),
 # minus a small margin so a CPU/BLAS difference cannot flip the test.
-MIN_DEV_PLATE_ACCURACY = 0.85
-MIN_DEV_CHAR_ACCURACY = 0.965
+MIN_DEV_PLATE_ACCURACY = 0.87  # measured 0.90 (TTA + CTC vote)
+MIN_DEV_CHAR_ACCURACY = 0.97  # measured 0.981
 
 
 def _load(path) -> np.ndarray:
