@@ -10,6 +10,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from anpr_pipeline.settings import SettingsError
+
 # name -> ("module:function", one-line help). The function takes argv (after the name)
 # and returns an exit code.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -48,7 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     target, _ = COMMANDS[name]
     module_name, func_name = target.split(":")
     func = getattr(importlib.import_module(module_name), func_name)
-    return int(func(rest) or 0)
+    try:
+        return int(func(rest) or 0)
+    except SettingsError as exc:  # a bad ANPR_* value: the message names it; no traceback
+        print(f"anpr {name}: configuration error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

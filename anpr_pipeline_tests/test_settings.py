@@ -42,3 +42,14 @@ def test_plate_regions_reach_the_reader(monkeypatch, tmp_path):
     monkeypatch.setenv("ANPR_PLATE_REGIONS", " BR , eu")
     models = ModelsResource.from_settings(load_settings())
     assert models.get_reader().regions == ["br", "eu"]
+
+
+def test_cli_reports_a_bad_setting_without_a_traceback(monkeypatch, tmp_path, capsys):
+    from anpr_pipeline.cli import main as anpr
+
+    monkeypatch.setenv("ANPR_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("ANPR_PLATE_REGIONS", "br,atlantis")
+    assert anpr(["demo", "--videos", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "configuration error" in err and "ANPR_PLATE_REGIONS" in err and "atlantis" in err
+    assert "Traceback" not in err
