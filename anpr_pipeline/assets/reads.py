@@ -16,6 +16,9 @@ from anpr_pipeline.partitions import videos_partitions
 from anpr_pipeline.resources.models import ModelsResource
 from anpr_pipeline.resources.object_store import ObjectStore, ObjectStoreResource
 from anpr_pipeline.resources.pipeline_config import PipelineConfig
+from anpr_pipeline.settings import parse_regions
+from anpr_pipeline.vision.plates import FORMATS
+from anpr_pipeline.vision.reader import with_regions
 from anpr_pipeline.vision.video_pipeline import read_crops
 
 READ_COLUMNS = ["plate_text", "normalized_plate", "read_confidence", "char_confidences", "region"]
@@ -26,8 +29,14 @@ def load_crop(store: ObjectStore, key: str) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
+def video_regions(video_region: str | None, default: list[str] | None) -> list[str] | None:
+    """The plate regions to read a video with: its upload sidecar's ``region`` when it is
+    one the reader has formats for (us, eu, br), else the deployment's ANPR_PLATE_REGIONS."""
+    return [video_region] if video_region in FORMATS else default
+
+
 @asset(
-    ins={"plate_detections": AssetIn()},
+    ins={"plate_detections": AssetIn(), "video": AssetIn()},
     partitions_def=videos_partitions,
     group_name="vision",
     kinds={"pandas", "pytorch"},
@@ -41,12 +50,14 @@ def load_crop(store: ObjectStore, key: str) -> np.ndarray:
 def plate_reads(
     context: AssetExecutionContext,
     plate_detections: pd.DataFrame,
+    video: dict,
     bucket: ObjectStoreResource,
     models: ModelsResource,
     pipeline: PipelineConfig,
 ):
     store = bucket.get_store()
-    reader = models.get_reader()
+    regions = video_regions(video.get("region"), parse_regions(models.plate_regions))
+    reader = with_regions(models.get_reader(), regions)
     keys = list(plate_detections["crop_key"])
     started = time.perf_counter()
     # Shared with `anpr bench` (vision/video_pipeline.py): crops are read in reader batches.
@@ -65,6 +76,7 @@ def plate_reads(
         metadata={
             "reads": len(df),
             "reader_version": reader.version,
+            "plate_regions": ", ".join(regions) if regions else "any",
             "crops_per_second": round(len(df) / seconds, 2) if seconds > 0 and len(df) else 0.0,
             "distinct_texts": int(df["normalized_plate"].nunique()) if len(df) else 0,
             "preview": MetadataValue.md(

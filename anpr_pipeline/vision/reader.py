@@ -15,6 +15,7 @@ one probability row per character over ``plates.ALPHABET`` and
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Sequence
@@ -85,7 +86,9 @@ def finish_read(
         normalized=normalized,
         confidence=confidence,
         char_confidences=confs,
-        region=region or plates.match_region(normalized),
+        # A read kept as free text (no format within the margin) is still labelled with a
+        # region it fits, but only one of the allowed ``regions``.
+        region=region or next((f.region for f in plates.matching_formats(normalized, regions)), None),
     )
 
 
@@ -340,6 +343,20 @@ def vote_reads(reads: Sequence[PlateRead]) -> PlateRead:
 
 
 # --------------------------------------------------------------------------- factory
+
+
+def with_regions(reader, regions: Sequence[str] | None):
+    """``reader`` restricted to ``regions`` (a shallow copy sharing the loaded models).
+
+    A copy, not a mutation: the reader is cached and shared across videos, and one video's
+    country (its upload sidecar) must not leak into the next.
+    """
+    if not hasattr(reader, "regions") or list(regions or []) == list(reader.regions or []):
+        return reader
+    clone = copy.copy(reader)
+    clone.regions = list(regions) if regions else None
+    return clone
+
 
 
 def build_reader(

@@ -122,3 +122,29 @@ def test_corrupt_video_fails_only_its_own_partition(pipeline):
         assert any(word in message for word in ("truncated", "corrupt", "not a video", "no video stream", "Invalid"))
     # The good video's events are untouched.
     assert len(pipeline["events_db"].events_for_video(pipeline["key"])) > 0
+
+
+def test_sidecar_region_restricts_that_videos_reads(pipeline):
+    """A camera's upload sidecar saying `"region": "br"` reads its plates with Brazilian
+    formats only; other videos keep the deployment's setting (any region here)."""
+    import json
+
+    from anpr_pipeline.assets.reads import video_regions
+
+    assert video_regions("br", None) == ["br"]
+    assert video_regions("de", ["eu"]) == ["eu"]  # not a region with formats: the default
+    assert video_regions(None, None) is None
+    store, defs, instance = pipeline["store"], pipeline["defs"], pipeline["instance"]
+    key = video_key_for("cam-br", STARTED)
+    store.put_file(key, Path(pipeline["root"]) / "source.mp4")
+    store.put_bytes(key.rsplit(".", 1)[0] + ".json", json.dumps({"region": "br"}).encode())
+    result = _run(defs, instance, "cam-br/20261128T093000Z")
+    assert result.success
+    reads = defs.load_asset_value(AssetKey("plate_reads"), partition_key="cam-br/20261128T093000Z", instance=instance)
+    other = defs.load_asset_value(AssetKey("plate_reads"), partition_key=f"{CAMERA}/20261128T093000Z", instance=instance)
+    assert len(reads) == len(other) > 0
+    assert set(reads["region"].dropna()) <= {"br"}
+    # The synthetic plates are of several regions: unrestricted, some read as non-Brazilian.
+    assert set(other["region"].dropna()) - {"br"}
+    (mat,) = result.asset_materializations_for_node("plate_reads")
+    assert mat.metadata["plate_regions"].value == "br"
