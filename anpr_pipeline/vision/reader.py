@@ -300,6 +300,9 @@ def ctc_log_likelihoods(frame_probs: Sequence[np.ndarray], texts: Sequence[str])
 
     if not texts:
         return np.zeros(0)
+    shapes = {p.shape for p in frame_probs}
+    if len(shapes) > 1:  # an ensemble of models with different input widths: group by length
+        return sum(ctc_log_likelihoods([p for p in frame_probs if p.shape == s], texts) for s in shapes)
     index = {ch: i + 1 for i, ch in enumerate(plates.ALPHABET)}
     targets = [[index[ch] for ch in t] for t in texts]
     lp = torch.log(torch.from_numpy(np.stack(frame_probs)).clamp_min(1e-12))  # (V, T, C)
@@ -356,7 +359,6 @@ def with_regions(reader, regions: Sequence[str] | None):
     clone = copy.copy(reader)
     clone.regions = list(regions) if regions else None
     return clone
-
 
 
 def build_reader(

@@ -135,6 +135,14 @@ def test_ctc_likelihood_prefers_the_spelled_text() -> None:
     assert scores[0] > scores[1] and scores[0] > scores[2]
     # Summed over views: one view alone scores higher (less negative) than both together.
     assert ctc_log_likelihoods(views[:1], ["ABC1234"])[0] > scores[0]
+    # Views of different lengths (models of different input widths) still add up.
+    mixed = ctc_log_likelihoods([views[0], _frames("ABC1234", frames=48)], ["ABC1234", "ABC1284"])
+    assert mixed[0] > mixed[1]
+    assert mixed[0] == pytest.approx(
+        ctc_log_likelihoods(views[:1], ["ABC1234"])[0]
+        + ctc_log_likelihoods([_frames("ABC1234", frames=48)], ["ABC1234"])[0],
+        rel=1e-5,
+    )
 
 
 def test_ctc_vote_lets_confident_views_outvote_an_unsure_majority() -> None:
