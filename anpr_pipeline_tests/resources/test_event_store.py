@@ -446,9 +446,13 @@ def test_postgres_restart_during_write_is_retried_transparently(
         finally:
             writer.join(120)
     assert result == [250], result
-    assert any("transient error" in r.getMessage() for r in caplog.records)
+    # The fast shutdown terminates the lock holder and the writer at the same moment: usually
+    # the writer's COPY is aborted and retried (a "transient error" warning), but now and then
+    # the lock is released first and the COPY commits just before the server goes down.
+    # Either way the outcome must be the new version exactly once.
+    retried = any("transient error" in r.getMessage() for r in caplog.records)
     got = s.events_for_video(VIDEO)
-    assert len(got) == 250 == len({r["event_id"] for r in got}) and s.count() == 250
+    assert len(got) == 250 == len({r["event_id"] for r in got}) and s.count() == 250, retried
     assert {r["reader_version"] for r in got} == {"rd-v2"}
     s.dispose()
 
