@@ -153,9 +153,11 @@ def _regions_for(mode: str | None, group: str) -> list[str] | None:
     return [r.strip() for r in mode.split(",") if r.strip()]
 
 
-def _set_reader_regions(reader: PlateReader | None, regions: list[str] | None) -> None:
-    if reader is not None and hasattr(reader, "regions"):
-        reader.regions = regions
+def _group_reader(reader: PlateReader | None, mode: str | None, group: str) -> PlateReader | None:
+    """``reader`` restricted to the regions ``--regions mode`` gives ``group`` (a copy)."""
+    from anpr_pipeline.vision.reader import with_regions
+
+    return None if reader is None else with_regions(reader, _regions_for(mode, group))
 
 
 def evaluate(
@@ -176,19 +178,21 @@ def evaluate(
         by_file[lab.file].append(lab)
     files = sorted(by_file)[:limit] if limit else sorted(by_file)
     # Batches never mix groups, so each batch is read with its group's regions.
+    files_by_group: dict[str, list[str]] = defaultdict(list)
+    for f in files:
+        files_by_group[by_file[f][0].group].append(f)
     chunks = [
-        [f for f in files if by_file[f][0].group == g][i : i + batch_size]
-        for g in sorted({by_file[f][0].group for f in files})
-        for i in range(0, sum(by_file[f][0].group == g for f in files), batch_size)
+        (group, group_files[i : i + batch_size])
+        for group, group_files in sorted(files_by_group.items())
+        for i in range(0, len(group_files), batch_size)
     ]
 
     plates_out: list[dict] = []
     per_group: dict[str, dict] = defaultdict(lambda: {"images": 0, "dets": 0, "true_dets": 0, "seconds": 0.0})
-    for chunk in chunks:
-        _set_reader_regions(reader, _regions_for(regions, by_file[chunk[0]][0].group))
+    for group, chunk in chunks:
         images = [load_rgb(root / f) for f in chunk]
         t0 = time.perf_counter()
-        results = read_plates(images, detector, reader)
+        results = read_plates(images, detector, _group_reader(reader, regions, group))
         elapsed = time.perf_counter() - t0
         for f, res in zip(chunk, results, strict=True):
             labs = by_file[f]
@@ -268,8 +272,8 @@ def evaluate_crops(
     t0 = time.perf_counter()
     for g in sorted({lab.group for lab in labels}):
         idx = [i for i, lab in enumerate(labels) if lab.group == g]
-        _set_reader_regions(reader, _regions_for(regions, g))
-        reads_by_index.update(zip(idx, reader.read([crops[i] for i in idx]), strict=True))
+        group_reader = _group_reader(reader, regions, g)
+        reads_by_index.update(zip(idx, group_reader.read([crops[i] for i in idx]), strict=True))
     elapsed = time.perf_counter() - t0
     reads = [reads_by_index[i] for i in range(len(labels))]
     rows = [

@@ -337,14 +337,6 @@ def _mean_log_confidence(r: PlateRead) -> float:
     return float(np.mean(np.log(np.maximum(r.char_confidences, 1e-6)))) if r.char_confidences else -99.0
 
 
-def vote_reads(reads: Sequence[PlateRead]) -> PlateRead:
-    """Majority text among the views; ties (and the representative) by mean log confidence."""
-    counts: dict[str, int] = {}
-    for r in reads:
-        counts[r.normalized] = counts.get(r.normalized, 0) + 1
-    return max(reads, key=lambda r: (counts[r.normalized], _mean_log_confidence(r)))
-
-
 # --------------------------------------------------------------------------- factory
 
 
