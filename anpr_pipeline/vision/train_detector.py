@@ -32,6 +32,7 @@ import json
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -363,6 +364,34 @@ def validate(model, frames: list[Frame], max_side: int, detector=None) -> dict:
     }
 
 
+def fit_for(model, lr: float, minutes: float, batch_loss: Callable, log_every: int) -> int:
+    """Train ``model`` with AdamW for ``minutes`` of wall time; returns the step count.
+
+    ``batch_loss()`` draws a batch and returns its loss. The learning rate decays on a
+    cosine over the wall-clock budget (to 2 % of ``lr``), since the step count is unknown
+    up front. The model is left in eval mode.
+    """
+    import torch
+
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    budget = minutes * 60
+    start, step, running = time.monotonic(), 0, 0.0
+    model.train()
+    while (elapsed := time.monotonic() - start) < budget:
+        for g in opt.param_groups:
+            g["lr"] = lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * elapsed / budget)))
+        loss = batch_loss()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        step += 1
+        running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
+        if step % log_every == 0:
+            print(f"step {step}  loss {running:.4f}  {time.monotonic() - start:.0f}s", flush=True)
+    model.eval()
+    return step
+
+
 def train(
     out: Path,
     data: list[Path],
@@ -390,28 +419,15 @@ def train(
     maker = SampleMaker(train_frames, plate_crops, seed)
     model = PlateNet()
     if init:
-        model.load_state_dict(torch.load(init, map_location="cpu")["state_dict"])
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    deadline = time.monotonic() + minutes * 60
-    start, step, running = time.monotonic(), 0, 0.0
-    model.train()
-    while time.monotonic() < deadline:
-        # Cosine decay over the wall-clock budget (the step count is unknown up front).
-        frac = min(1.0, (time.monotonic() - start) / (minutes * 60))
-        for g in opt.param_groups:
-            g["lr"] = lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
+        model.load_state_dict(torch.load(init, map_location="cpu", weights_only=True)["state_dict"])
+
+    def batch_loss():
         samples = [maker.make() for _ in range(batch)]
         x = to_tensor([s[0] for s in samples])
         y = torch.from_numpy(np.stack([s[1] for s in samples]))[:, None]
-        loss = _loss(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        step += 1
-        running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
-        if step % 50 == 0:
-            print(f"step {step}  loss {running:.4f}  {time.monotonic() - start:.0f}s", flush=True)
-    model.eval()
+        return _loss(model(x), y)
+
+    step = fit_for(model, lr, minutes, batch_loss, log_every=50)
     out.mkdir(parents=True, exist_ok=True)
     meta = {
         "steps": step,
@@ -558,29 +574,16 @@ def train_verifier(
     model = PlateVerifier()
     if init:  # fine-tuning, e.g. the shipped weights on a user's own labelled frames
         model.load_state_dict(torch.load(init, map_location="cpu", weights_only=True)["state_dict"])
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     pos = np.flatnonzero(y_all == 1)
     neg = np.flatnonzero(y_all == 0)
-    start, step, running = time.monotonic(), 0, 0.0
-    budget = minutes * 60 - (time.monotonic() - start)
-    model.train()
-    while time.monotonic() - start < budget:
-        frac = (time.monotonic() - start) / budget
-        for g in opt.param_groups:
-            g["lr"] = 2e-3 * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    def batch_loss():
         # Balanced batches: negatives outnumber positives several times over.
         idx = np.concatenate([rng.choice(pos, 48), rng.choice(neg, 80)])
         x = _augment_batch(patches_to_tensor(list(x_all[idx])), rng)
-        y = torch.from_numpy(y_all[idx])
-        loss = F.binary_cross_entropy_with_logits(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        step += 1
-        running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
-        if step % 200 == 0:
-            print(f"step {step}  loss {running:.4f}  {time.monotonic() - start:.0f}s", flush=True)
-    model.eval()
+        return F.binary_cross_entropy_with_logits(model(x), torch.from_numpy(y_all[idx]))
+
+    step = fit_for(model, 2e-3, minutes, batch_loss, log_every=200)
     out.mkdir(parents=True, exist_ok=True)
     meta = {
         "steps": step,
