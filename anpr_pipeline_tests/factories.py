@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import uuid
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from anpr_pipeline.uploads import TIMESTAMP_FORMAT
 
@@ -32,3 +34,10 @@ def event_row(captured_at: datetime, plate: str = "AB123CD", camera: str = "cam1
         "detector_version": "test-det",
         "reader_version": "test-read",
     }
+
+
+def write_labels_csv(path: Path, rows: list[list], last_column: str = "plate") -> Path:
+    """A ``file,x,y,w,h,<last_column>`` CSV (the format `anpr eval` and the trainers read)."""
+    with open(path, "w", newline="") as fh:
+        csv.writer(fh).writerows([["file", "x", "y", "w", "h", last_column], *rows])
+    return path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from anpr_pipeline import evaluation
 from anpr_pipeline.cli import main as anpr
 from anpr_pipeline.vision.detector import build_detector
 from anpr_pipeline.vision.types import Box, Detection, PlateRead
+from anpr_pipeline_tests.factories import write_labels_csv
 
 
 def test_text_metrics() -> None:
@@ -60,10 +60,7 @@ def _labelled_folder(root: Path) -> Path:
     # A labelled plate the detector cannot find (nothing drawn there).
     cv2.imwrite(str(root / "bb" / "empty.png"), np.full((240, 320, 3), 90, np.uint8))
     rows.append(["bb/empty.png", 10, 10, 100, 30, "XYZ789"])
-    path = root / "labels.csv"
-    with open(path, "w", newline="") as fh:
-        csv.writer(fh).writerows([["file", "x", "y", "w", "h", "plate"], *rows])
-    return path
+    return write_labels_csv(root / "labels.csv", rows)
 
 
 def test_eval_detection_metrics_on_a_generated_folder(tmp_path: Path) -> None:
@@ -108,8 +105,7 @@ def test_eval_crops_reads_each_group_with_its_region(tmp_path: Path) -> None:
         crop = synth.render_plate(text, group, rng, dirt=0.0)
         cv2.imwrite(str(tmp_path / group / "p.png"), crop[:, :, ::-1])
         rows.append([f"{group}/p.png", 0, 0, crop.shape[1], crop.shape[0], text])
-    with open(tmp_path / "crops.csv", "w", newline="") as fh:
-        csv.writer(fh).writerows([["file", "x", "y", "w", "h", "plate"], *rows])
+    write_labels_csv(tmp_path / "crops.csv", rows)
     out = tmp_path / "report.json"
     assert anpr(["eval-crops", str(tmp_path / "crops.csv"), "--regions", "group", "--json", str(out)]) == 0
     report = json.loads(out.read_text())

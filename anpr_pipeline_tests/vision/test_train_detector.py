@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 
 from anpr_pipeline.vision.detector import CascadeDetector
 from anpr_pipeline.vision.train_detector import main
+from anpr_pipeline_tests.factories import write_labels_csv
 from anpr_pipeline_tests.vision.test_detector import _scene
 
 
@@ -22,10 +22,7 @@ def _folder(root: Path) -> Path:
         cv2.imwrite(str(root / f"{seed}.jpg"), img[:, :, ::-1])
         split = "valid" if seed == 3 else "train"
         rows += [[f"{seed}.jpg", b.x, b.y, b.w, b.h, split] for b in boxes]
-    path = root / "labels.csv"
-    with open(path, "w", newline="") as fh:
-        csv.writer(fh).writerows([["file", "x", "y", "w", "h", "split"], *rows])
-    return path
+    return write_labels_csv(root / "labels.csv", rows, last_column="split")
 
 
 def test_train_verifier_smoke(tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import numpy as np
 from anpr_pipeline.vision import crnn
 from anpr_pipeline.vision.reader import build_reader
 from anpr_pipeline.vision.train_reader import augment, is_holdout, load_samples, main
+from anpr_pipeline_tests.factories import write_labels_csv
 
 
 def _write_plates(folder: Path, n: int = 12) -> Path:
@@ -29,10 +29,7 @@ def _write_plates(folder: Path, n: int = 12) -> Path:
         photo[30:70, 40:160] = plate
         cv2.imwrite(str(folder / "cam1" / f"{i}.jpg"), photo[:, :, ::-1])
         rows.append([f"cam1/{i}.jpg", 40, 30, 120, 40, text])
-    with open(folder / "labels.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["file", "x", "y", "w", "h", "plate"])
-        w.writerows(rows)
+    write_labels_csv(folder / "labels.csv", rows)
     return folder
 
 
