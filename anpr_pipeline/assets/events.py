@@ -4,7 +4,6 @@ Writes are idempotent: event ids are uuid5(video key, track id), the DB write re
 video's rows in one transaction, and the video's Parquet files are replaced whole.
 """
 
-
 import uuid
 from datetime import datetime, timedelta
 
@@ -80,17 +79,23 @@ def keep_track(track: Track, pipeline: PipelineConfig) -> bool:
 
     A vehicle passing a camera is sampled several times; a read seen in a single frame is
     kept only when it is confident (the demo's spurious events were all single-frame reads
-    below 0.6).
+    below 0.6) and fits a plate format (lone unformatted reads were state names and plate
+    fragments: `NORTHCAROLINA` pieces, `7743` of `JTC7743`).
     """
     if len(track.text) < pipeline.min_plate_chars or track.confidence < pipeline.min_read_confidence:
         return False
-    return track.frames_seen > 1 or track.confidence >= pipeline.single_frame_min_confidence
+    if track.frames_seen > 1:
+        return True
+    formatted = track.region is not None or not pipeline.single_frame_needs_format
+    return formatted and track.confidence >= pipeline.single_frame_min_confidence
 
 
 def video_span(video: dict) -> tuple[datetime, datetime]:
     start = datetime.fromisoformat(video["started_at"])
     # One frame of slack: the last sampled frame's pts can equal the declared duration.
-    return start, start + timedelta(seconds=float(video["duration_s"]) + 1.0 / max(float(video["fps"] or 1), 1.0))
+    return start, start + timedelta(
+        seconds=float(video["duration_s"]) + 1.0 / max(float(video["fps"] or 1), 1.0)
+    )
 
 
 # SigV4 presigned URLs live at most 7 days: thumbnails in old runs turn into broken links,
@@ -103,11 +108,15 @@ def crop_cell(key: str, url: str | None) -> str:
     return f"![crop]({url})" if url and url.startswith("http") else f"`{key}`"
 
 
-def events_markdown(rows: list[dict], show_plates: bool = False, limit: int = 25,
-                    urls: dict[str, str] | None = None) -> str:
+def events_markdown(
+    rows: list[dict], show_plates: bool = False, limit: int = 25, urls: dict[str, str] | None = None
+) -> str:
     if not rows:
         return "_no plate events in this video_"
-    lines = ["| captured_at (UTC) | plate | region | confidence | frames | crop |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| captured_at (UTC) | plate | region | confidence | frames | crop |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in rows[:limit]:
         lines.append(
             f"| {row['captured_at']:%Y-%m-%d %H:%M:%S} | **{mask_plate(row['normalized_plate'], show_plates)}** | {row['region'] or ''} "
@@ -150,7 +159,9 @@ def plate_events(
     parquet_keys = write_video_events(bucket.get_store(), video["camera_id"], video["timestamp"], rows, span)
     stored = store.events_for_video(video["video_key"])
     bucket_store = bucket.get_store()
-    thumbnails = {r["crop_key"]: bucket_store.url(r["crop_key"], expires_s=THUMBNAIL_URL_SECONDS) for r in rows[:25]}
+    thumbnails = {
+        r["crop_key"]: bucket_store.url(r["crop_key"], expires_s=THUMBNAIL_URL_SECONDS) for r in rows[:25]
+    }
     df = pd.DataFrame(rows)
     yield Output(
         df,
@@ -159,9 +170,13 @@ def plate_events(
             "tracks": len(tracks),
             "dropped_tracks": len(tracks) - len(kept),
             "rows_written": written,
-            "plates": ", ".join(mask_plate(r["normalized_plate"], pipeline.show_plates_in_ui) for r in rows[:20]),
+            "plates": ", ".join(
+                mask_plate(r["normalized_plate"], pipeline.show_plates_in_ui) for r in rows[:20]
+            ),
             "parquet_files": MetadataValue.json(parquet_keys),
-            "events_table": MetadataValue.md(events_markdown(rows, pipeline.show_plates_in_ui, urls=thumbnails)),
+            "events_table": MetadataValue.md(
+                events_markdown(rows, pipeline.show_plates_in_ui, urls=thumbnails)
+            ),
         },
     )
     yield check_events(stored, span)

@@ -18,6 +18,9 @@ class PipelineConfig(ConfigurableResource):
     min_plate_chars: int = 4
     # A track seen in one sampled frame only becomes an event at this confidence or above.
     single_frame_min_confidence: float = 0.8
+    # ... and must read as some plate format: a lone read that fits none is most often frame
+    # or car text (a state name, a slogan) or a fragment of a plate read in full elsewhere.
+    single_frame_needs_format: bool = True
     # Dagster's event log cannot be erased per plate (GDPR erase_plate), so run metadata
     # shows plates masked (AB***1) unless the operator opts in.
     show_plates_in_ui: bool = False

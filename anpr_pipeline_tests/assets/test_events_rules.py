@@ -8,9 +8,13 @@ from anpr_pipeline.vision.types import Box, PlateRead
 
 def _track(text: str, confidences: list[float]):
     reads = [
-        FrameRead(frame_index=i, pts_s=i * 0.2, box=Box(100 + 5 * i, 200, 120, 40),
-                  read=PlateRead(text=text, normalized=text, confidence=c, char_confidences=(c,) * len(text)),
-                  detection_score=0.9)
+        FrameRead(
+            frame_index=i,
+            pts_s=i * 0.2,
+            box=Box(100 + 5 * i, 200, 120, 40),
+            read=PlateRead(text=text, normalized=text, confidence=c, char_confidences=(c,) * len(text)),
+            detection_score=0.9,
+        )
         for i, c in enumerate(confidences)
     ]
     (track,) = track_reads(reads)
@@ -28,3 +32,14 @@ def test_short_or_unsure_tracks_are_dropped():
     config = PipelineConfig()
     assert not keep_track(_track("AB1", [0.99, 0.99]), config)
     assert not keep_track(_track("ABC1234", [0.1, 0.1, 0.1]), config)
+
+
+def test_single_frame_reads_must_fit_a_plate_format():
+    config = PipelineConfig()
+    # Confident but no format fits: frame text ("RTHCNR0IN" from NORTH CAROLINA) or a fragment.
+    for text in ("RTHCNR0IN", "7743"):
+        lone = _track(text, [0.99])
+        assert lone.region is None and not keep_track(lone, config)
+        assert keep_track(lone, config.model_copy(update={"single_frame_needs_format": False}))
+        assert keep_track(_track(text, [0.9, 0.9]), config)  # seen twice: kept (vanity plates)
+    assert _track("ABC1234", [0.95]).region is not None
