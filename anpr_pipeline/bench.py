@@ -282,6 +282,9 @@ def accuracy(truth: dict[str, Any] | None, rows: list[dict]) -> dict[str, Any] |
         "plates_found": matched,
         "recall": _r(matched / len(set(expected)), 4) if expected else 0.0,
         "spurious_events": spurious,
+        # What went wrong, so a change in the counts can be looked into.
+        "missed_plates": sorted(set(expected) - set(found)),
+        "spurious_plates": sorted(p for p in found if p not in set(expected)),
     }
 
 
