@@ -36,6 +36,9 @@ class CRNNConfig:
     hidden: int = 128
     sequence: str = "lstm"  # "lstm" (BiLSTM) or "conv" (two 1-D convolutions over columns)
     alphabet: str = ALPHABET
+    # "crnn": the conv stack above. "easyocr-g2": EasyOCR english_g2's recogniser (VGG +
+    # 2 BiLSTM, 3.8 M parameters) with a plate head; channels/hidden/sequence are unused.
+    backbone: str = "crnn"
 
 
 def is_two_row(crop_hw: tuple[int, int], cfg: CRNNConfig) -> bool:
@@ -85,6 +88,11 @@ def build_model(cfg: CRNNConfig):
     import torch
     from torch import nn
 
+    if cfg.backbone == "easyocr-g2":
+        return _easyocr_g2_model(cfg)
+    if cfg.backbone != "crnn":
+        raise ValueError(f"unknown reader backbone {cfg.backbone!r}: crnn | easyocr-g2")
+
     def block(cin: int, cout: int) -> list[nn.Module]:
         return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
@@ -132,10 +140,52 @@ def build_model(cfg: CRNNConfig):
     return CRNN()
 
 
-def save_checkpoint(path: str | Path, model, cfg: CRNNConfig, meta: dict) -> None:
+# english_g2's output classes after its CTC blank (easyocr.config, recognition_models).
+EASYOCR_G2_CHARACTERS = (
+    "0123456789!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~ €ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+)
+
+
+def _easyocr_g2_model(cfg: CRNNConfig):
+    """english_g2's architecture, (B, 1, H, W) in [-1, 1] -> (B, W/4 - 1, 1 + len(alphabet))."""
+    from easyocr.model.vgg_model import Model
+    from torch import nn
+
+    class EasyOCRPlateReader(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = Model(1, 256, 256, 1 + len(cfg.alphabet))
+
+        def forward(self, x):
+            return self.net(x, None)
+
+    return EasyOCRPlateReader()
+
+
+def init_from_easyocr_g2(model, cfg: CRNNConfig, weights: str | Path) -> None:
+    """Load english_g2's pretrained weights into an "easyocr-g2" model.
+
+    Every layer is copied; the output layer keeps only the rows of the blank and of the
+    plate alphabet (upper case and digits), so the model reads plates before any training
+    and fine-tuning starts from EasyOCR's general text features instead of from scratch.
+    """
+    import torch
+
+    state = torch.load(str(weights), map_location="cpu", weights_only=True)
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    rows = [0] + [1 + EASYOCR_G2_CHARACTERS.index(c) for c in cfg.alphabet]
+    state["Prediction.weight"] = state["Prediction.weight"][rows]
+    state["Prediction.bias"] = state["Prediction.bias"][rows]
+    model.net.load_state_dict(state)
+
+
+def save_checkpoint(path: str | Path, model, cfg: CRNNConfig, meta: dict, half: bool = False) -> None:
+    """``half``: store float weights as float16 (half the file; loaded back as float32)."""
     import torch
 
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     torch.save(
         {"format": "anpr-plate-crnn/1", "config": asdict(cfg), "state_dict": state, "meta": meta}, str(path)
     )

@@ -400,6 +400,12 @@ def train(
         model.train()
     else:
         model = crnn.build_model(cfg)
+        if cfg.backbone == "easyocr-g2":
+            from anpr_pipeline.vision.reader import easyocr_models_dir
+
+            g2 = Path(easyocr_models_dir(None) or "") / "english_g2.pth"
+            crnn.init_from_easyocr_g2(model, cfg, g2)
+            print(f"initialised from {g2}: held-out {evaluate(model, held, cfg, device)}", flush=True)
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
@@ -519,6 +525,12 @@ def main(argv: list[str] | None = None) -> int:
         "--aug-start", type=float, default=0.3, help="augmentation strength at the start (ramps to 1)"
     )
     ap.add_argument("--sequence", default="lstm", choices=["lstm", "conv"], help="sequence layer")
+    ap.add_argument(
+        "--backbone",
+        default="crnn",
+        choices=["crnn", "easyocr-g2"],
+        help="crnn: the small CRNN from scratch; easyocr-g2: fine-tune EasyOCR's english_g2 recogniser",
+    )
     args = ap.parse_args(argv)
 
     from anpr_pipeline.vision.device import resolve_device
@@ -528,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
         channels=tuple(int(c) for c in args.channels.split(",")),
         hidden=args.hidden,
         sequence=args.sequence,
+        backbone=args.backbone,
     )
     tc = TrainConfig(
         minutes=args.minutes,

@@ -64,11 +64,75 @@ def test_holdout_split_is_by_plate_text() -> None:
 def test_train_reader_cli_writes_weights_the_reader_loads(tmp_path) -> None:
     data = _write_plates(tmp_path / "data")
     out = tmp_path / "run"
-    rc = main(["--out", str(out), "--data", str(data), "--minutes", "0.05", "--holdout", "0.2",
-               "--batch-size", "4", "--eval-every", "1"])
+    rc = main(
+        [
+            "--out",
+            str(out),
+            "--data",
+            str(data),
+            "--minutes",
+            "0.05",
+            "--holdout",
+            "0.2",
+            "--batch-size",
+            "4",
+            "--eval-every",
+            "1",
+        ]
+    )
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] >= 1
     reader = build_reader(f"crnn:{out / 'best.pt'}", device="cpu")
     reads = reader.read([np.zeros((40, 120, 3), np.uint8)])
     assert len(reads) == 1 and reader.version.startswith("crnn-best")
+
+
+def test_easyocr_g2_backbone_starts_from_english_g2_and_fine_tunes(tmp_path) -> None:
+    """--backbone easyocr-g2 copies english_g2's weights (its plate-alphabet output rows) and
+    trains on from there; the reader loads the result like any other checkpoint."""
+    import torch
+
+    from anpr_pipeline.vision.reader import easyocr_models_dir
+
+    g2 = Path(easyocr_models_dir(None)) / "english_g2.pth"
+    cfg = crnn.CRNNConfig(backbone="easyocr-g2")
+    model = crnn.build_model(cfg)
+    crnn.init_from_easyocr_g2(model, cfg, g2)
+    source = torch.load(str(g2), map_location="cpu", weights_only=True)
+    head = model.net.Prediction.weight
+    assert head.shape[0] == 1 + len(cfg.alphabet)
+    for i, ch in enumerate(cfg.alphabet, start=1):
+        row = 1 + crnn.EASYOCR_G2_CHARACTERS.index(ch)
+        assert torch.equal(head[i], source["module.Prediction.weight"][row]), ch
+    assert torch.equal(
+        model.net.FeatureExtraction.ConvNet[0].weight, source["module.FeatureExtraction.ConvNet.0.weight"]
+    )
+    assert model(torch.zeros(2, 1, cfg.height, cfg.width)).shape == (2, cfg.width // 4 - 1, 37)
+
+    data = _write_plates(tmp_path / "data")
+    out = tmp_path / "run"
+    rc = main(
+        [
+            "--out",
+            str(out),
+            "--data",
+            str(data),
+            "--minutes",
+            "0.1",
+            "--holdout",
+            "0.2",
+            "--batch-size",
+            "4",
+            "--eval-every",
+            "1",
+            "--backbone",
+            "easyocr-g2",
+        ]
+    )
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] >= 1 and summary["model_config"]["backbone"] == "easyocr-g2"
+    reader = build_reader(f"crnn:{out / 'best.pt'}", device="cpu")
+    (read,) = reader.read([np.zeros((40, 120, 3), np.uint8)])
+    assert isinstance(read.normalized, str)
