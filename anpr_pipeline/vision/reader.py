@@ -29,6 +29,10 @@ from anpr_pipeline.vision.types import PlateRead
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_CRNN = "plate_crnn_v1.pt"
+# The default reader is an ensemble: the small CRNN and english_g2 fine-tuned on plates
+# (weights/MODELS.md). Their errors differ, and the CTC vote lets the surer one decide.
+DEFAULT_G2 = "plate_g2_v1.pt"
+DEFAULT_READER_WEIGHTS = (DEFAULT_CRNN, DEFAULT_G2)
 EASYOCR_VERSION = "easyocr-english_g2+plates-1"
 
 
@@ -353,6 +357,13 @@ def with_regions(reader, regions: Sequence[str] | None):
     return clone
 
 
+def _own_or_shipped(filename: str, models_dir: str | os.PathLike | None) -> Path:
+    """A models_dir holding its own copy (e.g. fine-tuned on a site's cameras) overrides
+    the shipped file of the same name."""
+    own = Path(models_dir) / filename if models_dir and models_dir != "download" else None
+    return own if own is not None and own.is_file() else WEIGHTS_DIR / filename
+
+
 def build_reader(
     name: str = "default",
     device: str = "auto",
@@ -362,8 +373,10 @@ def build_reader(
 ):
     """Build a PlateReader by name.
 
-    * ``"default"`` / ``"crnn"``: the shipped plate CRNN (``weights/plate_crnn_v1.pt``);
-      ``"crnn:PATH"`` loads other weights (e.g. from ``anpr train reader``).
+    * ``"default"``: the shipped ensemble, ``weights/plate_crnn_v1.pt`` + ``plate_g2_v1.pt``.
+    * ``"crnn"``: the small plate CRNN alone (``plate_crnn_v1.pt``): ~3x faster reading,
+      a few points less accurate. ``"crnn:PATH[,PATH...]"`` loads other weights (e.g. from
+      ``anpr train reader``); several paths are an ensemble.
     * ``"easyocr"``: EasyOCR english_g2. ``models_dir``: where its .pth files live (default:
       the offline package, or $ANPR_MODELS_DIR); ``"download"`` uses EasyOCR's download path.
 
@@ -373,10 +386,8 @@ def build_reader(
 
     dev = resolve_device(device)
     if name in {"default", "crnn"}:
-        # A models_dir holding its own plate_crnn_v1.pt (e.g. fine-tuned on a site's
-        # cameras) overrides the shipped file.
-        own = Path(models_dir) / DEFAULT_CRNN if models_dir and models_dir != "download" else None
-        weights = own if own is not None and own.is_file() else WEIGHTS_DIR / DEFAULT_CRNN
+        files = DEFAULT_READER_WEIGHTS if name == "default" else (DEFAULT_CRNN,)
+        weights = [_own_or_shipped(f, models_dir) for f in files]
         return CRNNReader(weights, device=dev, batch_size=batch_size, regions=regions)
     if name.startswith("crnn:"):
         # "crnn:A.pt,B.pt" is an ensemble of several checkpoints.
@@ -384,4 +395,4 @@ def build_reader(
         return CRNNReader(paths, device=dev, batch_size=batch_size, regions=regions)
     if name == "easyocr":
         return EasyOCRReader(device=dev, batch_size=batch_size, models_dir=models_dir, regions=regions)
-    raise ValueError(f"unknown reader {name!r}; choose from: default, crnn, crnn:PATH, easyocr")
+    raise ValueError(f"unknown reader {name!r}; choose from: default, crnn, crnn:PATH[,PATH], easyocr")

@@ -12,10 +12,11 @@ from anpr_pipeline.vision.types import PlateReader
 
 N = len(plates.ALPHABET)
 
-# Measured with the shipped plate_crnn_v1.pt on real_dev/ocr_crops.csv (see weights/MODELS.md),
-# minus a small margin so a CPU/BLAS difference cannot flip the test.
-MIN_DEV_PLATE_ACCURACY = 0.87  # measured 0.90 (TTA + CTC vote)
-MIN_DEV_CHAR_ACCURACY = 0.97  # measured 0.981
+# Measured with the shipped default (plate_crnn_v1 + plate_g2_v1, TTA + CTC vote) on
+# real_dev/ocr_crops.csv (see weights/MODELS.md), minus a small margin so a CPU/BLAS
+# difference cannot flip the test.
+MIN_DEV_PLATE_ACCURACY = 0.89  # measured 0.92
+MIN_DEV_CHAR_ACCURACY = 0.975  # measured 0.987
 
 
 def _load(path) -> np.ndarray:
@@ -79,9 +80,11 @@ def default_reader() -> PlateReader:
     return build_reader("default", device="cpu")
 
 
-def test_default_reader_is_the_shipped_crnn(default_reader) -> None:
-    assert default_reader.version.startswith("crnn-plate_crnn_v1")
-    assert isinstance(default_reader, PlateReader)
+def test_default_reader_is_the_shipped_ensemble(default_reader) -> None:
+    assert default_reader.version == "crnn-plate_crnn_v1+plate_g2_v1+plates-1+tta3+ctcvote"
+    assert isinstance(default_reader, PlateReader) and len(default_reader.models) == 2
+    assert [cfg.backbone for _, cfg in default_reader.models] == ["crnn", "easyocr-g2"]
+    assert build_reader("crnn", device="cpu").version == "crnn-plate_crnn_v1+plates-1+tta3+ctcvote"
 
 
 def test_default_reader_reads_rendered_plates_exactly(default_reader) -> None:
@@ -160,7 +163,7 @@ def test_ctc_vote_lets_confident_views_outvote_an_unsure_majority() -> None:
     assert ctc_vote(reads, views).normalized == "QBC1234"
 
 
-def test_an_ensemble_of_one_model_twice_reads_like_the_model(default_reader) -> None:
+def test_an_ensemble_of_one_model_twice_reads_like_the_model() -> None:
     from anpr_pipeline.vision import synth
     from anpr_pipeline.vision.reader import DEFAULT_CRNN, WEIGHTS_DIR
 
@@ -172,7 +175,8 @@ def test_an_ensemble_of_one_model_twice_reads_like_the_model(default_reader) -> 
         synth.render_plate(text, region, rng, dirt=0.0)
         for text, region in [("ABC1234", "br"), ("7KQM284", "us")]
     ]
-    assert [r.normalized for r in pair.read(crops)] == [r.normalized for r in default_reader.read(crops)]
+    single = build_reader("crnn", device="cpu")
+    assert [r.normalized for r in pair.read(crops)] == [r.normalized for r in single.read(crops)]
 
 
 def test_regions_restrict_formats_for_a_camera_of_known_country() -> None:
@@ -182,3 +186,16 @@ def test_regions_restrict_formats_for_a_camera_of_known_country() -> None:
     probs[0, plates.ALPHABET.index("O")] = 0.35
     assert finish_read(probs, None, margin=2.0, lookalike_weight=0.0).normalized == "0ZG3580"
     assert finish_read(probs, ["br"], margin=2.0, lookalike_weight=0.0).normalized == "OZG3580"
+
+
+def test_a_models_dir_copy_overrides_the_shipped_weights_of_that_name(tmp_path) -> None:
+    """A site fine-tunes one of the two default models and drops it into ANPR_MODELS_DIR."""
+    import shutil
+
+    from anpr_pipeline.vision.reader import DEFAULT_CRNN, DEFAULT_G2, WEIGHTS_DIR
+
+    # Stand-in for a site's own plate_g2_v1.pt: any valid checkpoint under that name.
+    shutil.copy(WEIGHTS_DIR / DEFAULT_CRNN, tmp_path / DEFAULT_G2)
+    reader = build_reader("default", device="cpu", models_dir=tmp_path)
+    assert [cfg.backbone for _, cfg in reader.models] == ["crnn", "crnn"]
+    assert [cfg.backbone for _, cfg in build_reader("default", device="cpu").models] == ["crnn", "easyocr-g2"]
