@@ -81,10 +81,10 @@ def default_reader() -> PlateReader:
 
 
 def test_default_reader_is_the_shipped_ensemble(default_reader) -> None:
-    assert default_reader.version == "crnn-plate_crnn_v1+plate_g2_v1+plates-1+tta3+ctcvote"
+    assert default_reader.version == "crnn-plate_crnn_v1+plate_g2_v1+plates-1+tta3+ctcvote12"
     assert isinstance(default_reader, PlateReader) and len(default_reader.models) == 2
     assert [cfg.backbone for _, cfg in default_reader.models] == ["crnn", "easyocr-g2"]
-    assert build_reader("crnn", device="cpu").version == "crnn-plate_crnn_v1+plates-1+tta3+ctcvote"
+    assert build_reader("crnn", device="cpu").version == "crnn-plate_crnn_v1+plates-1+tta3+ctcvote12"
 
 
 def test_default_reader_reads_rendered_plates_exactly(default_reader) -> None:
@@ -146,6 +146,21 @@ def test_ctc_likelihood_prefers_the_spelled_text() -> None:
         + ctc_log_likelihoods([_frames("ABC1234", frames=48)], ["ABC1234"])[0],
         rel=1e-5,
     )
+
+
+def test_one_view_cannot_veto_a_doubled_character_the_others_read() -> None:
+    """Three views read TD31104; one view (another model) is sure of TD3104, whose frames
+    leave no blank between the 1s. Summed as they are, that one view's -40 nats for the
+    doubled reading decide; with each view's term floored, the three agreeing views win."""
+    from anpr_pipeline.vision.reader import VOTE_VIEW_FLOOR, ctc_log_likelihoods, ctc_vote
+
+    views = [_frames("TD31104", sharp=0.9)] * 3 + [_frames("TD3104", sharp=0.999)]
+    raw = ctc_log_likelihoods(views, ["TD31104", "TD3104"])
+    assert raw[1] > raw[0]  # the lone sure view vetoes the doubled 1
+    assert ctc_log_likelihoods(views[3:], ["TD31104"], floor=VOTE_VIEW_FLOOR)[0] == VOTE_VIEW_FLOOR
+    reads = [finish_read(ctc_char_probs(v), None, margin=2.0, lookalike_weight=0.0) for v in views]
+    assert [r.normalized for r in reads] == ["TD31104"] * 3 + ["TD3104"]
+    assert ctc_vote(reads, views).normalized == "TD31104"
 
 
 def test_ctc_vote_lets_confident_views_outvote_an_unsure_majority() -> None:
