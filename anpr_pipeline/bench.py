@@ -272,19 +272,19 @@ def accuracy(truth: dict[str, Any] | None, rows: list[dict]) -> dict[str, Any] |
     """Ground-truth plates found among the events (synthetic video only)."""
     if not truth:
         return None
-    expected = [v["plate"] for v in truth["vehicles"]]
+    expected = {v["plate"] for v in truth["vehicles"]}
     found = [r["normalized_plate"] for r in rows]
-    matched = sum(1 for p in set(expected) if p in found)
-    spurious = sum(1 for p in found if p not in set(expected))
+    matched = sum(1 for p in expected if p in found)
+    spurious = sorted(p for p in found if p not in expected)
     return {
-        "vehicles": len(expected),
+        "vehicles": len(truth["vehicles"]),
         "events": len(found),
         "plates_found": matched,
-        "recall": _r(matched / len(set(expected)), 4) if expected else 0.0,
-        "spurious_events": spurious,
+        "recall": _r(matched / len(expected), 4) if expected else 0.0,
+        "spurious_events": len(spurious),
         # What went wrong, so a change in the counts can be looked into.
-        "missed_plates": sorted(set(expected) - set(found)),
-        "spurious_plates": sorted(p for p in found if p not in set(expected)),
+        "missed_plates": sorted(expected - set(found)),
+        "spurious_plates": spurious,
     }
 
 

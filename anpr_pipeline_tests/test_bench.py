@@ -100,3 +100,21 @@ def test_db_bench_ingests_searches_and_drops_its_database(postgres_url, tmp_path
             "SELECT count(*) FROM pg_database WHERE datname LIKE %s", (f"anpr_bench_{os.getpid()}_%",)
         ).fetchone()[0]
     assert left == 0
+
+
+def test_accuracy_counts_and_names_the_missed_and_spurious_plates() -> None:
+    from anpr_pipeline.bench import accuracy
+
+    truth = {"vehicles": [{"plate": "AAA1111"}, {"plate": "BBB2222"}, {"plate": "AAA1111"}]}
+    rows = [{"normalized_plate": p} for p in ("AAA1111", "CCC3333", "AAA1111")]
+    report = accuracy(truth, rows)
+    assert report == {
+        "vehicles": 3,
+        "events": 3,
+        "plates_found": 1,
+        "recall": 0.5,
+        "spurious_events": 1,
+        "missed_plates": ["BBB2222"],
+        "spurious_plates": ["CCC3333"],
+    }
+    assert accuracy(None, rows) is None

@@ -140,10 +140,11 @@ def build_model(cfg: CRNNConfig):
     return CRNN()
 
 
-# english_g2's output classes after its CTC blank (easyocr.config, recognition_models).
-EASYOCR_G2_CHARACTERS = (
-    "0123456789!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~ €ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-)
+def easyocr_g2_characters() -> str:
+    """english_g2's output classes after its CTC blank, as EasyOCR itself defines them."""
+    from easyocr.config import recognition_models
+
+    return recognition_models["gen2"]["english_g2"]["characters"]
 
 
 def _easyocr_g2_model(cfg: CRNNConfig):
@@ -173,7 +174,8 @@ def init_from_easyocr_g2(model, cfg: CRNNConfig, weights: str | Path) -> None:
 
     state = torch.load(str(weights), map_location="cpu", weights_only=True)
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    rows = [0] + [1 + EASYOCR_G2_CHARACTERS.index(c) for c in cfg.alphabet]
+    characters = easyocr_g2_characters()
+    rows = [0] + [1 + characters.index(c) for c in cfg.alphabet]
     state["Prediction.weight"] = state["Prediction.weight"][rows]
     state["Prediction.bias"] = state["Prediction.bias"][rows]
     model.net.load_state_dict(state)

@@ -403,7 +403,7 @@ def train(
         if cfg.backbone == "easyocr-g2":
             from anpr_pipeline.vision.reader import easyocr_models_dir
 
-            g2 = Path(easyocr_models_dir(None) or "") / "english_g2.pth"
+            g2 = Path(easyocr_models_dir(None)) / "english_g2.pth"
             crnn.init_from_easyocr_g2(model, cfg, g2)
             print(f"initialised from {g2}: held-out {evaluate(model, held, cfg, device)}", flush=True)
     model.to(device)

@@ -61,27 +61,17 @@ def test_holdout_split_is_by_plate_text() -> None:
     assert 0.07 < share < 0.13
 
 
-def test_train_reader_cli_writes_weights_the_reader_loads(tmp_path) -> None:
+def _train_cli(tmp_path: Path, minutes: float, *extra: str) -> tuple[Path, dict]:
+    """`anpr train reader` on a small generated folder; -> (run folder, summary.json)."""
     data = _write_plates(tmp_path / "data")
     out = tmp_path / "run"
-    rc = main(
-        [
-            "--out",
-            str(out),
-            "--data",
-            str(data),
-            "--minutes",
-            "0.05",
-            "--holdout",
-            "0.2",
-            "--batch-size",
-            "4",
-            "--eval-every",
-            "1",
-        ]
-    )
-    assert rc == 0
-    summary = json.loads((out / "summary.json").read_text())
+    args = ["--out", str(out), "--data", str(data), "--minutes", str(minutes), "--holdout", "0.2"]
+    assert main([*args, "--batch-size", "4", "--eval-every", "1", *extra]) == 0
+    return out, json.loads((out / "summary.json").read_text())
+
+
+def test_train_reader_cli_writes_weights_the_reader_loads(tmp_path) -> None:
+    out, summary = _train_cli(tmp_path, 0.05)
     assert summary["steps"] >= 1
     reader = build_reader(f"crnn:{out / 'best.pt'}", device="cpu")
     reads = reader.read([np.zeros((40, 120, 3), np.uint8)])
@@ -103,35 +93,14 @@ def test_easyocr_g2_backbone_starts_from_english_g2_and_fine_tunes(tmp_path) -> 
     head = model.net.Prediction.weight
     assert head.shape[0] == 1 + len(cfg.alphabet)
     for i, ch in enumerate(cfg.alphabet, start=1):
-        row = 1 + crnn.EASYOCR_G2_CHARACTERS.index(ch)
+        row = 1 + crnn.easyocr_g2_characters().index(ch)
         assert torch.equal(head[i], source["module.Prediction.weight"][row]), ch
     assert torch.equal(
         model.net.FeatureExtraction.ConvNet[0].weight, source["module.FeatureExtraction.ConvNet.0.weight"]
     )
     assert model(torch.zeros(2, 1, cfg.height, cfg.width)).shape == (2, cfg.width // 4 - 1, 37)
 
-    data = _write_plates(tmp_path / "data")
-    out = tmp_path / "run"
-    rc = main(
-        [
-            "--out",
-            str(out),
-            "--data",
-            str(data),
-            "--minutes",
-            "0.1",
-            "--holdout",
-            "0.2",
-            "--batch-size",
-            "4",
-            "--eval-every",
-            "1",
-            "--backbone",
-            "easyocr-g2",
-        ]
-    )
-    assert rc == 0
-    summary = json.loads((out / "summary.json").read_text())
+    out, summary = _train_cli(tmp_path, 0.1, "--backbone", "easyocr-g2")
     assert summary["steps"] >= 1 and summary["model_config"]["backbone"] == "easyocr-g2"
     reader = build_reader(f"crnn:{out / 'best.pt'}", device="cpu")
     (read,) = reader.read([np.zeros((40, 120, 3), np.uint8)])
