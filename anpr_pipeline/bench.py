@@ -317,7 +317,7 @@ def bench_video(args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(args.device)
     t0 = time.perf_counter()
     detector = build_detector(args.detector, device=device, batch_size=args.detector_batch)
-    reader = build_reader(args.reader, device=device, batch_size=args.reader_batch)
+    reader = build_reader(args.reader, device=device, batch_size=args.reader_batch, text_row=args.text_row)
     pipeline = PipelineConfig()
     static_threshold = pipeline.static_frame_threshold if args.static_threshold is None else args.static_threshold
     report["config"] = {
@@ -664,6 +664,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decode-threads", type=int, default=0, help="FFmpeg decoder threads (0 = FFmpeg decides)")
     ap.add_argument("--detector-batch", type=int, default=8)
     ap.add_argument("--reader-batch", type=int, default=32)
+    ap.add_argument("--no-text-row", dest="text_row", action="store_false",
+                    help="read crops only as given (no re-read tightened to the character row)")
     ap.add_argument("--static-threshold", type=float, default=None,
                     help="static-frame gate (default: the pipeline's PipelineConfig value)")
     ap.add_argument("--prefetch", type=int, default=None,

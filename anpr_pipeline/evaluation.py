@@ -350,6 +350,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="first N images only")
     ap.add_argument("--threads", type=int, default=None, help="torch/OpenCV CPU threads")
     ap.add_argument("--regions", default="all", help=REGIONS_HELP)
+    ap.add_argument(
+        "--no-text-row",
+        dest="text_row",
+        action="store_false",
+        help="read crops only as given (no re-read tightened to the character row)",
+    )
     args = ap.parse_args(argv)
     _set_threads(args.threads)
 
@@ -360,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.reader != "none":
         from anpr_pipeline.vision.reader import build_reader
 
-        reader = build_reader(args.reader, device=args.device)
+        reader = build_reader(args.reader, device=args.device, text_row=args.text_row)
     report = evaluate(args.labels_csv, detector, reader, limit=args.limit, regions=args.regions)
     _write(report, args.out)
     cols = ["images", "plates", "detection_recall", "detection_precision", "plate_accuracy", "char_accuracy"]
@@ -382,12 +388,18 @@ def main_crops(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch/OpenCV CPU threads")
     ap.add_argument("--regions", default="all", help=REGIONS_HELP)
+    ap.add_argument(
+        "--no-text-row",
+        dest="text_row",
+        action="store_false",
+        help="read crops only as given (no re-read tightened to the character row)",
+    )
     args = ap.parse_args(argv)
     _set_threads(args.threads)
 
     from anpr_pipeline.vision.reader import build_reader
 
-    reader = build_reader(args.reader, device=args.device)
+    reader = build_reader(args.reader, device=args.device, text_row=args.text_row)
     report = evaluate_crops(args.crops_csv, reader, limit=args.limit, regions=args.regions)
     _write(report, args.out)
     print(f"reader {report['reader']}  regions {report['regions']}")

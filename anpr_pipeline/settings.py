@@ -80,6 +80,9 @@ class Settings:
     reader: str = "default"
     detector_batch_size: int = 8
     reader_batch_size: int = 32
+    # Re-read loose plate crops tightened to their character row (plates boxed with their
+    # holder); off reads each crop only as the detector cut it.
+    reader_text_row: bool = True
     models_dir: str = ""  # EasyOCR model storage; empty = the offline PyPI package
     # Plate formats the reader may assume, e.g. "br" or "eu" for a city's cameras (comma
     # list of us, eu, br); empty = any region. A known country resolves O/0-style
@@ -143,6 +146,7 @@ def load_settings() -> Settings:
         reader=_env_str("ANPR_READER", "default"),
         detector_batch_size=_env_int("ANPR_DETECTOR_BATCH_SIZE", 8),
         reader_batch_size=_env_int("ANPR_READER_BATCH_SIZE", 32),
+        reader_text_row=_env_bool("ANPR_READER_TEXT_ROW", True),
         models_dir=_env_str("ANPR_MODELS_DIR", ""),
         plate_regions=_env_str("ANPR_PLATE_REGIONS", "").lower(),
         keep_frames=_env_bool("ANPR_KEEP_FRAMES", False),

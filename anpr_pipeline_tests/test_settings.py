@@ -44,6 +44,17 @@ def test_plate_regions_reach_the_reader(monkeypatch, tmp_path):
     assert models.get_reader().regions == ["br", "eu"]
 
 
+def test_text_row_reread_is_on_by_default_and_can_be_turned_off(monkeypatch, tmp_path):
+    from anpr_pipeline.resources.models import ModelsResource
+
+    monkeypatch.setenv("ANPR_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("ANPR_READER", "crnn")
+    assert ModelsResource.from_settings(load_settings()).get_reader().text_row is True
+    monkeypatch.setenv("ANPR_READER_TEXT_ROW", "false")
+    reader = ModelsResource.from_settings(load_settings()).get_reader()
+    assert reader.text_row is False and "textrow" not in reader.version
+
+
 def test_cli_reports_a_bad_setting_without_a_traceback(monkeypatch, tmp_path, capsys):
     from anpr_pipeline.cli import main as anpr
 

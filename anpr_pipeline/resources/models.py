@@ -33,6 +33,7 @@ class ModelsResource(ConfigurableResource):
     reader: str = "default"
     detector_batch_size: int = 8
     reader_batch_size: int = 32
+    reader_text_row: bool = True  # ANPR_READER_TEXT_ROW: re-read loose crops at their text row
     models_dir: str = ""
     torch_threads: int = 0
     plate_regions: str = ""  # ANPR_PLATE_REGIONS: comma list; empty = any region
@@ -45,6 +46,7 @@ class ModelsResource(ConfigurableResource):
             reader=settings.reader,
             detector_batch_size=settings.detector_batch_size,
             reader_batch_size=settings.reader_batch_size,
+            reader_text_row=settings.reader_text_row,
             models_dir=settings.models_dir,
             torch_threads=settings.torch_threads,
             plate_regions=settings.plate_regions,
@@ -69,7 +71,15 @@ class ModelsResource(ConfigurableResource):
         from anpr_pipeline.vision.reader import build_reader
 
         device = self._prepare()
-        key = ("reader", self.reader, device, self.reader_batch_size, self.models_dir, self.plate_regions)
+        key = (
+            "reader",
+            self.reader,
+            device,
+            self.reader_batch_size,
+            self.models_dir,
+            self.plate_regions,
+            self.reader_text_row,
+        )
         return _cached(
             key,
             lambda: build_reader(
@@ -78,5 +88,6 @@ class ModelsResource(ConfigurableResource):
                 batch_size=self.reader_batch_size,
                 models_dir=self.models_dir or None,
                 regions=parse_regions(self.plate_regions),
+                text_row=self.reader_text_row,
             ),
         )

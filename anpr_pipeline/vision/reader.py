@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from anpr_pipeline.vision import plates
+from anpr_pipeline.vision.text_row import find_text_box
 from anpr_pipeline.vision.types import PlateRead
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
@@ -228,6 +229,7 @@ class CRNNReader:
         batch_size: int = 32,
         regions: Sequence[str] | None = None,
         tta: bool = True,
+        text_row: bool = True,
     ) -> None:
         from anpr_pipeline.vision import crnn
 
@@ -240,9 +242,11 @@ class CRNNReader:
         self.batch_size = batch_size
         self.regions = regions
         self.tta = tta
+        self.text_row = text_row
         names = "+".join(Path(p).stem for p in paths)
         self.version = (
             f"crnn-{names}+plates-1"
+            + ("+textrow1" if text_row else "")
             + ("+tta3" if tta else "")
             + ("+ctcvote12" if len(paths) > 1 or tta else "")
         )
@@ -262,10 +266,31 @@ class CRNNReader:
         return out
 
     def read(self, crops: Sequence[np.ndarray]) -> list[PlateRead]:
-        if not self.tta and len(self.models) == 1:
+        reads = self._read_views(crops)
+        if not self.text_row:
+            return reads
+        # A crop whose character row sits in a clearly smaller box (the plate boxed with
+        # its holder, or merged with a light) is read again, tightened to that row; the
+        # surer read (mean log character confidence) wins, unless it only lost characters
+        # at an end, so a partial row found on a tight crop costs nothing.
+        tightened = [text_row_crop(c) for c in crops]
+        redo = [i for i, t in enumerate(tightened) if t is not None]
+        # One view each: the tightened crop needs no framing variants (and re-reads stay cheap).
+        for i, alt in zip(redo, self._read_views([tightened[i] for i in redo], tta=False), strict=True):
+            if _mean_log_confidence(alt) > _mean_log_confidence(reads[i]) and not _cut_short(alt, reads[i]):
+                reads[i] = alt
+        return reads
+
+    def _read_views(self, crops: Sequence[np.ndarray], tta: bool | None = None) -> list[PlateRead]:
+        """Every model reads every view of each crop (``tta``: three framings; default
+        ``self.tta``) and the CTC vote picks each crop's text."""
+        tta = self.tta if tta is None else tta
+        if not crops:
+            return []
+        if not tta and len(self.models) == 1:
             return [self._finish(p) for p in self.frame_probs(crops)]
-        views = [v for c in crops for v in (tta_views(c) if self.tta else [c])]
-        k = len(views) // max(len(crops), 1)
+        views = [v for c in crops for v in (tta_views(c) if tta else [c])]
+        k = len(views) // len(crops)
         # probs[m][i]: model m's frame probabilities for view i
         probs = [self.frame_probs(views, m) for m in range(len(self.models))]
         out = []
@@ -276,6 +301,20 @@ class CRNNReader:
 
     def _finish(self, frame_probs: np.ndarray) -> PlateRead:
         return finish_read(ctc_char_probs(frame_probs), self.regions, margin=2.0, lookalike_weight=0.0)
+
+
+# Re-read a crop tightened to its character row only when that trims a clear share of it.
+TEXT_ROW_MAX_AREA = 0.7
+
+
+def text_row_crop(crop: np.ndarray) -> np.ndarray | None:
+    """``crop`` cut down to the plate its character row implies (``vision.text_row``), or
+    None when no row is found or the cut would keep ``TEXT_ROW_MAX_AREA`` of it or more.
+    """
+    box = find_text_box(crop)
+    if box is None or box.w < 8 or box.h < 8 or box.area >= TEXT_ROW_MAX_AREA * crop.shape[0] * crop.shape[1]:
+        return None
+    return crop[box.y : box.y + box.h, box.x : box.x + box.w]
 
 
 def tta_views(crop: np.ndarray) -> list[np.ndarray]:
@@ -353,6 +392,14 @@ def ctc_vote(reads: Sequence[PlateRead], frame_probs: Sequence[np.ndarray]) -> P
     return max((r for r in reads if r.normalized == best), key=_mean_log_confidence)
 
 
+def _cut_short(tightened: PlateRead, original: PlateRead) -> bool:
+    """The tightened read is the original with characters missing at an end: the row
+    finder missed a glyph (blurred, or merged with the rim) and the tighter crop cut it."""
+    return (
+        len(tightened.normalized) < len(original.normalized) and tightened.normalized in original.normalized
+    )
+
+
 def _mean_log_confidence(r: PlateRead) -> float:
     return float(np.mean(np.log(np.maximum(r.char_confidences, 1e-6)))) if r.char_confidences else -99.0
 
@@ -386,6 +433,7 @@ def build_reader(
     batch_size: int = 32,
     models_dir: str | os.PathLike | None = None,
     regions: Sequence[str] | None = None,
+    text_row: bool = True,
 ):
     """Build a PlateReader by name.
 
@@ -397,6 +445,8 @@ def build_reader(
       the offline package, or $ANPR_MODELS_DIR); ``"download"`` uses EasyOCR's download path.
 
     ``regions``: the plate formats to assume (e.g. ``["br"]``); None = any region.
+    ``text_row``: the CRNN readers re-read loose crops tightened to their character row
+    (:meth:`CRNNReader.read`); False reads every crop only as given.
     """
     from anpr_pipeline.vision.device import resolve_device
 
@@ -404,11 +454,11 @@ def build_reader(
     if name in {"default", "crnn"}:
         files = DEFAULT_READER_WEIGHTS if name == "default" else (DEFAULT_CRNN,)
         weights = [_own_or_shipped(f, models_dir) for f in files]
-        return CRNNReader(weights, device=dev, batch_size=batch_size, regions=regions)
+        return CRNNReader(weights, device=dev, batch_size=batch_size, regions=regions, text_row=text_row)
     if name.startswith("crnn:"):
         # "crnn:A.pt,B.pt" is an ensemble of several checkpoints.
         paths = name.split(":", 1)[1].split(",")
-        return CRNNReader(paths, device=dev, batch_size=batch_size, regions=regions)
+        return CRNNReader(paths, device=dev, batch_size=batch_size, regions=regions, text_row=text_row)
     if name == "easyocr":
         return EasyOCRReader(device=dev, batch_size=batch_size, models_dir=models_dir, regions=regions)
     raise ValueError(f"unknown reader {name!r}; choose from: default, crnn, crnn:PATH[,PATH], easyocr")
