@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "db": ("anpr_pipeline.db_cli:main", "events database: init | upgrade | info"),
     "eval": ("anpr_pipeline.evaluation:main", "detection + reading accuracy on a labelled photo folder"),
     "eval-crops": ("anpr_pipeline.evaluation:main_crops", "reading accuracy on labelled plate crops"),
+    "eval-boxes": ("anpr_pipeline.evaluation:main_boxes", "reading from tight and loose boxes (synthetic)"),
     "train": ("anpr_pipeline.vision.train:main", "train the plate reader or detector (anpr train reader|detector)"),
     "export-plate": ("anpr_pipeline.ops.gdpr:main_export", "GDPR: export a plate's events, Parquet rows and crops (zip)"),
     "erase-plate": ("anpr_pipeline.ops.gdpr:main_erase", "GDPR: erase a plate from events DB, crops and Parquet"),

@@ -113,6 +113,21 @@ def test_eval_crops_reads_each_group_with_its_region(tmp_path: Path) -> None:
     assert report["overall"]["plate_accuracy"] == 1.0, report["misses"]
 
 
+def test_eval_boxes_reports_each_framing_and_the_text_row_reread_helps_loose_boxes(tmp_path: Path) -> None:
+    reports = {}
+    for flag in ([], ["--no-text-row"]):
+        out = tmp_path / f"boxes{len(flag)}.json"
+        assert anpr(["eval-boxes", "--scenes", "8", "--reader", "crnn", "--json", str(out), *flag]) == 0
+        reports[bool(flag)] = json.loads(out.read_text())
+    with_row, without = reports[False], reports[True]
+    assert set(with_row["framings"]) == {"tight", "holder", "lights"}
+    counts = {f["plates"] for f in with_row["framings"].values()}
+    assert len(counts) == 1 and counts.pop() >= 10  # every plate is cut all three ways
+    assert "textrow" in with_row["reader"] and "textrow" not in without["reader"]
+    assert with_row["framings"]["holder"]["exact"] > without["framings"]["holder"]["exact"]
+    assert with_row["framings"]["tight"]["exact"] >= without["framings"]["tight"]["exact"] - 1
+
+
 # --------------------------------------------------------------------------- accuracy on real_dev
 # Regression floors sit a little below the measured numbers (see README accuracy table /
 # weights/MODELS.md); raise them when the models improve.
