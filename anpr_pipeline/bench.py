@@ -34,6 +34,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from anpr_pipeline.evaluation import add_text_row_flag
+
 DEFAULT_CACHE = Path(".anpr_data") / "bench"
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 STARTED_AT = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
@@ -664,8 +666,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decode-threads", type=int, default=0, help="FFmpeg decoder threads (0 = FFmpeg decides)")
     ap.add_argument("--detector-batch", type=int, default=8)
     ap.add_argument("--reader-batch", type=int, default=32)
-    ap.add_argument("--no-text-row", dest="text_row", action="store_false",
-                    help="read crops only as given (no re-read tightened to the character row)")
+    add_text_row_flag(ap)
     ap.add_argument("--static-threshold", type=float, default=None,
                     help="static-frame gate (default: the pipeline's PipelineConfig value)")
     ap.add_argument("--prefetch", type=int, default=None,

@@ -373,6 +373,23 @@ REGIONS_HELP = (
 )
 
 
+def add_text_row_flag(ap: argparse.ArgumentParser) -> None:
+    """``--no-text-row``: read crops only as given (``args.text_row`` False), the way
+    ``ANPR_READER_TEXT_ROW=false`` configures the pipeline."""
+    ap.add_argument(
+        "--no-text-row",
+        dest="text_row",
+        action="store_false",
+        help="read crops only as given (no re-read tightened to the character row)",
+    )
+
+
+def _reader_from(args: argparse.Namespace) -> PlateReader:
+    from anpr_pipeline.vision.reader import build_reader
+
+    return build_reader(args.reader, device=args.device, text_row=args.text_row)
+
+
 def _table(report: dict, columns: Sequence[str]) -> str:
     rows = [("overall", report["overall"])] + sorted(report["groups"].items())
     head = ["group", *columns]
@@ -407,12 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="first N images only")
     ap.add_argument("--threads", type=int, default=None, help="torch/OpenCV CPU threads")
     ap.add_argument("--regions", default="all", help=REGIONS_HELP)
-    ap.add_argument(
-        "--no-text-row",
-        dest="text_row",
-        action="store_false",
-        help="read crops only as given (no re-read tightened to the character row)",
-    )
+    add_text_row_flag(ap)
     args = ap.parse_args(argv)
     _set_threads(args.threads)
 
@@ -421,9 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     detector = build_detector(args.detector, device=args.device)
     reader = None
     if args.reader != "none":
-        from anpr_pipeline.vision.reader import build_reader
-
-        reader = build_reader(args.reader, device=args.device, text_row=args.text_row)
+        reader = _reader_from(args)
     report = evaluate(args.labels_csv, detector, reader, limit=args.limit, regions=args.regions)
     _write(report, args.out)
     cols = ["images", "plates", "detection_recall", "detection_precision", "plate_accuracy", "char_accuracy"]
@@ -445,18 +455,11 @@ def main_crops(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch/OpenCV CPU threads")
     ap.add_argument("--regions", default="all", help=REGIONS_HELP)
-    ap.add_argument(
-        "--no-text-row",
-        dest="text_row",
-        action="store_false",
-        help="read crops only as given (no re-read tightened to the character row)",
-    )
+    add_text_row_flag(ap)
     args = ap.parse_args(argv)
     _set_threads(args.threads)
 
-    from anpr_pipeline.vision.reader import build_reader
-
-    reader = build_reader(args.reader, device=args.device, text_row=args.text_row)
+    reader = _reader_from(args)
     report = evaluate_crops(args.crops_csv, reader, limit=args.limit, regions=args.regions)
     _write(report, args.out)
     print(f"reader {report['reader']}  regions {report['regions']}")
@@ -478,18 +481,11 @@ def main_boxes(argv: list[str] | None = None) -> int:
     ap.add_argument("--reader", default="default")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--threads", type=int, default=None, help="torch/OpenCV CPU threads")
-    ap.add_argument(
-        "--no-text-row",
-        dest="text_row",
-        action="store_false",
-        help="read crops only as given (no re-read tightened to the character row)",
-    )
+    add_text_row_flag(ap)
     args = ap.parse_args(argv)
     _set_threads(args.threads)
 
-    from anpr_pipeline.vision.reader import build_reader
-
-    reader = build_reader(args.reader, device=args.device, text_row=args.text_row)
+    reader = _reader_from(args)
     report = evaluate_box_framings(reader, args.scenes, args.seed)
     _write(report, args.out)
     print(f"reader {report['reader']}  scenes {args.scenes}  seed {args.seed}")
