@@ -353,9 +353,10 @@ def evaluate_box_framings(reader: PlateReader, scenes: int = 60, seed: int = 800
     """Reading accuracy per box framing on :func:`framed_plate_crops`."""
     framings = {}
     for name, cases in framed_plate_crops(scenes, seed).items():
-        reads = reader.read([crop for crop, _ in cases])
-        exact = [r.normalized == text for r, (_, text) in zip(reads, cases, strict=True)]
-        chars = [char_accuracy(r.normalized, text) for r, (_, text) in zip(reads, cases, strict=True)]
+        reads = [r.normalized for r in reader.read([crop for crop, _ in cases])]
+        texts = [text for _, text in cases]
+        exact = [read == text for read, text in zip(reads, texts, strict=True)]
+        chars = [char_accuracy(read, text) for read, text in zip(reads, texts, strict=True)]
         framings[name] = {
             "plates": len(cases),
             "exact": int(sum(exact)),

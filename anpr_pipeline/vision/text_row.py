@@ -110,10 +110,10 @@ def _overlaps(b: _Blob, row: list[_Blob]) -> bool:
     return any(min(b.x + b.w, m.x + m.w) - max(b.x, m.x) > 0.3 * min(b.w, m.w) for m in row if m is not b)
 
 
-def _trim_thin_ends(row: list[_Blob]) -> list[_Blob]:
+def _trim_thin_ends(row: list[_Blob], p: TextRowParams) -> list[_Blob]:
     """Drop thin blobs set apart at either end: the rim or holder edge beside the text
     (a "1" or "I" sits at the row's usual spacing and stays)."""
-    while len(row) > 3:
+    while len(row) > p.min_blobs:
         gaps = [row[i + 1].x - (row[i].x + row[i].w) for i in range(len(row) - 1)]
         ch, typical = median(m.h for m in row), max(1.0, median(gaps))
         if row[0].w < 0.3 * row[0].h and gaps[0] > max(0.4 * ch, 2 * typical):
@@ -148,7 +148,7 @@ def _rows(blobs: list[_Blob], p: TextRowParams) -> list[list[_Blob]]:
         taken |= members
         row = sorted((blobs[i] for i in members), key=lambda b: b.x)
         row = [b for b in row if _fits(b, row, p)] or row
-        rows.append(_trim_thin_ends(row))
+        rows.append(_trim_thin_ends(row, p))
     return rows
 
 
