@@ -1676,6 +1676,38 @@ def _noise_frames(rng: np.random.Generator, H: int, W: int, count: int = 4) -> l
     return out
 
 
+# How a detector box frames the plate: (width factor range, height factor range). "holder":
+# the plate with its holder; "lights": the text row merged with lights or bumper hardware.
+BOX_FRAMINGS: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    "tight": ((1.0, 1.1), (1.0, 1.15)),
+    "holder": ((1.2, 1.6), (1.3, 2.0)),
+    "lights": ((1.5, 2.0), (0.9, 1.1)),
+}
+
+
+def framed_plate_crops(scenes: int, seed: int = 8000) -> dict[str, list[tuple[np.ndarray, str]]]:
+    """Synthetic plates in rendered street scenes, each cut with every ``BOX_FRAMINGS`` box
+    (size factors and an off-centre shift drawn per plate): ``{framing: [(crop, text)]}``.
+
+    Deterministic for a seed. ``anpr eval-boxes`` uses seeds 8000-8059 as a tuning set for
+    reading from loose detector boxes (no real labelled set has them; real_dev is for
+    measuring only); ``anpr train reader --synthetic-framed`` trains on other seeds.
+    """
+    out: dict[str, list[tuple[np.ndarray, str]]] = {name: [] for name in BOX_FRAMINGS}
+    for s in range(seed, seed + scenes):
+        rng = np.random.default_rng(s)
+        img, plates = render_scene(rng, 1280, 720, n_plates=2, min_plate_width=0.06, max_plate_width=0.2)
+        height, width = img.shape[:2]
+        for gt, text, _ in plates:
+            for name, ((w0, w1), (h0, h1)) in BOX_FRAMINGS.items():
+                nw, nh = gt.w * rng.uniform(w0, w1), gt.h * rng.uniform(h0, h1)
+                cx = gt.x + gt.w / 2 + rng.uniform(-0.1, 0.1) * (nw - gt.w)
+                cy = gt.y + gt.h / 2 + rng.uniform(-0.2, 0.2) * (nh - gt.h)
+                box = Box(round(cx - nw / 2), round(cy - nh / 2), round(nw), round(nh)).clip(width, height)
+                out[name].append((np.ascontiguousarray(box.crop(img)), text))
+    return out
+
+
 def _add_sensor_noise(frame: np.ndarray, noise: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     return cv2.subtract(cv2.add(frame, noise[0]), noise[1])
 

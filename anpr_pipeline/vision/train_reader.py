@@ -24,6 +24,7 @@ import json
 import math
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -148,6 +149,31 @@ def cached_synthetic_samples(n: int, seed: int, cache: str | Path | None) -> lis
         groups=np.array([s.group for s in samples]),
     )
     return samples
+
+
+# Scene seeds for --synthetic-framed start here, clear of `anpr eval-boxes`' 8000-8059.
+FRAMED_SEED_BASE = 50_000
+
+
+def synthetic_framed_samples(
+    scenes: int, seed: int, framings: Sequence[str] = ("holder", "lights")
+) -> list[Sample]:
+    """Plates of ``scenes`` rendered street scenes, each cut as a loose detector box would
+    cut it (``synth.BOX_FRAMINGS``: with its holder, or merged with the lights beside it).
+
+    The box *is* the loose crop, so the model learns to read the plate inside holder and
+    light clutter instead of reading the clutter. Scene seeds start at
+    ``FRAMED_SEED_BASE + seed``, never the tuning set's.
+    """
+    from anpr_pipeline.vision import synth
+
+    crops = synth.framed_plate_crops(scenes, FRAMED_SEED_BASE + seed)
+    return [
+        Sample(crop, (0, 0, crop.shape[1], crop.shape[0]), plates.normalize(text), f"framed-{name}")
+        for name in framings
+        for crop, text in crops[name]
+        if min(crop.shape[:2]) >= 8
+    ]
 
 
 def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
@@ -361,6 +387,8 @@ class TrainConfig:
     pseudo_min_confidence: float = 0.8
     pseudo_model: str | None = None  # the model that pseudo-labels (default: --init)
     aug_start: float = 0.3  # augmentation strength at the start (ramps to 1.0 by 40 % of the run)
+    synthetic_framed: int = 0  # rendered scenes whose plates are cut as loose detector boxes
+    framed_weight: float = 0.1  # share of each batch drawn from those loose crops
 
 
 def train(
@@ -391,9 +419,14 @@ def train(
         print(f"pseudo-labelled: {len(pseudo)} crops from {', '.join(tc.pseudo)}", flush=True)
         train_real += pseudo
     synth = cached_synthetic_samples(tc.synthetic, tc.seed, tc.synthetic_cache) if tc.synthetic else []
+    framed = synthetic_framed_samples(tc.synthetic_framed, tc.seed) if tc.synthetic_framed else []
     if not train_real and not synth:
         raise SystemExit("no training samples: give --data with labelled plates or --synthetic N")
-    print(f"real: {len(train_real)} train / {len(held)} held-out; synthetic: {len(synth)}", flush=True)
+    print(
+        f"real: {len(train_real)} train / {len(held)} held-out; synthetic: {len(synth)}; "
+        f"loose synthetic boxes: {len(framed)}",
+        flush=True,
+    )
 
     if init:
         model, cfg, _ = crnn.load_checkpoint(init)
@@ -424,7 +457,7 @@ def train(
         )
         for group in opt.param_groups:
             group["lr"] = lr
-        batch = _draw(train_real, synth, tc, rng)
+        batch = _draw(train_real, synth, tc, rng, framed)
         # Curriculum: light augmentation first (CTC finds its alignment sooner), full later.
         strength = tc.aug_start + (1.0 - tc.aug_start) * min(1.0, frac / 0.4)
         x = torch.from_numpy(np.stack([augment(s, cfg, rng, strength) for s in batch])[:, None]).to(device)
@@ -475,12 +508,19 @@ def train(
     return summary
 
 
-def _draw(real: list[Sample], synth: list[Sample], tc: TrainConfig, rng: np.random.Generator) -> list[Sample]:
-    n_syn = (
-        int(round(tc.batch_size * tc.synthetic_weight)) if synth and real else (tc.batch_size if synth else 0)
-    )
-    picks = [real[i] for i in rng.integers(0, len(real), tc.batch_size - n_syn)] if real else []
+def _draw(
+    real: list[Sample],
+    synth: list[Sample],
+    tc: TrainConfig,
+    rng: np.random.Generator,
+    framed: Sequence[Sample] = (),
+) -> list[Sample]:
+    n_framed = int(round(tc.batch_size * tc.framed_weight)) if framed else 0
+    size = tc.batch_size - n_framed
+    n_syn = int(round(size * tc.synthetic_weight)) if synth and real else (size if synth else 0)
+    picks = [real[i] for i in rng.integers(0, len(real), size - n_syn)] if real else []
     picks += [synth[i] for i in rng.integers(0, len(synth), n_syn)] if n_syn else []
+    picks += [framed[i] for i in rng.integers(0, len(framed), n_framed)] if n_framed else []
     return picks
 
 
@@ -505,6 +545,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synthetic-cache", help="a .npz to save rendered synthetic plates to / reuse them from")
     ap.add_argument(
         "--synthetic-weight", type=float, default=0.3, help="share of each batch that is synthetic"
+    )
+    ap.add_argument(
+        "--synthetic-framed",
+        type=int,
+        default=0,
+        help="rendered scenes whose plates are cut as loose detector boxes (holder, lights) for training",
+    )
+    ap.add_argument(
+        "--framed-weight", type=float, default=0.1, help="share of each batch drawn from those loose crops"
     )
     ap.add_argument("--minutes", type=float, default=35.0, help="wall-time budget")
     ap.add_argument("--batch-size", type=int, default=64)
@@ -549,6 +598,8 @@ def main(argv: list[str] | None = None) -> int:
         holdout=args.holdout,
         synthetic=args.synthetic,
         synthetic_weight=args.synthetic_weight,
+        synthetic_framed=args.synthetic_framed,
+        framed_weight=args.framed_weight,
         seed=args.seed,
         threads=args.threads,
         eval_every_s=args.eval_every,

@@ -10,7 +10,17 @@ import numpy as np
 
 from anpr_pipeline.vision import crnn
 from anpr_pipeline.vision.reader import build_reader
-from anpr_pipeline.vision.train_reader import augment, is_holdout, load_samples, main
+from anpr_pipeline.vision.train_reader import (
+    FRAMED_SEED_BASE,
+    Sample,
+    TrainConfig,
+    _draw,
+    augment,
+    is_holdout,
+    load_samples,
+    main,
+    synthetic_framed_samples,
+)
 from anpr_pipeline_tests.factories import write_labels_csv
 
 
@@ -59,6 +69,34 @@ def test_holdout_split_is_by_plate_text() -> None:
     assert is_holdout("ABC1234", 0.1) == is_holdout("ABC1234", 0.1)
     share = np.mean([is_holdout(f"P{i:05d}", 0.1) for i in range(2000)])
     assert 0.07 < share < 0.13
+
+
+def test_framed_samples_are_loose_boxes_around_a_plate_from_unseen_scenes() -> None:
+    """--synthetic-framed: each plate cut as a holder box and a lights box, the box being the
+    whole (loose) crop; scene seeds never those `anpr eval-boxes` scores."""
+    from anpr_pipeline.vision import synth
+
+    samples = synthetic_framed_samples(2, seed=0)
+    assert FRAMED_SEED_BASE > 8000 + 60
+    assert {s.group for s in samples} == {"framed-holder", "framed-lights"}
+    texts = {s.text for s in samples}
+    tight = synth.framed_plate_crops(2, FRAMED_SEED_BASE)["tight"]
+    assert texts == {synth.normalize(text) for _, text in tight}
+    for s, (crop, _) in zip([s for s in samples if s.group == "framed-holder"], tight, strict=True):
+        assert s.box == (0, 0, s.image.shape[1], s.image.shape[0])
+        assert s.image.shape[0] > crop.shape[0]  # the holder box is taller than the plate
+
+
+def test_batches_mix_real_synthetic_and_framed_in_the_configured_shares() -> None:
+    def pool(group: str) -> list[Sample]:
+        return [Sample(np.zeros((8, 24, 3), np.uint8), (0, 0, 24, 8), "AB123", group)] * 5
+
+    tc = TrainConfig(batch_size=40, synthetic_weight=0.25, framed_weight=0.1)
+    rng = np.random.default_rng(0)
+    batch = _draw(pool("real"), pool("synth"), tc, rng, pool("framed"))
+    counts = {g: sum(s.group == g for s in batch) for g in ("real", "synth", "framed")}
+    assert counts == {"real": 27, "synth": 9, "framed": 4}  # framed 10 %, synthetic 25 % of the rest
+    assert {s.group for s in _draw(pool("real"), pool("synth"), tc, rng)} == {"real", "synth"}
 
 
 def _train_cli(tmp_path: Path, minutes: float, *extra: str) -> tuple[Path, dict]:
