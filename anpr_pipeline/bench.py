@@ -154,7 +154,7 @@ def run_end_to_end(
     import pandas as pd
 
     from anpr_pipeline.assets.events import event_row, frame_reads, keep_track, video_span
-    from anpr_pipeline.assets.reads import load_crop
+    from anpr_pipeline.assets.reads import load_crop, with_reads
     from anpr_pipeline.resources.event_store import EventStore
     from anpr_pipeline.resources.object_store import LocalObjectStore
     from anpr_pipeline.resources.parquet_dataset import write_video_events
@@ -200,13 +200,7 @@ def run_end_to_end(
     reads = read_crops(keys, lambda key: load_crop(store, key), reader, reader_batch)
     t_read, c_read = time.perf_counter(), time.process_time()
     # Stage 3: tracking + vote -> event rows -> events DB (COPY on Postgres) + Parquet.
-    df = pd.DataFrame(det_rows)
-    if len(df):
-        df["plate_text"] = [r.text for r in reads]
-        df["normalized_plate"] = [r.normalized for r in reads]
-        df["read_confidence"] = [float(r.confidence) for r in reads]
-        df["char_confidences"] = [list(r.char_confidences) for r in reads]
-        df["region"] = [r.region for r in reads]
+    df = with_reads(pd.DataFrame(det_rows), reads, (info.width, info.height), crop_padding)
     video = {"video_key": f"uploads/{CAMERA}/bench-{secrets.token_hex(4)}.mp4", "camera_id": CAMERA,
              "started_at": STARTED_AT.isoformat(), "timestamp": "20261128T090000Z",
              "duration_s": info.duration_s, "fps": info.fps}

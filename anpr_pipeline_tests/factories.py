@@ -41,3 +41,30 @@ def write_labels_csv(path: Path, rows: list[list], last_column: str = "plate") -
     with open(path, "w", newline="") as fh:
         csv.writer(fh).writerows([["file", "x", "y", "w", "h", last_column], *rows])
     return path
+
+
+def car_with_plate(seed: int, region: str):
+    """A rendered plate on a rendered car (grey background): ``(rgb, plate box, text)``."""
+    import numpy as np
+
+    from anpr_pipeline.vision import synth
+    from anpr_pipeline.vision.types import Box
+
+    rng = np.random.default_rng(seed)
+    text = synth.random_plate_text(region, rng)
+    plate = synth.render_plate_rgba(text, region, rng, two_row=False, dirt=0.0)
+    vehicle = synth.make_vehicle(plate, region, rng, width=640, context=(0.6, 1.2))
+    x0, y0, x1, y1 = vehicle.plate_box
+    rgb = np.ascontiguousarray(synth._over(vehicle.sprite, (90, 90, 90)))
+    return rgb, Box(round(x0), round(y0), round(x1 - x0), round(y1 - y0)), synth.normalize(text)
+
+
+def loose_box(plate, grow: tuple[float, float], width: int, height: int):
+    """``plate`` grown by ``grow`` x its width/height on each side (a detector box that took
+    the plate with its holder), clipped to the image."""
+    from anpr_pipeline.vision.types import Box
+
+    gx, gy = grow
+    box = Box(round(plate.x - gx * plate.w), round(plate.y - gy * plate.h),
+              round(plate.w * (1 + 2 * gx)), round(plate.h * (1 + 2 * gy)))
+    return box.clip(width, height)

@@ -19,6 +19,8 @@ from anpr_pipeline.resources.pipeline_config import PipelineConfig
 from anpr_pipeline.settings import parse_regions
 from anpr_pipeline.vision.plates import FORMATS
 from anpr_pipeline.vision.reader import with_regions
+from anpr_pipeline.vision.recognize import plate_box
+from anpr_pipeline.vision.types import Box, PlateRead
 from anpr_pipeline.vision.video_pipeline import read_crops
 
 READ_COLUMNS = ["plate_text", "normalized_plate", "read_confidence", "char_confidences", "region"]
@@ -27,6 +29,33 @@ READ_COLUMNS = ["plate_text", "normalized_plate", "read_confidence", "char_confi
 def load_crop(store: ObjectStore, key: str) -> np.ndarray:
     with Image.open(io.BytesIO(store.get_bytes(key))) as image:
         return np.asarray(image.convert("RGB"))
+
+
+def with_reads(
+    detections: pd.DataFrame, reads: list[PlateRead], frame_size: tuple[int, int], crop_padding: float
+) -> pd.DataFrame:
+    """The ``plate_reads`` table: each detection row with its read (``READ_COLUMNS``).
+
+    Where the reader found the plate inside a loose crop (the text-row re-read), the row's
+    box becomes that plate box (``recognize.plate_box``): what events and analysts get is the
+    plate, not the plate with its holder. ``frame_size``: (width, height) of the frames the
+    crops were cut from, padded by ``crop_padding``.
+    """
+    df = detections.copy()
+    if df.empty:
+        return df.reindex(columns=list(detections.columns) + READ_COLUMNS)
+    width, height = frame_size
+    boxes = [
+        plate_box(Box(int(row.x), int(row.y), int(row.w), int(row.h)), read, width, height, crop_padding)
+        for row, read in zip(df.itertuples(index=False), reads, strict=True)
+    ]
+    df[["x", "y", "w", "h"]] = [[b.x, b.y, b.w, b.h] for b in boxes]
+    df["plate_text"] = [r.text for r in reads]
+    df["normalized_plate"] = [r.normalized for r in reads]
+    df["read_confidence"] = [float(r.confidence) for r in reads]
+    df["char_confidences"] = [list(r.char_confidences) for r in reads]
+    df["region"] = [r.region for r in reads]
+    return df
 
 
 def video_regions(video_region: str | None, default: list[str] | None) -> list[str] | None:
@@ -63,14 +92,7 @@ def plate_reads(
     # Shared with `anpr bench` (vision/video_pipeline.py): crops are read in reader batches.
     reads = read_crops(keys, lambda key: load_crop(store, key), reader, models.reader_batch_size)
     seconds = time.perf_counter() - started
-    df = plate_detections.copy()
-    df["plate_text"] = [r.text for r in reads]
-    df["normalized_plate"] = [r.normalized for r in reads]
-    df["read_confidence"] = [float(r.confidence) for r in reads]
-    df["char_confidences"] = [list(r.char_confidences) for r in reads]
-    df["region"] = [r.region for r in reads]
-    if df.empty:
-        df = df.reindex(columns=list(plate_detections.columns) + READ_COLUMNS)
+    df = with_reads(plate_detections, reads, (video["width"], video["height"]), pipeline.crop_padding)
     yield Output(
         df,
         metadata={

@@ -16,6 +16,7 @@ one probability row per character over ``plates.ALPHABET`` and
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import os
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ import numpy as np
 
 from anpr_pipeline.vision import plates
 from anpr_pipeline.vision.text_row import find_text_box
-from anpr_pipeline.vision.types import PlateRead
+from anpr_pipeline.vision.types import Box, PlateRead
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_CRNN = "plate_crnn_v1.pt"
@@ -273,12 +274,13 @@ class CRNNReader:
         # its holder, or merged with a light) is read again, tightened to that row; the
         # surer read (mean log character confidence) wins, unless it only lost characters
         # at an end, so a partial row found on a tight crop costs nothing.
-        tightened = [text_row_crop(c) for c in crops]
-        redo = [i for i, t in enumerate(tightened) if t is not None]
+        rows = [text_row_box(c) for c in crops]
+        redo = [i for i, box in enumerate(rows) if box is not None]
+        tightened = [_cut(crops[i], rows[i]) for i in redo]
         # One view each: the tightened crop needs no framing variants (and re-reads stay cheap).
-        for i, alt in zip(redo, self._read_views([tightened[i] for i in redo], tta=False), strict=True):
+        for i, alt in zip(redo, self._read_views(tightened, tta=False), strict=True):
             if _mean_log_confidence(alt) > _mean_log_confidence(reads[i]) and not _cut_short(alt, reads[i]):
-                reads[i] = alt
+                reads[i] = dataclasses.replace(alt, box=rows[i])
         return reads
 
     def _read_views(self, crops: Sequence[np.ndarray], tta: bool | None = None) -> list[PlateRead]:
@@ -307,13 +309,23 @@ class CRNNReader:
 TEXT_ROW_MAX_AREA = 0.7
 
 
-def text_row_crop(crop: np.ndarray) -> np.ndarray | None:
-    """``crop`` cut down to the plate its character row implies (``vision.text_row``), or
-    None when no row is found or the cut would keep ``TEXT_ROW_MAX_AREA`` of it or more.
+def text_row_box(crop: np.ndarray) -> Box | None:
+    """The plate box (crop pixels) that ``crop``'s character row implies (``vision.text_row``),
+    or None when no row is found or that box keeps ``TEXT_ROW_MAX_AREA`` of the crop or more.
     """
     box = find_text_box(crop)
     if box is None or box.w < 8 or box.h < 8 or box.area >= TEXT_ROW_MAX_AREA * crop.shape[0] * crop.shape[1]:
         return None
+    return box
+
+
+def text_row_crop(crop: np.ndarray) -> np.ndarray | None:
+    """``crop`` cut down to :func:`text_row_box`, or None where that gives no box."""
+    box = text_row_box(crop)
+    return None if box is None else _cut(crop, box)
+
+
+def _cut(crop: np.ndarray, box: Box) -> np.ndarray:
     return crop[box.y : box.y + box.h, box.x : box.x + box.w]
 
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from anpr_pipeline.vision.types import Detection, PlateDetector, PlateRead, PlateReader
+from anpr_pipeline.vision.types import Box, Detection, PlateDetector, PlateRead, PlateReader
 
 # Crop margin (fraction of the box size on each side): detector boxes sit on the plate
 # rim and are sometimes a few pixels tight; readers cope with a little border much better
@@ -47,7 +47,29 @@ def read_plates(
         reads = list(reader.read(crops))
     out: list[list[tuple[Detection, PlateRead | None]]] = []
     i = 0
-    for dets in per_image:
-        out.append([(d, reads[i + k]) for k, d in enumerate(dets)])
+    for image, dets in zip(images, per_image, strict=True):
+        height, width = image.shape[:2]
+        out.append([located(d, reads[i + k], width, height, pad) for k, d in enumerate(dets)])
         i += len(dets)
     return out
+
+
+def located(
+    detection: Detection, read: PlateRead | None, width: int, height: int, pad: float = CROP_PAD
+) -> tuple[Detection, PlateRead | None]:
+    """``(detection, read)`` with the detection's box moved to where the reader found the
+    plate inside its crop (see :func:`plate_box`)."""
+    if read is None or read.box is None:
+        return detection, read
+    return Detection(plate_box(detection.box, read, width, height, pad), detection.score), read
+
+
+def plate_box(box: Box, read: PlateRead, width: int, height: int, pad: float) -> Box:
+    """Where ``read`` places the plate, in image pixels: ``read.box`` (crop pixels, set when
+    the reader re-read a tighter cut, so a box that held the plate with its holder or a
+    light becomes the plate) moved to the crop's origin, the box padded by ``pad`` and
+    clipped to the width x height image as crops are cut; else ``box`` itself."""
+    if read.box is None:
+        return box
+    origin = box.padded(pad, width, height)
+    return read.box.shifted(origin.x, origin.y)

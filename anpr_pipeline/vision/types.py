@@ -36,13 +36,18 @@ class Box:
         x1, y1 = min(width, self.x + self.w), min(height, self.y + self.h)
         return Box(x0, y0, max(0, x1 - x0), max(0, y1 - y0))
 
+    def padded(self, pad: float, width: int, height: int) -> Box:
+        """This box grown by ``pad`` x its size on each side, clipped to a width x height image."""
+        px, py = int(round(self.w * pad)), int(round(self.h * pad))
+        return Box(self.x - px, self.y - py, self.w + 2 * px, self.h + 2 * py).clip(width, height)
+
     def crop(self, image: np.ndarray, pad: float = 0.0) -> np.ndarray:
         """Crop ``image`` to this box, grown by ``pad`` x its size on each side, clipped."""
-        px, py = int(round(self.w * pad)), int(round(self.h * pad))
-        b = Box(self.x - px, self.y - py, self.w + 2 * px, self.h + 2 * py).clip(
-            image.shape[1], image.shape[0]
-        )
+        b = self.padded(pad, image.shape[1], image.shape[0])
         return image[b.y : b.y + b.h, b.x : b.x + b.w]
+
+    def shifted(self, dx: int, dy: int) -> Box:
+        return Box(self.x + dx, self.y + dy, self.w, self.h)
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,9 @@ class PlateRead:
     confidence: float  # 0..1 for the whole plate
     char_confidences: tuple[float, ...] = field(default_factory=tuple)  # one per normalized char
     region: str | None = None  # matched plate format (us, eu, br, ...), None if none matched
+    # Where the reader found the plate inside the crop (crop pixels) when it read a tighter
+    # cut than the crop it was given (the text-row re-read); None: the crop as given.
+    box: Box | None = None
 
 
 @runtime_checkable
