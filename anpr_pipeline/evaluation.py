@@ -5,7 +5,10 @@
 ``file,x,y,w,h,plate`` CSV (paths relative to the CSV, one row per plate) and reports,
 overall and per group (the image's parent folder name, e.g. us/eu/br):
 
-- ``detection_recall``: share of labelled plates with a predicted box at IoU >= 0.5;
+- ``detection_recall``: share of labelled plates with a predicted box at IoU >= 0.5. The
+  predicted boxes are the ones the pipeline outputs: the detector's, or where the reader
+  re-read a crop at its character row, the plate that row implies
+  (:func:`~anpr_pipeline.vision.recognize.located`); ``--reader none`` scores the detector alone;
 - ``detection_precision``: share of predicted boxes that hit a labelled plate at IoU >= 0.5
   (an unlabelled real plate in the photo counts against it: a lower bound);
 - ``plate_accuracy``: share of labelled plates whose read equals the label exactly, after
