@@ -319,12 +319,6 @@ def text_row_box(crop: np.ndarray) -> Box | None:
     return box
 
 
-def text_row_crop(crop: np.ndarray) -> np.ndarray | None:
-    """``crop`` cut down to :func:`text_row_box`, or None where that gives no box."""
-    box = text_row_box(crop)
-    return None if box is None else _cut(crop, box)
-
-
 def _cut(crop: np.ndarray, box: Box) -> np.ndarray:
     return crop[box.y : box.y + box.h, box.x : box.x + box.w]
 

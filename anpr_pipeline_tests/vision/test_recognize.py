@@ -27,13 +27,14 @@ def test_plate_box_maps_crop_pixels_through_the_padded_clipped_crop() -> None:
 def test_a_box_that_held_the_plate_with_its_holder_becomes_the_plate() -> None:
     """Real reader, rendered cars: the detection cut with its holder moves onto the plate
     when the reader re-reads the plate's character row."""
+    reader = build_reader("crnn", device="cpu")
     moved = fitted = 0
     for seed in range(8):
         image, plate, _ = car_with_plate(200 + seed, ("us", "eu", "br")[seed % 3])
         height, width = image.shape[:2]
         detection = Detection(loose_box(plate, (0.3, 0.6), width, height), 0.9)
         assert detection.box.iou(plate) < 0.4
-        (read,) = build_reader("crnn", device="cpu").read([detection.box.crop(image, pad=CROP_PAD)])
+        (read,) = reader.read([detection.box.crop(image, pad=CROP_PAD)])
         placed, same_read = located(detection, read, width, height)
         assert same_read is read and placed.score == detection.score
         if read.box is None:

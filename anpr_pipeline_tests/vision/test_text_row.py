@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from anpr_pipeline.vision import synth
-from anpr_pipeline.vision.reader import _cut_short, build_reader, text_row_crop
+from anpr_pipeline.vision.reader import _cut_short, build_reader, text_row_box
 from anpr_pipeline.vision.text_row import find_text_box
 from anpr_pipeline.vision.types import Box, PlateRead
 from anpr_pipeline_tests.factories import car_with_plate, loose_box
@@ -52,7 +52,7 @@ def test_two_row_plate_keeps_both_rows() -> None:
 )
 def test_no_character_row_means_no_box(crop: np.ndarray) -> None:
     assert find_text_box(crop) is None
-    assert text_row_crop(crop) is None
+    assert text_row_box(crop) is None
 
 
 def test_reader_rereads_loose_crops_at_their_text_row() -> None:
