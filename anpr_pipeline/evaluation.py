@@ -6,11 +6,17 @@
 overall and per group (the image's parent folder name, e.g. us/eu/br):
 
 - ``detection_recall``: share of labelled plates with a predicted box at IoU >= 0.5. The
-  predicted boxes are the ones the pipeline outputs: the detector's, or where the reader
-  re-read a crop at its character row, the plate that row implies
-  (:func:`~anpr_pipeline.vision.recognize.located`); ``--reader none`` scores the detector alone;
+  predicted boxes are the plates the pipeline reports: detections whose read is long and
+  sure enough to become an event (:func:`~anpr_pipeline.vision.plates.reportable`: at
+  least 4 characters, confidence at least ``ANPR_MIN_READ_CONFIDENCE``), each box where
+  the reader placed the plate (the detector's box, or where the reader re-read a crop at
+  its character row, the plate that row implies:
+  :func:`~anpr_pipeline.vision.recognize.located`); ``--reader none`` scores every
+  detector box;
 - ``detection_precision``: share of predicted boxes that hit a labelled plate at IoU >= 0.5
   (an unlabelled real plate in the photo counts against it: a lower bound);
+- ``detector_recall``, ``detector_precision``: the same over every detector box (placed),
+  before the reader drops what it cannot read as a plate;
 - ``plate_accuracy``: share of labelled plates whose read equals the label exactly, after
   normalisation (upper case, A-Z0-9 only). The read of a labelled plate is the read of the
   predicted box with the best IoU to it ("" when no box overlaps it);
@@ -48,6 +54,7 @@ from pathlib import Path
 
 import numpy as np
 
+from anpr_pipeline.vision.plates import MIN_READ_CONFIDENCE, reportable
 from anpr_pipeline.vision.types import Box, PlateDetector, PlateReader
 
 IOU_THRESHOLD = 0.5
@@ -124,16 +131,19 @@ def _ratio(num: float, den: float) -> float | None:
     return round(num / den, 4) if den else None
 
 
-def _summary(plates: list[dict], n_images: int, n_dets: int, n_true_dets: int, seconds: float) -> dict:
+def _summary(plates: list[dict], n_images: int, counts: dict, seconds: float) -> dict:
     n = len(plates)
     with_text = [p for p in plates if p["plate"]]
     read = [p for p in with_text if p.get("read") is not None]
     return {
         "images": n_images,
         "plates": n,
-        "detections": n_dets,
+        "detections": counts["dets"],
         "detection_recall": _ratio(sum(p["detected"] for p in plates), n),
-        "detection_precision": _ratio(n_true_dets, n_dets),
+        "detection_precision": _ratio(counts["true_dets"], counts["dets"]),
+        "detector_boxes": counts["boxes"],
+        "detector_recall": _ratio(sum(p["boxed"] for p in plates), n),
+        "detector_precision": _ratio(counts["true_boxes"], counts["boxes"]),
         "plate_accuracy": _ratio(sum(p["exact"] for p in read), len(read)) if read else None,
         "char_accuracy": _ratio(sum(p["char_accuracy"] for p in read), len(read)) if read else None,
         "seconds_per_image": round(seconds / n_images, 4) if n_images else None,
@@ -174,6 +184,7 @@ def evaluate(
     limit: int | None = None,
     batch_size: int = 4,
     regions: str | None = None,
+    min_read_confidence: float = MIN_READ_CONFIDENCE,
 ) -> dict:
     """Run detection (+ reading) on the labelled images; the report described above."""
     from anpr_pipeline.vision.recognize import read_plates
@@ -195,20 +206,25 @@ def evaluate(
     ]
 
     plates_out: list[dict] = []
-    per_group: dict[str, dict] = defaultdict(lambda: {"images": 0, "dets": 0, "true_dets": 0, "seconds": 0.0})
+    per_group: dict[str, dict] = defaultdict(
+        lambda: {"images": 0, "dets": 0, "true_dets": 0, "boxes": 0, "true_boxes": 0, "seconds": 0.0}
+    )
     for group, chunk in chunks:
         images = [load_rgb(root / f) for f in chunk]
         t0 = time.perf_counter()
         results = read_plates(images, detector, _group_reader(reader, regions, group))
         elapsed = time.perf_counter() - t0
-        for f, res in zip(chunk, results, strict=True):
+        for f, boxes in zip(chunk, results, strict=True):
             labs = by_file[f]
+            reported = _reported(boxes, min_read_confidence)
             g = per_group[labs[0].group]
             g["images"] += 1
-            g["dets"] += len(res)
             g["seconds"] += elapsed / len(chunk)
-            g["true_dets"] += sum(any(d.box.iou(lab.box) >= IOU_THRESHOLD for lab in labs) for d, _ in res)
-            plates_out.extend(_score_plate(lab, res, reader is not None) for lab in labs)
+            g["dets"] += len(reported)
+            g["true_dets"] += _hits(reported, labs)
+            g["boxes"] += len(boxes)
+            g["true_boxes"] += _hits(boxes, labs)
+            plates_out.extend(_score_plate(lab, reported, boxes, reader is not None) for lab in labs)
 
     groups = sorted(per_group)
     report = {
@@ -217,25 +233,24 @@ def evaluate(
         "reader": reader.version if reader is not None else None,
         "regions": regions or "all",
         "iou_threshold": IOU_THRESHOLD,
+        "min_read_confidence": min_read_confidence if reader is not None else None,
         "overall": _summary(
             plates_out,
             sum(per_group[g]["images"] for g in groups),
-            sum(per_group[g]["dets"] for g in groups),
-            sum(per_group[g]["true_dets"] for g in groups),
+            {k: sum(per_group[g][k] for g in groups) for k in ("dets", "true_dets", "boxes", "true_boxes")},
             sum(per_group[g]["seconds"] for g in groups),
         ),
         "groups": {
             g: _summary(
                 [p for p in plates_out if p["group"] == g],
                 per_group[g]["images"],
-                per_group[g]["dets"],
-                per_group[g]["true_dets"],
+                per_group[g],
                 per_group[g]["seconds"],
             )
             for g in groups
         },
         "misses": [
-            {k: p[k] for k in ("file", "group", "plate", "read", "iou", "detected", "char_accuracy")}
+            {k: p[k] for k in ("file", "group", "plate", "read", "iou", "detected", "boxed", "char_accuracy")}
             for p in plates_out
             if not p["exact"]
         ],
@@ -243,10 +258,26 @@ def evaluate(
     return report
 
 
-def _score_plate(lab: LabelledPlate, res: Sequence, with_reader: bool) -> dict:
-    """Match one labelled plate to the predicted box with the best IoU."""
+def _reported(boxes: Sequence, min_read_confidence: float) -> list:
+    """The ``(detection, read)`` pairs the pipeline would report as plates (all of them
+    when there is no reader)."""
+    return [
+        (d, r)
+        for d, r in boxes
+        if r is None or reportable(r.normalized, r.confidence, min_confidence=min_read_confidence)
+    ]
+
+
+def _hits(boxes: Sequence, labels: Sequence[LabelledPlate]) -> int:
+    """How many of ``(detection, read)`` boxes hit some labelled plate."""
+    return sum(any(d.box.iou(lab.box) >= IOU_THRESHOLD for lab in labels) for d, _ in boxes)
+
+
+def _score_plate(lab: LabelledPlate, reported: Sequence, boxes: Sequence, with_reader: bool) -> dict:
+    """Match one labelled plate to the reported box with the best IoU (``boxed``: some
+    detector box, reported or not, hits it)."""
     best_iou, best_read = 0.0, None
-    for det, read in res:
+    for det, read in reported:
         iou = det.box.iou(lab.box)
         if iou > best_iou:
             best_iou, best_read = iou, read
@@ -257,6 +288,7 @@ def _score_plate(lab: LabelledPlate, res: Sequence, with_reader: bool) -> dict:
         "plate": lab.plate,
         "iou": round(best_iou, 3),
         "detected": best_iou >= IOU_THRESHOLD,
+        "boxed": any(d.box.iou(lab.box) >= IOU_THRESHOLD for d, _ in boxes),
         "read": text,
     }
     if with_reader:
@@ -396,19 +428,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="first N images only")
     ap.add_argument("--threads", type=int, default=None, help="torch/OpenCV CPU threads")
     ap.add_argument("--regions", default="all", help=REGIONS_HELP)
+    ap.add_argument(
+        "--min-read-confidence",
+        type=float,
+        default=None,
+        help="reads less sure than this are not reported as plates (default ANPR_MIN_READ_CONFIDENCE)",
+    )
     add_text_row_flag(ap)
     args = ap.parse_args(argv)
     _set_threads(args.threads)
 
+    from anpr_pipeline.settings import load_settings
     from anpr_pipeline.vision.detector import build_detector
 
     detector = build_detector(args.detector, device=args.device)
     reader = None
     if args.reader != "none":
         reader = _reader_from(args)
-    report = evaluate(args.labels_csv, detector, reader, limit=args.limit, regions=args.regions)
+    min_conf = args.min_read_confidence
+    if min_conf is None:
+        min_conf = load_settings().min_read_confidence
+    report = evaluate(
+        args.labels_csv,
+        detector,
+        reader,
+        limit=args.limit,
+        regions=args.regions,
+        min_read_confidence=min_conf,
+    )
     _write(report, args.out)
     cols = ["images", "plates", "detection_recall", "detection_precision", "plate_accuracy", "char_accuracy"]
+    if reader is not None:
+        cols[4:4] = ["detector_recall", "detector_precision"]
     print(f"detector {report['detector']}  reader {report['reader']}  regions {report['regions']}")
     print(_table(report, [*cols, "seconds_per_image"]))
     print(f"{len(report['misses'])} misses" + (f"; full report: {args.out}" if args.out else ""))

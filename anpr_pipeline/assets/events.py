@@ -18,7 +18,7 @@ from anpr_pipeline.resources.models import ModelsResource
 from anpr_pipeline.resources.object_store import ObjectStoreResource
 from anpr_pipeline.resources.parquet_dataset import write_video_events
 from anpr_pipeline.resources.pipeline_config import PipelineConfig
-from anpr_pipeline.vision.plates import normalize
+from anpr_pipeline.vision.plates import normalize, reportable
 from anpr_pipeline.vision.tracker import FrameRead, Track, track_reads
 from anpr_pipeline.vision.types import Box, PlateRead
 
@@ -82,7 +82,7 @@ def keep_track(track: Track, pipeline: PipelineConfig) -> bool:
     below 0.6) and fits a plate format (lone unformatted reads were state names and plate
     fragments: `NORTHCAROLINA` pieces, `7743` of `JTC7743`).
     """
-    if len(track.text) < pipeline.min_plate_chars or track.confidence < pipeline.min_read_confidence:
+    if not reportable(track.text, track.confidence, pipeline.min_plate_chars, pipeline.min_read_confidence):
         return False
     if track.frames_seen > 1:
         return True

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dagster import ConfigurableResource
 
 from anpr_pipeline.settings import Settings
+from anpr_pipeline.vision.plates import MIN_PLATE_CHARS, MIN_READ_CONFIDENCE
 
 
 class PipelineConfig(ConfigurableResource):
@@ -13,9 +14,9 @@ class PipelineConfig(ConfigurableResource):
     sample_fps: float = 5.0
     keep_frames: bool = False
     crop_padding: float = 0.08
-    min_read_confidence: float = 0.3
+    min_read_confidence: float = MIN_READ_CONFIDENCE
     low_confidence_share_max: float = 0.5
-    min_plate_chars: int = 4
+    min_plate_chars: int = MIN_PLATE_CHARS
     # A track seen in one sampled frame only becomes an event at this confidence or above.
     single_frame_min_confidence: float = 0.8
     # ... and must read as some plate format: a lone read that fits none is most often frame

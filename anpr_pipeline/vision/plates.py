@@ -267,6 +267,25 @@ def match_region(normalized: str, hint: str | None = None) -> str | None:
     return None
 
 
+# What it takes for a read to be reported as a plate (an event; a box `anpr eval` counts as
+# found). Reads of 3 characters or fewer are almost always a fragment of a longer plate or
+# stray text, so they are not reported, at the cost of Germany's rare 3-character plates
+# (LLD, e.g. "M A 1": set PipelineConfig.min_plate_chars to 3 where they matter); a read
+# this unsure is noise an operator cannot act on.
+MIN_PLATE_CHARS = 4
+MIN_READ_CONFIDENCE = 0.3
+
+
+def reportable(
+    normalized: str,
+    confidence: float,
+    min_chars: int = MIN_PLATE_CHARS,
+    min_confidence: float = MIN_READ_CONFIDENCE,
+) -> bool:
+    """Whether a (voted) read is long and sure enough to report as a plate."""
+    return len(normalized) >= min_chars and confidence >= min_confidence
+
+
 def edit_distance(a: str, b: str) -> int:
     """Levenshtein distance (insert, delete, substitute each cost 1)."""
     if len(a) < len(b):

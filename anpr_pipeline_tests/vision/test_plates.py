@@ -16,6 +16,7 @@ from anpr_pipeline.vision.plates import (
     match_region,
     matching_formats,
     normalize,
+    reportable,
     similarity,
 )
 
@@ -89,6 +90,13 @@ def test_match_region() -> None:
     assert match_region("HELLOWORLD1") is None
     assert match_region("") is None
     assert any(f.name.startswith("BR Mercosul") for f in matching_formats("ABC1D23"))
+
+
+def test_reportable_needs_a_plate_length_and_some_confidence() -> None:
+    assert reportable("7ABC123", 0.9) and reportable("ABCD", 0.9)
+    assert not reportable("AB1", 0.99)  # a fragment, however sure (a German LLD plate too)
+    assert not reportable("ABC123", 0.29) and reportable("ABC123", 0.3)
+    assert reportable("AB1", 0.5, min_chars=3) and not reportable("ABC123", 0.5, min_confidence=0.6)
 
 
 def test_edit_distance_and_similarity() -> None:
