@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from anpr_pipeline.settings import SettingsError
+from anpr_pipeline.vision.labels import LabelsError
 
 # name -> ("module:function", one-line help). The function takes argv (after the name)
 # and returns an exit code.
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(func(rest) or 0)
     except SettingsError as exc:  # a bad ANPR_* value: the message names it; no traceback
         print(f"anpr {name}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (LabelsError, FileNotFoundError) as exc:  # a bad labels CSV or input path: say which
+        print(f"anpr {name}: {exc}", file=sys.stderr)
         return 2
 
 

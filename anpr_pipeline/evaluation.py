@@ -42,7 +42,6 @@ The metric definitions live here, not in the vision code they measure.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import re
 import sys
@@ -54,6 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
+from anpr_pipeline.vision.labels import LabelsError, read_label_rows
 from anpr_pipeline.vision.plates import MIN_READ_CONFIDENCE, reportable
 from anpr_pipeline.vision.types import Box, PlateDetector, PlateReader
 
@@ -101,17 +101,22 @@ class LabelledPlate:
 
 
 def load_labels(csv_path: str | Path) -> list[LabelledPlate]:
-    """Rows of a ``file,x,y,w,h,plate`` CSV (``plate`` may be absent: detection only)."""
-    with open(csv_path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    return [
-        LabelledPlate(
-            r["file"],
-            Box(int(r["x"]), int(r["y"]), int(r["w"]), int(r["h"])),
-            normalize(r.get("plate") or ""),
+    """Rows of a ``file,x,y,w,h,plate`` CSV (``plate`` may be absent: detection only).
+
+    Raises :class:`~anpr_pipeline.vision.labels.LabelsError` for a malformed CSV and
+    FileNotFoundError naming every image that is missing or unreadable, before any work.
+    """
+    rows = read_label_rows(csv_path)
+    if not rows:
+        raise LabelsError(f"{csv_path}: no labelled boxes")
+    root = Path(csv_path).resolve().parent
+    missing = sorted({r.file for r in rows if not (root / r.file).is_file()})
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise FileNotFoundError(
+            f"{csv_path}: {len(missing)} image(s) not found (paths are relative to the CSV): {shown}"
         )
-        for r in rows
-    ]
+    return [LabelledPlate(r.file, Box(*r.box), normalize(r.plate)) for r in rows]
 
 
 def load_rgb(path: str | Path) -> np.ndarray:

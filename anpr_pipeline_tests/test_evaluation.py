@@ -101,6 +101,18 @@ def test_eval_cli_writes_json(tmp_path: Path) -> None:
     assert set(report["groups"]) == {"aa", "bb"} and report["detector"].startswith("classical-morph")
 
 
+def test_eval_cli_names_missing_images_and_bad_rows_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    labels = _labelled_folder(tmp_path / "set")
+    (tmp_path / "set" / "aa" / "0.png").unlink()
+    assert anpr(["eval", str(labels), "--reader", "none"]) == 2
+    assert "1 image(s) not found (paths are relative to the CSV): aa/0.png" in capsys.readouterr().err
+    bad = write_labels_csv(tmp_path / "bad.csv", [["aa/1.png", 1, 2, "wide", 4, "AB1123"]])
+    assert anpr(["eval-crops", str(bad)]) == 2
+    assert "bad.csv:2: w='wide' is not a number" in capsys.readouterr().err
+
+
 def test_regions_mode_maps_groups_to_plate_regions() -> None:
     assert evaluation.group_region("br") == "br"
     assert evaluation.group_region("openalpr_train-detector_br") == "br"

@@ -39,6 +39,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from anpr_pipeline.vision.labels import read_label_rows
+
 SHARED_TRAIN = Path(__file__).resolve().parents[3] / "shared" / "data" / "real_train"
 WINDOW = 384  # training window side (input pixels)
 CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
@@ -57,13 +59,10 @@ def load_frames(csv_paths: list[Path], split: str | None) -> list[Frame]:
     """Images with their plate boxes; ``split`` filters on a ``split`` column if present."""
     frames: dict[Path, list[tuple[int, int, int, int]]] = defaultdict(list)
     for csv_path in csv_paths:
-        with open(csv_path, newline="") as fh:
-            for row in csv.DictReader(fh):
-                row_split = row.get("split") or "train"
-                if split is not None and row_split != split:
-                    continue
-                path = (csv_path.parent / row["file"]).resolve()
-                frames[path].append((int(row["x"]), int(row["y"]), int(row["w"]), int(row["h"])))
+        for row in read_label_rows(csv_path):
+            if split is not None and (row.split or "train") != split:
+                continue
+            frames[(csv_path.parent / row.file).resolve()].append(row.box)
     return [Frame(p, b) for p, b in sorted(frames.items())]
 
 
@@ -71,13 +70,11 @@ def load_crops(csv_paths: list[Path], max_per_csv: int = 2000) -> list[np.ndarra
     """Plate crops (RGB), cut to their CSV box."""
     crops: list[np.ndarray] = []
     for csv_path in csv_paths:
-        with open(csv_path, newline="") as fh:
-            rows = list(csv.DictReader(fh))[:max_per_csv]
-        for row in rows:
-            bgr = cv2.imread(str(csv_path.parent / row["file"]), cv2.IMREAD_COLOR)
+        for row in read_label_rows(csv_path)[:max_per_csv]:
+            bgr = cv2.imread(str(csv_path.parent / row.file), cv2.IMREAD_COLOR)
             if bgr is None:
                 continue
-            x, y, w, h = (int(row[k]) for k in ("x", "y", "w", "h"))
+            x, y, w, h = row.box
             crop = bgr[y : y + h, x : x + w, ::-1]
             if crop.shape[0] >= 8 and crop.shape[1] >= 16:
                 crops.append(np.ascontiguousarray(crop))

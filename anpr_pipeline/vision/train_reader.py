@@ -19,7 +19,6 @@ Example (the shipped weights; see weights/MODELS.md)::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import time
@@ -32,6 +31,7 @@ import cv2
 import numpy as np
 
 from anpr_pipeline.vision import crnn, plates
+from anpr_pipeline.vision.labels import read_label_rows
 
 CSV_NAMES = ("labels.csv", "crops.csv", "ocr_crops.csv")
 CONTEXT = 0.25  # keep this much of the box size around each box, for outward crop jitter
@@ -65,28 +65,27 @@ def load_samples(path: str | Path) -> list[Sample]:
     csv_path = resolve_csv(path)
     out: list[Sample] = []
     cache: dict[str, np.ndarray | None] = {}
-    with open(csv_path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            text = plates.normalize(row.get("plate", ""))
-            if not text:
-                continue
-            f = row["file"]
-            if f not in cache:
-                bgr = cv2.imread(str(csv_path.parent / f), cv2.IMREAD_COLOR)
-                cache[f] = None if bgr is None else np.ascontiguousarray(bgr[:, :, ::-1])
-            image = cache[f]
-            if image is None:
-                continue
-            x, y, w, h = (int(float(row[k])) for k in "xywh")
-            if w < 4 or h < 4:
-                continue
-            ih, iw = image.shape[:2]
-            mx, my = int(w * CONTEXT), int(h * CONTEXT)
-            x0, y0 = max(0, x - mx), max(0, y - my)
-            x1, y1 = min(iw, x + w + mx), min(ih, y + h + my)
-            sub = np.ascontiguousarray(image[y0:y1, x0:x1])
-            group = Path(f).parent.name or csv_path.parent.name
-            out.append(Sample(sub, (x - x0, y - y0, w, h), text, group))
+    for row in read_label_rows(csv_path):
+        text = plates.normalize(row.plate)
+        if not text:
+            continue
+        f = row.file
+        if f not in cache:
+            bgr = cv2.imread(str(csv_path.parent / f), cv2.IMREAD_COLOR)
+            cache[f] = None if bgr is None else np.ascontiguousarray(bgr[:, :, ::-1])
+        image = cache[f]
+        if image is None:
+            continue
+        x, y, w, h = row.box
+        if w < 4 or h < 4:
+            continue
+        ih, iw = image.shape[:2]
+        mx, my = int(w * CONTEXT), int(h * CONTEXT)
+        x0, y0 = max(0, x - mx), max(0, y - my)
+        x1, y1 = min(iw, x + w + mx), min(ih, y + h + my)
+        sub = np.ascontiguousarray(image[y0:y1, x0:x1])
+        group = Path(f).parent.name or csv_path.parent.name
+        out.append(Sample(sub, (x - x0, y - y0, w, h), text, group))
     return out
 
 
@@ -202,15 +201,15 @@ def pseudo_label(
 
     reader = CRNNReader(weights, tta=False)
     p = resolve_csv(csv_path)
-    rows = list(csv.DictReader(open(p, newline="")))
+    rows = read_label_rows(p)
     out: list[Sample] = []
     for start in range(0, len(rows), 64):
         chunk, crops = [], []
         for row in rows[start : start + 64]:
-            bgr = cv2.imread(str(p.parent / row["file"]), cv2.IMREAD_COLOR)
+            bgr = cv2.imread(str(p.parent / row.file), cv2.IMREAD_COLOR)
             if bgr is None:
                 continue
-            x, y, w, h = (int(float(row[k])) for k in "xywh")
+            x, y, w, h = row.box
             image = np.ascontiguousarray(bgr[:, :, ::-1])
             chunk.append((row, image, (x, y, w, h)))
             crops.append(image[y : y + h, x : x + w])
@@ -225,7 +224,7 @@ def pseudo_label(
                 continue
             if not plates.matching_formats(text, list(regions)):
                 continue
-            group = "pseudo-" + (Path(row["file"]).parent.name or p.parent.name)
+            group = "pseudo-" + (Path(row.file).parent.name or p.parent.name)
             out.append(Sample(image, box, text, group))
     return out
 
