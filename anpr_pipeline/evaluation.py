@@ -104,7 +104,8 @@ def load_labels(csv_path: str | Path) -> list[LabelledPlate]:
     """Rows of a ``file,x,y,w,h,plate`` CSV (``plate`` may be absent: detection only).
 
     Raises :class:`~anpr_pipeline.vision.labels.LabelsError` for a malformed CSV and
-    FileNotFoundError naming every image that is missing or unreadable, before any work.
+    FileNotFoundError naming every image that is missing, before any work (an unreadable
+    one fails when it is loaded, named the same way).
     """
     rows = read_label_rows(csv_path)
     if not rows:
