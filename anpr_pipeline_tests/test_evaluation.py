@@ -166,7 +166,7 @@ DETECTION_RECALL_FLOOR = 0.91  # 33/36
 # With the default reader, boxes it re-read at their text row are placed on the plate
 # (recognize.located): measured 1.0 (36/36).
 LOCATED_RECALL_FLOOR = 0.97  # 35/36
-# Measured with the default reader crnn-plate_crnn_v1+plate_g2_v1+plates-1+textrow1+tta3+ctcvote12:
+# Measured with the default reader crnn-plate_crnn_v1+plate_g2_v1+plates-1+textrow2+tta3+ctcvote12:
 # end to end 0.722 exact (26/36; us 0.65, eu 0.80, br 0.83), char 0.930 (0.902 without the
 # text-row re-read); crops 0.92, char 0.987.
 PLATE_ACCURACY_FLOOR = 0.66  # 24/36

@@ -81,10 +81,10 @@ def default_reader() -> PlateReader:
 
 
 def test_default_reader_is_the_shipped_ensemble(default_reader) -> None:
-    assert default_reader.version == "crnn-plate_crnn_v1+plate_g2_v1+plates-1+textrow1+tta3+ctcvote12"
+    assert default_reader.version == "crnn-plate_crnn_v1+plate_g2_v1+plates-1+textrow2+tta3+ctcvote12"
     assert isinstance(default_reader, PlateReader) and len(default_reader.models) == 2
     assert [cfg.backbone for _, cfg in default_reader.models] == ["crnn", "easyocr-g2"]
-    assert build_reader("crnn", device="cpu").version == "crnn-plate_crnn_v1+plates-1+textrow1+tta3+ctcvote12"
+    assert build_reader("crnn", device="cpu").version == "crnn-plate_crnn_v1+plates-1+textrow2+tta3+ctcvote12"
 
 
 def test_default_reader_reads_rendered_plates_exactly(default_reader) -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from anpr_pipeline.vision import synth
-from anpr_pipeline.vision.reader import _cut_short, build_reader, text_row_box
+from anpr_pipeline.vision.reader import _cut_short, _extends, _widened, build_reader, text_row_box
 from anpr_pipeline.vision.text_row import find_text_box
 from anpr_pipeline.vision.types import Box, PlateRead
 from anpr_pipeline_tests.factories import car_with_plate, loose_box
@@ -86,3 +86,28 @@ def test_a_tightened_read_that_only_lost_end_characters_does_not_replace_the_ori
     assert _cut_short(_read("ATGL0"), _read("ATGL04"))
     assert not _cut_short(_read("8P62983"), _read("BP0983"))  # a different read: may win
     assert not _cut_short(_read("ABC1234"), _read("ABC1234"))  # same length
+
+
+def test_a_wider_read_that_adds_end_characters_extends_the_row_read() -> None:
+    assert _extends(_read("RNL2197"), _read("NL2197"))  # a glyph before the row
+    assert _extends(_read("KZ54910"), _read("KZ5491"))  # ... or after it
+    assert not _extends(_read("XYZNL2197"), _read("NL2197"))  # three more: not one glyph
+    assert not _extends(_read("RNL2198"), _read("NL2197"))  # a different read
+    assert not _extends(_read("NL2197"), _read("NL2197"))  # nothing added
+    assert _widened(Box(20, 10, 100, 40), (60, 200, 3)) == Box(0, 10, 140, 40)  # clipped at the crop
+
+
+def test_a_row_box_that_cut_off_the_first_glyph_is_widened_back() -> None:
+    """The row finder misses a leading glyph (here: the row box starts inside the first
+    character); the widened re-read reads the whole plate and wins."""
+    reader = build_reader("crnn", device="cpu")
+    recovered = 0
+    for seed in range(6):
+        crop, plate, text = _loose_crop(200 + seed, "us", grow=(0.3, 0.6))
+        row = find_text_box(crop)
+        assert row is not None
+        cut = round(0.45 * row.h)  # about one glyph width
+        clipped = Box(row.x + cut, row.y, row.w - cut, row.h)
+        ((read, box),) = reader._row_rereads([crop], [clipped], [0])
+        recovered += read.normalized == text and box.w > clipped.w
+    assert recovered >= 4
