@@ -323,8 +323,9 @@ class CRNNReader:
         return finish_read(ctc_char_probs(frame_probs), self.regions, margin=2.0, lookalike_weight=0.0)
 
 
-# Re-read a crop tightened to its character row only when that trims a clear share of it.
-TEXT_ROW_MAX_AREA = 0.7
+# Re-read a crop tightened to its character row only when that trims a clear share of it
+# (0.7 until the widened read; 0.9 flips a bench plate's T to I: MODELS.md).
+TEXT_ROW_MAX_AREA = 0.8
 
 
 def text_row_box(crop: np.ndarray) -> Box | None:
