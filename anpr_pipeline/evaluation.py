@@ -55,9 +55,12 @@ import numpy as np
 
 from anpr_pipeline.vision.labels import LabelsError, read_label_rows
 from anpr_pipeline.vision.plates import MIN_READ_CONFIDENCE, reportable
-from anpr_pipeline.vision.types import Box, PlateDetector, PlateReader
+from anpr_pipeline.vision.types import Box, Detection, PlateDetector, PlateReader
 
 IOU_THRESHOLD = 0.5
+# Per-group tallies behind every summary: reported boxes ("dets") and every detector box
+# ("boxes"), each with how many hit a labelled plate.
+COUNTS = ("images", "seconds", "dets", "true_dets", "boxes", "true_boxes")
 
 
 # --------------------------------------------------------------------------- metrics
@@ -137,8 +140,10 @@ def _ratio(num: float, den: float) -> float | None:
     return round(num / den, 4) if den else None
 
 
-def _summary(plates: list[dict], n_images: int, counts: dict, seconds: float) -> dict:
-    n = len(plates)
+def _summary(plates: list[dict], counts: dict) -> dict:
+    """Metrics of ``plates`` (scored rows) with ``counts`` (images, seconds, reported and
+    detector boxes and how many of each hit a labelled plate)."""
+    n, n_images, seconds = len(plates), counts["images"], counts["seconds"]
     with_text = [p for p in plates if p["plate"]]
     read = [p for p in with_text if p.get("read") is not None]
     return {
@@ -212,9 +217,7 @@ def evaluate(
     ]
 
     plates_out: list[dict] = []
-    per_group: dict[str, dict] = defaultdict(
-        lambda: {"images": 0, "dets": 0, "true_dets": 0, "boxes": 0, "true_boxes": 0, "seconds": 0.0}
-    )
+    per_group: dict[str, dict] = defaultdict(lambda: dict.fromkeys(COUNTS, 0))
     for group, chunk in chunks:
         images = [load_rgb(root / f) for f in chunk]
         t0 = time.perf_counter()
@@ -240,21 +243,8 @@ def evaluate(
         "regions": regions or "all",
         "iou_threshold": IOU_THRESHOLD,
         "min_read_confidence": min_read_confidence if reader is not None else None,
-        "overall": _summary(
-            plates_out,
-            sum(per_group[g]["images"] for g in groups),
-            {k: sum(per_group[g][k] for g in groups) for k in ("dets", "true_dets", "boxes", "true_boxes")},
-            sum(per_group[g]["seconds"] for g in groups),
-        ),
-        "groups": {
-            g: _summary(
-                [p for p in plates_out if p["group"] == g],
-                per_group[g]["images"],
-                per_group[g],
-                per_group[g]["seconds"],
-            )
-            for g in groups
-        },
+        "overall": _summary(plates_out, {k: sum(per_group[g][k] for g in groups) for k in COUNTS}),
+        "groups": {g: _summary([p for p in plates_out if p["group"] == g], per_group[g]) for g in groups},
         "misses": [
             {k: p[k] for k in ("file", "group", "plate", "read", "iou", "detected", "boxed", "char_accuracy")}
             for p in plates_out
@@ -276,7 +266,11 @@ def _reported(boxes: Sequence, min_read_confidence: float) -> list:
 
 def _hits(boxes: Sequence, labels: Sequence[LabelledPlate]) -> int:
     """How many of ``(detection, read)`` boxes hit some labelled plate."""
-    return sum(any(d.box.iou(lab.box) >= IOU_THRESHOLD for lab in labels) for d, _ in boxes)
+    return sum(any(_hit(d, lab) for lab in labels) for d, _ in boxes)
+
+
+def _hit(detection: Detection, lab: LabelledPlate) -> bool:
+    return detection.box.iou(lab.box) >= IOU_THRESHOLD
 
 
 def _score_plate(lab: LabelledPlate, reported: Sequence, boxes: Sequence, with_reader: bool) -> dict:
@@ -294,7 +288,7 @@ def _score_plate(lab: LabelledPlate, reported: Sequence, boxes: Sequence, with_r
         "plate": lab.plate,
         "iou": round(best_iou, 3),
         "detected": best_iou >= IOU_THRESHOLD,
-        "boxed": any(d.box.iou(lab.box) >= IOU_THRESHOLD for d, _ in boxes),
+        "boxed": any(_hit(d, lab) for d, _ in boxes),
         "read": text,
     }
     if with_reader:

@@ -276,27 +276,25 @@ class CRNNReader:
         # at an end, so a partial row found on a tight crop costs nothing.
         rows = [text_row_box(c) for c in crops]
         redo = [i for i, box in enumerate(rows) if box is not None]
-        for i, (alt, box) in zip(redo, self._row_rereads(crops, rows, redo), strict=True):
+        rereads = self._row_rereads([crops[i] for i in redo], [rows[i] for i in redo])
+        for i, (alt, box) in zip(redo, rereads, strict=True):
             if _mean_log_confidence(alt) > _mean_log_confidence(reads[i]) and not _cut_short(alt, reads[i]):
                 reads[i] = dataclasses.replace(alt, box=box)
         return reads
 
-    def _row_rereads(
-        self, crops: Sequence[np.ndarray], rows: Sequence[Box | None], redo: Sequence[int]
-    ) -> list[tuple[PlateRead, Box]]:
-        """The re-read of each ``redo`` crop at its character row, with the box it read.
+    def _row_rereads(self, crops: Sequence[np.ndarray], rows: Sequence[Box]) -> list[tuple[PlateRead, Box]]:
+        """The re-read of each crop at its character row box, with the box it read.
 
         The row box is read, and the same box widened on both sides: where the row finder
         missed an end glyph (a thin I or 1 taken for the rim, a glyph touching the holder),
         the wider read is the row's read plus that glyph, about as sure, and it wins.
         One view each: the cut needs no framing variants (and re-reads stay cheap).
         """
-        boxes = [rows[i] for i in redo]
-        wide = [_widened(box, crops[i].shape) for i, box in zip(redo, boxes, strict=True)]
-        tight_reads = self._read_views([_cut(crops[i], b) for i, b in zip(redo, boxes, strict=True)], False)
-        wide_reads = self._read_views([_cut(crops[i], b) for i, b in zip(redo, wide, strict=True)], False)
+        wide = [_widened(box, crop.shape) for crop, box in zip(crops, rows, strict=True)]
+        tight_reads = self._read_views([_cut(c, b) for c, b in zip(crops, rows, strict=True)], False)
+        wide_reads = self._read_views([_cut(c, b) for c, b in zip(crops, wide, strict=True)], False)
         out = []
-        for tight, tight_box, wider, wide_box in zip(tight_reads, boxes, wide_reads, wide, strict=True):
+        for tight, tight_box, wider, wide_box in zip(tight_reads, rows, wide_reads, wide, strict=True):
             surer = _mean_log_confidence(wider) >= _mean_log_confidence(tight) - ROW_WIDEN_MAX_LOSS
             out.append((wider, wide_box) if surer and _extends(wider, tight) else (tight, tight_box))
         return out

@@ -211,7 +211,7 @@ def pseudo_label(
                 continue
             x, y, w, h = row.box
             image = np.ascontiguousarray(bgr[:, :, ::-1])
-            chunk.append((row, image, (x, y, w, h)))
+            chunk.append((row, image, row.box))
             crops.append(image[y : y + h, x : x + w])
         views = [v for c in crops for v in tta_views(c)]
         reads = reader.read(views)

@@ -108,6 +108,6 @@ def test_a_row_box_that_cut_off_the_first_glyph_is_widened_back() -> None:
         assert row is not None
         cut = round(0.45 * row.h)  # about one glyph width
         clipped = Box(row.x + cut, row.y, row.w - cut, row.h)
-        ((read, box),) = reader._row_rereads([crop], [clipped], [0])
+        ((read, box),) = reader._row_rereads([crop], [clipped])
         recovered += read.normalized == text and box.w > clipped.w
     assert recovered >= 4
