@@ -22,7 +22,12 @@ overall and per group (the image's parent folder name, e.g. us/eu/br):
   predicted box with the best IoU to it ("" when no box overlaps it);
 - ``char_accuracy``: mean of 1 - edit_distance(read, label) / max(len(read), len(label));
 - ``seconds_per_image``: detection + reading wall time per image (image decoding excluded);
-- ``misses``: every labelled plate not read exactly, with what was read and the IoU.
+- ``misses``: every labelled plate not read exactly, with what was read and the IoU;
+- ``operating_points``: the same photos scored at several read-confidence thresholds, so a
+  city can choose ``ANPR_MIN_READ_CONFIDENCE`` by the wrong reads it will accept (a wrong
+  plate costs an operator more than a missed one): per threshold, the share of labelled
+  plates read right, read wrong and not reported, wrong reads as a share of reads, and
+  reported boxes on no labelled plate per image.
 
 ``--regions`` says which plate formats the reader may assume, like a deployment's
 ``ANPR_PLATE_REGIONS``: ``all`` (default: the country is unknown), a list such as
@@ -61,6 +66,9 @@ IOU_THRESHOLD = 0.5
 # Per-group tallies behind every summary: reported boxes ("dets") and every detector box
 # ("boxes"), each with how many hit a labelled plate.
 COUNTS = ("images", "seconds", "dets", "true_dets", "boxes", "true_boxes")
+# Read-confidence thresholds the operating-point table always includes (plus the one the
+# evaluation runs at).
+OPERATING_THRESHOLDS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -218,6 +226,8 @@ def evaluate(
 
     plates_out: list[dict] = []
     per_group: dict[str, dict] = defaultdict(lambda: dict.fromkeys(COUNTS, 0))
+    candidates: list[tuple[str, list[tuple[float, str, float]]]] = []
+    strays: list[tuple[str, float]] = []
     for group, chunk in chunks:
         images = [load_rgb(root / f) for f in chunk]
         t0 = time.perf_counter()
@@ -234,6 +244,8 @@ def evaluate(
             g["boxes"] += len(boxes)
             g["true_boxes"] += _hits(boxes, labs)
             plates_out.extend(_score_plate(lab, reported, boxes, reader is not None) for lab in labs)
+            candidates.extend((lab.plate, _read_candidates(lab, boxes)) for lab in labs)
+            strays.extend(_stray_reads(boxes, labs))
 
     groups = sorted(per_group)
     report = {
@@ -251,7 +263,64 @@ def evaluate(
             if not p["exact"]
         ],
     }
+    if reader is not None:
+        n_images = report["overall"]["images"]
+        thresholds = sorted({*OPERATING_THRESHOLDS, min_read_confidence})
+        report["operating_points"] = operating_points(candidates, thresholds, strays, n_images)
     return report
+
+
+def _read_candidates(lab: LabelledPlate, boxes: Sequence) -> list[tuple[float, str, float]]:
+    """``(iou, read, confidence)`` of every read box overlapping ``lab``."""
+    out = []
+    for det, read in boxes:
+        iou = det.box.iou(lab.box)
+        if read is not None and iou > 0:
+            out.append((iou, read.normalized, float(read.confidence)))
+    return out
+
+
+def _stray_reads(boxes: Sequence, labels: Sequence[LabelledPlate]) -> list[tuple[str, float]]:
+    """``(read, confidence)`` of every read box that hits no labelled plate."""
+    return [
+        (read.normalized, float(read.confidence))
+        for det, read in boxes
+        if read is not None and not any(_hit(det, lab) for lab in labels)
+    ]
+
+
+def operating_points(
+    candidates: Sequence[tuple[str, Sequence[tuple[float, str, float]]]],
+    thresholds: Sequence[float],
+    strays: Sequence[tuple[str, float]] | None = None,
+    images: int = 0,
+) -> list[dict]:
+    """Scores at each read-confidence threshold. ``candidates``: per labelled plate, its
+    text and the ``(iou, read, confidence)`` of the boxes over it (the reportable one with
+    the best IoU is its read, as in ``plate_accuracy``); ``strays``: reads on no labelled
+    plate (counted per image when given)."""
+    points = []
+    n = len(candidates)
+    for threshold in thresholds:
+        right = wrong = 0
+        for plate, cands in candidates:
+            kept = [c for c in cands if reportable(c[1], c[2], min_confidence=threshold)]
+            if kept:
+                read = max(kept)[1]
+                right += read == plate
+                wrong += read != plate
+        point = {
+            "min_read_confidence": threshold,
+            "read_right": _ratio(right, n),
+            "read_wrong": _ratio(wrong, n),
+            "not_reported": _ratio(n - right - wrong, n),
+            "wrong_share_of_reads": _ratio(wrong, right + wrong),
+        }
+        if strays is not None:
+            spurious = sum(reportable(text, conf, min_confidence=threshold) for text, conf in strays)
+            point["spurious_per_image"] = _ratio(spurious, images)
+        points.append(point)
+    return points
 
 
 def _reported(boxes: Sequence, min_read_confidence: float) -> list:
@@ -337,6 +406,7 @@ def evaluate_crops(
         }
 
     groups = sorted({r["group"] for r in rows})
+    candidates = [(r["plate"], [(1.0, r["read"], r["confidence"])]) for r in rows]
     return {
         "labels": str(crops_csv),
         "reader": reader.version,
@@ -344,6 +414,7 @@ def evaluate_crops(
         "overall": summary(rows),
         "groups": {g: summary([r for r in rows if r["group"] == g]) for g in groups},
         "misses": [{k: v for k, v in r.items() if k != "exact"} for r in rows if not r["exact"]],
+        "operating_points": operating_points(candidates, OPERATING_THRESHOLDS),
     }
 
 
@@ -396,10 +467,20 @@ def _reader_from(args: argparse.Namespace) -> PlateReader:
 
 def _table(report: dict, columns: Sequence[str]) -> str:
     rows = [("overall", report["overall"])] + sorted(report["groups"].items())
-    head = ["group", *columns]
     cells = [[name, *("-" if s.get(c) is None else str(s[c]) for c in columns)] for name, s in rows]
-    widths = [max(len(r[i]) for r in [head, *cells]) for i in range(len(head))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in [head, *cells])
+    return _aligned([["group", *columns], *cells])
+
+
+def _operating_table(points: Sequence[dict]) -> str:
+    """The operating points as aligned text, one threshold per row."""
+    head = list(points[0])
+    return _aligned([head, *([str(p[c]) for c in head] for p in points)])
+
+
+def _aligned(rows: Sequence[Sequence[str]]) -> str:
+    """Rows of cells as left-aligned text columns."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in rows)
 
 
 def _write(report: dict, out: str | None) -> None:
@@ -462,6 +543,9 @@ def main(argv: list[str] | None = None) -> int:
         cols[4:4] = ["detector_recall", "detector_precision"]
     print(f"detector {report['detector']}  reader {report['reader']}  regions {report['regions']}")
     print(_table(report, [*cols, "seconds_per_image"]))
+    if "operating_points" in report:
+        print("by read-confidence threshold (labelled plates; spurious: reported boxes on none):")
+        print(_operating_table(report["operating_points"]))
     print(f"{len(report['misses'])} misses" + (f"; full report: {args.out}" if args.out else ""))
     return 0
 
@@ -487,6 +571,8 @@ def main_crops(argv: list[str] | None = None) -> int:
     _write(report, args.out)
     print(f"reader {report['reader']}  regions {report['regions']}")
     print(_table(report, ["crops", "plate_accuracy", "char_accuracy", "seconds_per_crop"]))
+    print("by read-confidence threshold:")
+    print(_operating_table(report["operating_points"]))
     print(f"{len(report['misses'])} misses" + (f"; full report: {args.out}" if args.out else ""))
     return 0
 

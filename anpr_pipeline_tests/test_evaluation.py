@@ -59,6 +59,31 @@ def test_only_reads_the_pipeline_would_report_count_as_found_plates() -> None:
     assert evaluation._reported(no_reader, 0.3) == no_reader  # --reader none: every box
 
 
+def test_operating_points_trade_wrong_reads_for_unreported_plates() -> None:
+    candidates = [
+        ("ABC123", [(0.8, "ABC123", 0.95)]),  # sure and right
+        ("XYZ789", [(0.7, "XYZ780", 0.55), (0.4, "XYZ789", 0.9)]),  # best-IoU read is wrong
+        ("DEF456", [(0.9, "DEF458", 0.35)]),  # unsure and wrong
+        ("GHI111", []),  # not found
+    ]
+    strays = [("SLOGAN", 0.65), ("AB1", 0.99)]  # the short one is never reported
+    low, mid, high = evaluation.operating_points(candidates, (0.3, 0.6, 0.92), strays, images=2)
+    assert low == {
+        "min_read_confidence": 0.3,
+        "read_right": 0.25,
+        "read_wrong": 0.5,
+        "not_reported": 0.25,
+        "wrong_share_of_reads": round(2 / 3, 4),
+        "spurious_per_image": 0.5,
+    }
+    # At 0.6 the unsure wrong reads drop; XYZ789's only sure read is the looser box's.
+    assert (mid["read_right"], mid["read_wrong"], mid["wrong_share_of_reads"]) == (0.5, 0.0, 0.0)
+    assert mid["spurious_per_image"] == 0.5
+    assert (high["read_right"], high["not_reported"], high["spurious_per_image"]) == (0.25, 0.75, 0.0)
+    no_reads = evaluation.operating_points([("ABC123", [])], (0.3,))
+    assert no_reads[0]["wrong_share_of_reads"] is None and "spurious_per_image" not in no_reads[0]
+
+
 def _labelled_folder(root: Path) -> Path:
     """Two groups of generated photos: one plate per image, plus an unlabelled blank image."""
     rows = []
@@ -140,6 +165,14 @@ def test_eval_crops_reads_each_group_with_its_region(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["regions"] == "group" and set(report["groups"]) == {"br", "us"}
     assert report["overall"]["plate_accuracy"] == 1.0, report["misses"]
+    # Clean renders read surely: right at every threshold up to the strictest ones.
+    assert report["operating_points"][0] == {
+        "min_read_confidence": 0.3,
+        "read_right": 1.0,
+        "read_wrong": 0.0,
+        "not_reported": 0.0,
+        "wrong_share_of_reads": 0.0,
+    }
 
 
 def test_eval_boxes_reports_each_framing_and_the_text_row_reread_helps_loose_boxes(tmp_path: Path) -> None:
@@ -182,13 +215,21 @@ CROPS_ACCURACY_FLOOR = 0.89
 def test_real_dev_detection_and_reading(real_dev_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "eval.json"
     assert anpr(["eval", str(real_dev_dir / "labels.csv"), "--json", str(out)]) == 0
-    overall = json.loads(out.read_text())["overall"]
+    report = json.loads(out.read_text())
+    overall = report["overall"]
     assert overall["plates"] == 36
     assert overall["detection_recall"] >= LOCATED_RECALL_FLOOR
     assert overall["detection_precision"] >= DETECTION_PRECISION_FLOOR
     assert overall["detection_precision"] > overall["detector_precision"]
     assert overall["plate_accuracy"] >= PLATE_ACCURACY_FLOOR
     assert overall["char_accuracy"] >= CHAR_ACCURACY_FLOOR
+    points = report["operating_points"]
+    at_default = next(p for p in points if p["min_read_confidence"] == report["min_read_confidence"])
+    assert at_default["read_right"] == overall["plate_accuracy"]
+    # A stricter threshold reports a subset: never more reads, never more spurious boxes.
+    reads = [p["read_right"] + p["read_wrong"] for p in points]
+    spurious = [p["spurious_per_image"] for p in points]
+    assert reads == sorted(reads, reverse=True) and spurious == sorted(spurious, reverse=True)
 
 
 @pytest.mark.accuracy
