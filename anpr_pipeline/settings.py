@@ -105,6 +105,7 @@ class Settings:
     backups_keep: int = 7
     alert_webhook_url: str = ""
     watchlist: str = ""  # YAML or CSV file of watched plates (exact or pattern); empty = none
+    watchlist_fuzzy: bool = False  # default of plate entries: also match reads one OCR slip away
     gdpr_salt: str = field(default="", repr=False)
     backlog_warn: int = 100
     backlog_critical: int = 500
@@ -164,6 +165,7 @@ def load_settings() -> Settings:
         backups_keep=_env_int("ANPR_BACKUPS_KEEP", 7),
         alert_webhook_url=_env_str("ANPR_ALERT_WEBHOOK_URL", ""),
         watchlist=_env_str("ANPR_WATCHLIST", ""),
+        watchlist_fuzzy=_env_bool("ANPR_WATCHLIST_FUZZY", False),
         gdpr_salt=_env_str("ANPR_GDPR_SALT", ""),
         backlog_warn=_env_int("ANPR_BACKLOG_WARN", 100),
         backlog_critical=_env_int("ANPR_BACKLOG_CRITICAL", 500),

@@ -10,7 +10,13 @@ without a deploy and keep it under their own change control::
       label: fleet XY
 
 ``plate`` matches the normalised plate exactly (spaces/dashes/case ignored); ``pattern``
-is a glob over the normalised plate (``*`` any run, ``?`` one character).
+is a glob over the normalised plate (``*`` any run, ``?`` one character). A plate entry
+with ``fuzzy: true`` (CSV column ``fuzzy``; ``ANPR_WATCHLIST_FUZZY=true`` makes it every
+plate entry's default) also matches reads one OCR slip away, as ``anpr search --fuzzy``
+does: look-alikes O/0, I/1, B/8, S/5, Z/2, G/6 folded, plus one wrong, missed or extra
+character. The reader is sure of most of its confusions (O/D, A/4, V/U), so for a hotlist
+where a missed vehicle costs more than a look at a crop, fuzzy entries catch them; the
+alert says when the read is not the listed plate exactly.
 
 ``watchlist_sensor`` reads events created since its cursor (matching in SQL: exact plates
 with IN, patterns with LIKE, then confirmed in Python), logs each hit and posts it to
@@ -39,7 +45,7 @@ from typing import Any
 import yaml
 from dagster import DefaultSensorStatus, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
-from anpr_pipeline.resources.event_store import EventStoreResource, normalize_plate
+from anpr_pipeline.resources.event_store import EventStoreResource, fuzzy_match, normalize_plate
 from anpr_pipeline.resources.object_store import ObjectStoreResource
 from anpr_pipeline.settings import load_settings
 
@@ -64,8 +70,14 @@ class WatchEntry:
     plate: str = ""  # normalised, exact
     pattern: str = ""  # glob over the normalised plate
     label: str = ""
+    fuzzy: bool = False  # plate entries: also match reads one OCR slip away
 
     def matches(self, normalized: str) -> bool:
+        if self.plate:
+            return self.matches_exactly(normalized) or (self.fuzzy and fuzzy_match(self.plate, normalized))
+        return self.matches_exactly(normalized)
+
+    def matches_exactly(self, normalized: str) -> bool:
         if self.plate:
             return normalized == self.plate
         return fnmatch.fnmatchcase(normalized, self.pattern)
@@ -81,7 +93,16 @@ class Watchlist:
 
     @property
     def exact(self) -> list[str]:
-        return sorted({e.plate for e in self.entries if e.plate})
+        return sorted({e.plate for e in self.entries if e.plate and not e.fuzzy})
+
+    @property
+    def fuzzy_lengths(self) -> list[int]:
+        """Plate lengths a fuzzy entry may match (its own, one shorter, one longer)."""
+        lengths: set[int] = set()
+        for entry in self.entries:
+            if entry.fuzzy:
+                lengths.update(range(len(entry.plate) - 1, len(entry.plate) + 2))
+        return sorted(lengths)
 
     @property
     def patterns(self) -> list[WatchEntry]:
@@ -91,21 +112,39 @@ class Watchlist:
         return [e for e in self.entries if e.matches(normalized)]
 
 
-def _entry(raw: dict[str, Any], where: str) -> WatchEntry:
+def _flag(value: Any, default: bool, where: str) -> bool:
+    """A YAML boolean or a CSV cell (true/false, yes/no, 1/0; empty = ``default``)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value if value is not None else "").strip().lower()
+    if text == "":
+        return default
+    if text in {"true", "yes", "1"}:
+        return True
+    if text in {"false", "no", "0"}:
+        return False
+    raise WatchlistError(f"{where}: fuzzy must be true or false, got {value!r}")
+
+
+def _entry(raw: dict[str, Any], where: str, fuzzy_default: bool = False) -> WatchEntry:
     plate = normalize_plate(str(raw.get("plate") or ""))
     pattern = str(raw.get("pattern") or "").strip().upper()
     label = str(raw.get("label") or "").strip()
     if bool(plate) == bool(pattern):
         raise WatchlistError(f"{where}: give exactly one of `plate` or `pattern`, got {raw!r}")
+    fuzzy = _flag(raw.get("fuzzy"), fuzzy_default and bool(plate), where)
+    if fuzzy and pattern:
+        raise WatchlistError(f"{where}: fuzzy applies to plates, not patterns (use ? for any character)")
     if pattern:
         if any(c not in "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789*?" for c in pattern):
             raise WatchlistError(f"{where}: pattern {pattern!r} may hold only A-Z, 0-9, * and ?")
         if pattern.strip("*?") == "":
             raise WatchlistError(f"{where}: pattern {pattern!r} would match every plate")
-    return WatchEntry(plate=plate, pattern=pattern, label=label)
+    return WatchEntry(plate=plate, pattern=pattern, label=label, fuzzy=fuzzy)
 
 
-def load_watchlist(path: str | Path) -> Watchlist:
+def load_watchlist(path: str | Path, fuzzy: bool = False) -> Watchlist:
+    """The watchlist file; ``fuzzy`` is the default of plate entries without their own flag."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -122,7 +161,9 @@ def load_watchlist(path: str | Path) -> Watchlist:
         rows = loaded.get("watchlist") if isinstance(loaded, dict) else loaded
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise WatchlistError(f"watchlist {path}: expected a list of {{plate|pattern, label}} entries")
-    return Watchlist(tuple(_entry(row, f"watchlist {path} entry {n + 1}") for n, row in enumerate(rows)))
+    return Watchlist(
+        tuple(_entry(row, f"watchlist {path} entry {n + 1}", fuzzy) for n, row in enumerate(rows))
+    )
 
 
 # -- finding hits -------------------------------------------------------------------------------
@@ -158,6 +199,8 @@ class Hit:
             "plate_text": e["plate_text"],
             "labels": [entry.label for entry in self.entries if entry.label],
             "matched": [entry.plate or entry.pattern for entry in self.entries],
+            # False when only fuzzy entries matched: the read differs from the listed plate.
+            "exact": any(entry.matches_exactly(e["normalized_plate"]) for entry in self.entries),
             "camera_id": e["camera_id"],
             "captured_at": e["captured_at"].isoformat(),
             "confidence": round(float(e["confidence"]), 3),
@@ -170,7 +213,8 @@ class Hit:
     def message(self) -> str:
         p = self.payload()
         labels = f" ({', '.join(p['labels'])})" if p["labels"] else ""
-        return (f"WATCHLIST HIT {p['plate']}{labels} at {p['camera_id']} {p['captured_at']} "
+        near = "" if p["exact"] else f" [look-alike of {', '.join(p['matched'])}: check the crop]"
+        return (f"WATCHLIST HIT {p['plate']}{labels}{near} at {p['camera_id']} {p['captured_at']} "
                 f"conf {p['confidence']} crop {p['crop_url'] or p['crop_key']}")
 
 
@@ -183,6 +227,8 @@ def candidate_events(store, watchlist: Watchlist, since: datetime, limit: int = 
     plate = events.c.normalized_plate
     conditions = [plate.in_(watchlist.exact)] if watchlist.exact else []
     conditions += [plate.like(entry.like()) for entry in watchlist.patterns]
+    if watchlist.fuzzy_lengths:  # every plausible length; fuzzy entries are confirmed in Python
+        conditions.append(sa.func.length(plate).in_(watchlist.fuzzy_lengths))
     if not conditions:
         return []
     stmt = (
@@ -270,7 +316,7 @@ def send_alerts(hits: list[Hit], webhook_url: str, logger: Any = log,
     minimum_interval_seconds=30,
     default_status=DefaultSensorStatus.RUNNING,
     description="Alerts (log + ANPR_ALERT_WEBHOOK_URL, with the crop URL) when a new event's plate "
-    "is on the ANPR_WATCHLIST file (exact plates or glob patterns).",
+    "is on the ANPR_WATCHLIST file (exact or fuzzy plates, or glob patterns).",
 )
 def watchlist_sensor(context: SensorEvaluationContext, events_db: EventStoreResource,
                      bucket: ObjectStoreResource):
@@ -278,7 +324,7 @@ def watchlist_sensor(context: SensorEvaluationContext, events_db: EventStoreReso
     if not settings.watchlist:
         return SkipReason("No watchlist configured (set ANPR_WATCHLIST to a YAML or CSV file)")
     try:
-        watchlist = load_watchlist(settings.watchlist)
+        watchlist = load_watchlist(settings.watchlist, fuzzy=settings.watchlist_fuzzy)
     except WatchlistError as exc:
         return SkipReason(f"Watchlist unusable, fix the file: {exc}")
     store = bucket.get_store()

@@ -70,10 +70,28 @@ def test_watchlist_yaml_and_csv(tmp_path):
     assert wl.match("QZ7") and wl.match("QZ7ABC") and not wl.match("Q7")
 
 
+def test_fuzzy_entries_match_reads_one_ocr_slip_away(tmp_path):
+    yml = tmp_path / "w.yaml"
+    yml.write_text("- plate: OZG3580\n  fuzzy: true\n  label: stolen\n- plate: AB123CD\n")
+    wl = load_watchlist(yml)
+    assert wl.exact == ["AB123CD"] and wl.fuzzy_lengths == [6, 7, 8]
+    # O/0 folded, one wrong (O/D), missed or extra character: what the reader gets wrong.
+    for read in ("OZG3580", "0ZG3580", "DZG3580", "0ZG358", "OZG35800"):
+        assert [e.label for e in wl.match(read)] == ["stolen"], read
+    for read in ("DZG3530", "OZG35", "AB123C0", "AB123CO"):  # two slips; exact entries stay exact
+        assert not wl.match(read), read
+    csv_file = tmp_path / "w.csv"
+    csv_file.write_text("plate,label,fuzzy\nOZG3580,stolen,no\nAB123CD,,\n")
+    by_plate = {e.plate: e.fuzzy for e in load_watchlist(csv_file, fuzzy=True).entries}
+    assert by_plate == {"OZG3580": False, "AB123CD": True}  # an entry's own flag beats the default
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
         ("- label: nothing\n", "exactly one of"),
+        ("- plate: AB1\n  fuzzy: maybe\n", "fuzzy must be true or false"),
+        ("- pattern: 'AB*'\n  fuzzy: true\n", "not patterns"),
         ("- plate: AB1\n  pattern: AB*\n", "exactly one of"),
         ("- pattern: '*'\n", "every plate"),
         ("- pattern: 'AB[12]'\n", "only A-Z"),
@@ -141,6 +159,26 @@ def test_sensor_alerts_once_per_event_with_crop_url(tmp_path, monkeypatch, recei
     _write(store, "uploads/cam-east/20261120T090000Z.mp4", ["AB123CD"], camera="cam-east")
     _tick(fourth.cursor, url, tmp_path / "bucket")
     assert [p["camera_id"] for p in receiver.received[2:]] == ["cam-east"]
+
+
+def test_sensor_alerts_on_look_alike_reads_of_fuzzy_plates(tmp_path, monkeypatch, receiver):
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    store = EventStore(url)
+    store.init_schema()
+    watch = tmp_path / "watch.csv"
+    watch.write_text("plate,label\nOZG3580,stolen vehicle\n")
+    monkeypatch.setenv("ANPR_WATCHLIST", str(watch))
+    monkeypatch.setenv("ANPR_WATCHLIST_FUZZY", "true")
+    monkeypatch.setenv("ANPR_ALERT_WEBHOOK_URL", receiver.url)
+    first = _tick(None, url, tmp_path / "bucket")
+    _write(store, "uploads/cam-north/20261120T080000Z.mp4", ["DZG3580", "ZZ000", "OZG3580", "DZG3530"])
+    second = _tick(first.cursor, url, tmp_path / "bucket")
+    by_plate = {p["plate"]: p for p in receiver.received}
+    assert sorted(by_plate) == ["DZG3580", "OZG3580"]
+    assert by_plate["OZG3580"]["exact"] and not by_plate["DZG3580"]["exact"]
+    assert by_plate["DZG3580"]["matched"] == ["OZG3580"]
+    assert by_plate["DZG3580"]["labels"] == ["stolen vehicle"]
+    assert "2 watchlist hit(s)" in second.skip_reason.skip_message
 
 
 def test_sensor_skips_clearly_without_or_with_a_broken_watchlist(tmp_path, monkeypatch):
