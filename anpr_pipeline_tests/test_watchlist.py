@@ -127,14 +127,21 @@ def _tick(context_cursor, url, bucket_dir):
     return result
 
 
-def test_sensor_alerts_once_per_event_with_crop_url(tmp_path, monkeypatch, receiver):
+def _alerting_setup(tmp_path, monkeypatch, receiver, name: str, watchlist: str) -> tuple[str, EventStore]:
+    """A fresh events DB, the watchlist file ``name`` holding ``watchlist``, alerts to ``receiver``."""
     url = f"sqlite:///{tmp_path / 'events.db'}"
     store = EventStore(url)
     store.init_schema()
-    watch = tmp_path / "watch.yaml"
-    watch.write_text("- plate: AB123CD\n  label: stolen vehicle\n- pattern: 'XY*'\n")
+    watch = tmp_path / name
+    watch.write_text(watchlist)
     monkeypatch.setenv("ANPR_WATCHLIST", str(watch))
     monkeypatch.setenv("ANPR_ALERT_WEBHOOK_URL", receiver.url)
+    return url, store
+
+
+def test_sensor_alerts_once_per_event_with_crop_url(tmp_path, monkeypatch, receiver):
+    watchlist = "- plate: AB123CD\n  label: stolen vehicle\n- pattern: 'XY*'\n"
+    url, store = _alerting_setup(tmp_path, monkeypatch, receiver, "watch.yaml", watchlist)
     video_a = "uploads/cam-north/20261120T080000Z.mp4"
 
     first = _tick(None, url, tmp_path / "bucket")  # nothing yet
@@ -162,14 +169,8 @@ def test_sensor_alerts_once_per_event_with_crop_url(tmp_path, monkeypatch, recei
 
 
 def test_sensor_alerts_on_look_alike_reads_of_fuzzy_plates(tmp_path, monkeypatch, receiver):
-    url = f"sqlite:///{tmp_path / 'events.db'}"
-    store = EventStore(url)
-    store.init_schema()
-    watch = tmp_path / "watch.csv"
-    watch.write_text("plate,label\nOZG3580,stolen vehicle\n")
-    monkeypatch.setenv("ANPR_WATCHLIST", str(watch))
+    url, store = _alerting_setup(tmp_path, monkeypatch, receiver, "watch.csv", "plate,label\nOZG3580,stolen vehicle\n")
     monkeypatch.setenv("ANPR_WATCHLIST_FUZZY", "true")
-    monkeypatch.setenv("ANPR_ALERT_WEBHOOK_URL", receiver.url)
     first = _tick(None, url, tmp_path / "bucket")
     _write(store, "uploads/cam-north/20261120T080000Z.mp4", ["DZG3580", "ZZ000", "OZG3580", "DZG3530"])
     second = _tick(first.cursor, url, tmp_path / "bucket")
