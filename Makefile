@@ -32,8 +32,13 @@ ui: install $(DAGSTER_HOME)/dagster.yaml
 ## Start the test servers this machine provides (Postgres) and run the whole suite.
 test: install
 	bash .ci/start_services.sh
-	$(BIN)/ruff check anpr_pipeline anpr_pipeline_tests
+	$(MAKE) --no-print-directory lint
 	$(BIN)/pytest -q
+
+## ruff: lint rules and formatting (`ruff format anpr_pipeline anpr_pipeline_tests` fixes the latter).
+lint: install
+	$(BIN)/ruff check anpr_pipeline anpr_pipeline_tests
+	$(BIN)/ruff format --check anpr_pipeline anpr_pipeline_tests
 
 bench: install
 	$(BIN)/anpr bench --json bench.json

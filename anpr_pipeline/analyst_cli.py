@@ -27,13 +27,38 @@ from typing import Any
 
 # Columns analysts see, in this order (all `events` columns except the surrogate id).
 OUTPUT_COLUMNS = (
-    "captured_at", "camera_id", "normalized_plate", "plate_text", "confidence", "region",
-    "frames_seen", "first_seen_at", "last_seen_at", "bbox_x", "bbox_y", "bbox_w", "bbox_h",
-    "frame_index", "video_key", "crop_key", "event_id", "char_confidences",
-    "detector_version", "reader_version", "created_at",
+    "captured_at",
+    "camera_id",
+    "normalized_plate",
+    "plate_text",
+    "confidence",
+    "region",
+    "frames_seen",
+    "first_seen_at",
+    "last_seen_at",
+    "bbox_x",
+    "bbox_y",
+    "bbox_w",
+    "bbox_h",
+    "frame_index",
+    "video_key",
+    "crop_key",
+    "event_id",
+    "char_confidences",
+    "detector_version",
+    "reader_version",
+    "created_at",
 )
-TABLE_COLUMNS = ("captured_at", "camera_id", "normalized_plate", "plate_text", "confidence", "region",
-                 "frames_seen", "video_key")
+TABLE_COLUMNS = (
+    "captured_at",
+    "camera_id",
+    "normalized_plate",
+    "plate_text",
+    "confidence",
+    "region",
+    "frames_seen",
+    "video_key",
+)
 _RELATIVE = re.compile(r"^(\d+)\s*([dhm])$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
 
@@ -66,7 +91,9 @@ def _open_store(url: str):
 
     store = EventStore(url, retries=1)
     if not _has_events(store):
-        raise EventStoreError(f"{store.describe()} has no events table yet (run the pipeline or `anpr demo` first)")
+        raise EventStoreError(
+            f"{store.describe()} has no events table yet (run the pipeline or `anpr demo` first)"
+        )
     return store
 
 
@@ -138,10 +165,16 @@ def search_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anpr search", description="Find the events of a plate.")
     parser.add_argument("plate", help="plate text; spaces, dashes and case are ignored")
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--prefix", action="store_const", dest="mode", const="prefix",
-                      help="plates starting with PLATE")
-    mode.add_argument("--fuzzy", action="store_const", dest="mode", const="fuzzy",
-                      help="one edit away, with O/0, I/1, B/8, S/5, Z/2, G/6 treated as equal")
+    mode.add_argument(
+        "--prefix", action="store_const", dest="mode", const="prefix", help="plates starting with PLATE"
+    )
+    mode.add_argument(
+        "--fuzzy",
+        action="store_const",
+        dest="mode",
+        const="fuzzy",
+        help="one edit away, with O/0, I/1, B/8, S/5, Z/2, G/6 treated as equal",
+    )
     parser.add_argument("--camera", help="only this camera id")
     parser.add_argument("--since", type=parse_time, help="from this time (inclusive)")
     parser.add_argument("--until", type=parse_time, help="before this time (exclusive)")
@@ -158,8 +191,14 @@ def search(argv: list[str]) -> int:
 
     try:
         store = _open_store(_database_url(args.database_url))
-        rows = store.search(args.plate, mode=args.mode, camera_id=args.camera, since=args.since,
-                            until=args.until, limit=args.limit)
+        rows = store.search(
+            args.plate,
+            mode=args.mode,
+            camera_id=args.camera,
+            since=args.since,
+            until=args.until,
+            limit=args.limit,
+        )
     except (EventStoreError, ValueError) as exc:
         print(f"anpr search: {exc}", file=sys.stderr)
         return 1
@@ -177,8 +216,9 @@ def search(argv: list[str]) -> int:
 # -- export ---------------------------------------------------------------------------------------
 
 
-def iter_events(store, since: datetime, until: datetime, camera_id: str | None = None,
-                chunk_size: int = 5000) -> Iterator[list[dict]]:
+def iter_events(
+    store, since: datetime, until: datetime, camera_id: str | None = None, chunk_size: int = 5000
+) -> Iterator[list[dict]]:
     """Events in [since, until) oldest first, in chunks (server-side cursor on Postgres)."""
     import sqlalchemy as sa
 
@@ -211,11 +251,13 @@ def export_schema():
 
     # The analysts' Parquet columns plus the two that the dataset keeps in its path / omits.
     return EVENTS_SCHEMA.insert(1, pa.field("camera_id", pa.string())).append(
-        pa.field("created_at", pa.timestamp("us", tz="UTC")))
+        pa.field("created_at", pa.timestamp("us", tz="UTC"))
+    )
 
 
-def export_events(store, since: datetime, until: datetime, fmt: str, out: Path,
-                  camera_id: str | None = None) -> int:
+def export_events(
+    store, since: datetime, until: datetime, fmt: str, out: Path, camera_id: str | None = None
+) -> int:
     """Write events in [since, until) to ``out`` as Parquet or CSV; returns the row count."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -243,7 +285,9 @@ def export_events(store, since: datetime, until: datetime, fmt: str, out: Path,
 def export_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="anpr export", description="Export events in a time window.")
     parser.add_argument("--since", type=parse_time, required=True, help="from this time (inclusive)")
-    parser.add_argument("--until", type=parse_time, default=None, help="before this time (exclusive; default now)")
+    parser.add_argument(
+        "--until", type=parse_time, default=None, help="before this time (exclusive; default now)"
+    )
     parser.add_argument("--format", choices=("parquet", "csv"), default="parquet")
     parser.add_argument("--out", type=Path, required=True, help="output file")
     parser.add_argument("--camera", help="only this camera id")

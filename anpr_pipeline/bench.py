@@ -108,7 +108,9 @@ def synthetic_video(
     video, truth_path = cache_dir / f"{stem}.mp4", cache_dir / f"{stem}.json"
     if not (video.exists() and truth_path.exists()):
         tmp = cache_dir / f"{stem}.tmp-{os.getpid()}.mp4"
-        truth = make_video(tmp, seed=seed, width=width, height=height, fps=fps, seconds=seconds, vehicles=vehicles)
+        truth = make_video(
+            tmp, seed=seed, width=width, height=height, fps=fps, seconds=seconds, vehicles=vehicles
+        )
         write_ground_truth(truth_path, truth)
         os.replace(tmp, video)  # only a complete file is ever cached
     return video, read_ground_truth(truth_path)
@@ -175,9 +177,19 @@ def run_end_to_end(
         if crop.reuse_of is None:
             uploader.submit_image(key, crop.image)
         box = crop.detection.box
-        det_rows.append({"sample_index": crop.sample_index, "det_index": crop.det_index, "pts_s": crop.pts_s,
-                         "x": box.x, "y": box.y, "w": box.w, "h": box.h,
-                         "score": float(crop.detection.score), "crop_key": key})
+        det_rows.append(
+            {
+                "sample_index": crop.sample_index,
+                "det_index": crop.det_index,
+                "pts_s": crop.pts_s,
+                "x": box.x,
+                "y": box.y,
+                "w": box.w,
+                "h": box.h,
+                "score": float(crop.detection.score),
+                "crop_key": key,
+            }
+        )
 
     t_start, c_start = time.perf_counter(), time.process_time()
     # Stage 1: decode -> gate -> detect -> crops (+ JPEG encode/upload in background threads).
@@ -201,9 +213,14 @@ def run_end_to_end(
     t_read, c_read = time.perf_counter(), time.process_time()
     # Stage 3: tracking + vote -> event rows -> events DB (COPY on Postgres) + Parquet.
     df = with_reads(pd.DataFrame(det_rows), reads, (info.width, info.height), crop_padding)
-    video = {"video_key": f"uploads/{CAMERA}/bench-{secrets.token_hex(4)}.mp4", "camera_id": CAMERA,
-             "started_at": STARTED_AT.isoformat(), "timestamp": "20261128T090000Z",
-             "duration_s": info.duration_s, "fps": info.fps}
+    video = {
+        "video_key": f"uploads/{CAMERA}/bench-{secrets.token_hex(4)}.mp4",
+        "camera_id": CAMERA,
+        "started_at": STARTED_AT.isoformat(),
+        "timestamp": "20261128T090000Z",
+        "duration_s": info.duration_s,
+        "fps": info.fps,
+    }
     pipeline = PipelineConfig()
     tracks = track_reads(frame_reads(df)) if len(df) else []
     rows = [event_row(t, video, detector.version, reader.version) for t in tracks if keep_track(t, pipeline)]
@@ -247,9 +264,14 @@ def run_end_to_end(
                 "detector_frames_per_s": _rate(stats.detected_frames, stats.detect_s),
                 "sampled_frames_per_s": _rate(stats.sampled, detect_wall),
             },
-            "read": {"wall_s": _r(read_wall, 3), "cpu_s": _r(c_read - c_detected, 3), "crops": len(keys), "distinct_crops_read": len(set(keys)),
-                     "crops_per_s": _rate(len(keys), read_wall),
-                     "distinct_crops_per_s": _rate(len(set(keys)), read_wall)},
+            "read": {
+                "wall_s": _r(read_wall, 3),
+                "cpu_s": _r(c_read - c_detected, 3),
+                "crops": len(keys),
+                "distinct_crops_read": len(set(keys)),
+                "crops_per_s": _rate(len(keys), read_wall),
+                "distinct_crops_per_s": _rate(len(set(keys)), read_wall),
+            },
             "events": {
                 "wall_s": _r(events_wall, 3),
                 "cpu_s": _r(c_end - c_read, 3),
@@ -298,13 +320,21 @@ def bench_video(args: argparse.Namespace) -> dict[str, Any]:
         path = Path(args.video)
     else:
         vehicles = args.vehicles if args.vehicles is not None else max(1, round(args.seconds * 2 / 3))
-        path, truth = synthetic_video(Path(args.cache_dir), args.width, args.height, args.fps, args.seconds,
-                                      vehicles, args.seed)
+        path, truth = synthetic_video(
+            Path(args.cache_dir), args.width, args.height, args.fps, args.seconds, vehicles, args.seed
+        )
     report["prepare_video_s"] = _r(time.perf_counter() - t0, 3)
     info = probe(path)
-    report["video"] = {"path": str(path), "synthetic": truth is not None, "codec": info.codec,
-                       "width": info.width, "height": info.height, "fps": _r(info.fps, 3),
-                       "duration_s": _r(info.duration_s, 3), "frames": info.frame_count}
+    report["video"] = {
+        "path": str(path),
+        "synthetic": truth is not None,
+        "codec": info.codec,
+        "width": info.width,
+        "height": info.height,
+        "fps": _r(info.fps, 3),
+        "duration_s": _r(info.duration_s, 3),
+        "frames": info.frame_count,
+    }
 
     import torch
 
@@ -315,7 +345,9 @@ def bench_video(args: argparse.Namespace) -> dict[str, Any]:
     detector = build_detector(args.detector, device=device, batch_size=args.detector_batch)
     reader = build_reader(args.reader, device=device, batch_size=args.reader_batch, text_row=args.text_row)
     pipeline = PipelineConfig()
-    static_threshold = pipeline.static_frame_threshold if args.static_threshold is None else args.static_threshold
+    static_threshold = (
+        pipeline.static_frame_threshold if args.static_threshold is None else args.static_threshold
+    )
     report["config"] = {
         "device": device,
         "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
@@ -337,7 +369,9 @@ def bench_video(args: argparse.Namespace) -> dict[str, Any]:
         "model_load_s": _r(time.perf_counter() - t0, 3),
     }
     decodes = [decode_only(path, args.decode_threads) for _ in range(max(1, args.repeat))]
-    report["decode_only"] = min(decodes, key=lambda d: d["seconds"]) | {"runs_fps": [d["fps"] for d in decodes]}
+    report["decode_only"] = min(decodes, key=lambda d: d["seconds"]) | {
+        "runs_fps": [d["fps"] for d in decodes]
+    }
 
     runs, rows = [], []
     profiler = None
@@ -350,10 +384,19 @@ def bench_video(args: argparse.Namespace) -> dict[str, Any]:
             if profiler is not None and i == 0:
                 profiler.enable()
             timing, rows = run_end_to_end(
-                path, info, detector, reader, sample_fps=args.sample_fps, detector_batch=args.detector_batch,
-                reader_batch=args.reader_batch, static_threshold=static_threshold,
-                crop_padding=pipeline.crop_padding, decode_threads=args.decode_threads,
-                reuse=not args.no_reuse, prefetch_frames=args.prefetch, workdir=Path(tmp),
+                path,
+                info,
+                detector,
+                reader,
+                sample_fps=args.sample_fps,
+                detector_batch=args.detector_batch,
+                reader_batch=args.reader_batch,
+                static_threshold=static_threshold,
+                crop_padding=pipeline.crop_padding,
+                decode_threads=args.decode_threads,
+                reuse=not args.no_reuse,
+                prefetch_frames=args.prefetch,
+                workdir=Path(tmp),
                 database_url=args.db_url,
             )
             if profiler is not None and i == 0:
@@ -364,11 +407,17 @@ def bench_video(args: argparse.Namespace) -> dict[str, Any]:
     report["end_to_end"] = best | {
         "runs_wall_s": [r["wall_s"] for r in runs],
         "median_wall_s": _r(statistics.median(r["wall_s"] for r in runs), 3),
-        "ratio_to_decode": _r(best["fps"] / report["decode_only"]["fps"], 4) if report["decode_only"]["fps"] else 0.0,
+        "ratio_to_decode": _r(best["fps"] / report["decode_only"]["fps"], 4)
+        if report["decode_only"]["fps"]
+        else 0.0,
         # What the cores could do if this process had them to itself: video seconds per
         # CPU second x cores (an upper bound; the measured factor above is what it got).
-        "realtime_factor_cpu_bound": _r(info.duration_s * usable_cores() / best["cpu_s"], 3) if best["cpu_s"] else 0.0,
-        "ratio_to_decode_cpu": _r(report["decode_only"]["cpu_s"] / best["cpu_s"], 4) if best["cpu_s"] else 0.0,
+        "realtime_factor_cpu_bound": _r(info.duration_s * usable_cores() / best["cpu_s"], 3)
+        if best["cpu_s"]
+        else 0.0,
+        "ratio_to_decode_cpu": _r(report["decode_only"]["cpu_s"] / best["cpu_s"], 4)
+        if best["cpu_s"]
+        else 0.0,
     }
     report["accuracy"] = accuracy(truth, rows)
     report["peak_rss_mb"] = peak_rss_mb()
@@ -411,7 +460,9 @@ def video_table(r: dict[str, Any]) -> str:
     ]
     if r.get("accuracy"):
         a = r["accuracy"]
-        lines.append(f"accuracy     {a['plates_found']}/{a['vehicles']} plates found, {a['spurious_events']} spurious events")
+        lines.append(
+            f"accuracy     {a['plates_found']}/{a['vehicles']} plates found, {a['spurious_events']} spurious events"
+        )
     return "\n".join(lines)
 
 
@@ -429,7 +480,11 @@ def _libpq_url(url: str) -> str:
 def _with_database(url: str, name: str) -> str:
     import sqlalchemy as sa
 
-    return sa.make_url(url).set(drivername="postgresql+psycopg", database=name).render_as_string(hide_password=False)
+    return (
+        sa.make_url(url)
+        .set(drivername="postgresql+psycopg", database=name)
+        .render_as_string(hide_password=False)
+    )
 
 
 @contextlib.contextmanager
@@ -462,12 +517,16 @@ def _plate(rng) -> str:
         p = rng.choice(list(_LETTERS), 4)
         d = rng.choice(list(_DIGITS), 3)
         return f"{p[0]}{p[1]}{p[2]}{d[0]}{p[3]}{d[1]}{d[2]}"
-    return "".join(rng.choice(list(_LETTERS), 2)) + "".join(rng.choice(list(_DIGITS), 3)) + "".join(
-        rng.choice(list(_LETTERS), 2)
+    return (
+        "".join(rng.choice(list(_LETTERS), 2))
+        + "".join(rng.choice(list(_DIGITS), 3))
+        + "".join(rng.choice(list(_LETTERS), 2))
     )
 
 
-def synthetic_event_rows(rng, n: int, video_key: str, start: datetime, span_s: float, plates: list[str]) -> list[dict]:
+def synthetic_event_rows(
+    rng, n: int, video_key: str, start: datetime, span_s: float, plates: list[str]
+) -> list[dict]:
     """``n`` event rows for one "video", spread over ``span_s`` from ``start``."""
     import uuid
 
@@ -478,25 +537,30 @@ def synthetic_event_rows(rng, n: int, video_key: str, start: datetime, span_s: f
     for i in range(n):
         captured = start + timedelta(seconds=float(offsets[i]))
         plate = plates[picks[i]]
-        out.append({
-            "event_id": str(uuid.uuid4()),
-            "camera_id": f"cam-{cams[i]:03d}",
-            "captured_at": captured,
-            "first_seen_at": captured - timedelta(seconds=1.5),
-            "last_seen_at": captured + timedelta(seconds=1.0),
-            "plate_text": plate,
-            "normalized_plate": plate,
-            "region": "us",
-            "confidence": 0.9,
-            "char_confidences": [0.9] * len(plate),
-            "bbox_x": 100, "bbox_y": 200, "bbox_w": 180, "bbox_h": 45,
-            "frame_index": int(i % 300),
-            "frames_seen": 5,
-            "video_key": video_key,
-            "crop_key": f"crops/x/{i}.jpg",
-            "detector_version": "bench",
-            "reader_version": "bench",
-        })
+        out.append(
+            {
+                "event_id": str(uuid.uuid4()),
+                "camera_id": f"cam-{cams[i]:03d}",
+                "captured_at": captured,
+                "first_seen_at": captured - timedelta(seconds=1.5),
+                "last_seen_at": captured + timedelta(seconds=1.0),
+                "plate_text": plate,
+                "normalized_plate": plate,
+                "region": "us",
+                "confidence": 0.9,
+                "char_confidences": [0.9] * len(plate),
+                "bbox_x": 100,
+                "bbox_y": 200,
+                "bbox_w": 180,
+                "bbox_h": 45,
+                "frame_index": int(i % 300),
+                "frames_seen": 5,
+                "video_key": video_key,
+                "crop_key": f"crops/x/{i}.jpg",
+                "detector_version": "bench",
+                "reader_version": "bench",
+            }
+        )
     return out
 
 
@@ -507,8 +571,13 @@ def _latencies(fn, queries: list[str]) -> dict[str, float]:
         t0 = time.perf_counter()
         fn(q)
         times.append((time.perf_counter() - t0) * 1000.0)
-    return {"queries": len(times), "p50_ms": _r(percentile(times, 50), 3), "p95_ms": _r(percentile(times, 95), 3),
-            "p99_ms": _r(percentile(times, 99), 3), "max_ms": _r(max(times), 3)}
+    return {
+        "queries": len(times),
+        "p50_ms": _r(percentile(times, 50), 3),
+        "p95_ms": _r(percentile(times, 95), 3),
+        "p99_ms": _r(percentile(times, 99), 3),
+        "max_ms": _r(max(times), 3),
+    }
 
 
 def bench_db(args: argparse.Namespace) -> dict[str, Any]:
@@ -517,8 +586,12 @@ def bench_db(args: argparse.Namespace) -> dict[str, Any]:
 
     from anpr_pipeline.resources.event_store import EventStore
 
-    report: dict[str, Any] = {"kind": "db", "machine": machine_info(), "rows": args.rows,
-                              "batch_rows": args.batch_rows}
+    report: dict[str, Any] = {
+        "kind": "db",
+        "machine": machine_info(),
+        "rows": args.rows,
+        "batch_rows": args.batch_rows,
+    }
     rng = np.random.default_rng(args.seed)
     # Distinct plates: each seen ~4 times on average (a city's repeat traffic).
     plates = sorted({_plate(rng) for _ in range(max(10, args.rows // 4))})
@@ -550,7 +623,9 @@ def bench_db(args: argparse.Namespace) -> dict[str, Any]:
         small_n, small_videos = 25, min(200, max(1, args.rows // 25))
         small_s = 0.0
         for v in range(small_videos):
-            rows = synthetic_event_rows(rng, small_n, f"uploads/bench-small/{v:05d}.mp4", start, 80 * 86400.0, plates)
+            rows = synthetic_event_rows(
+                rng, small_n, f"uploads/bench-small/{v:05d}.mp4", start, 80 * 86400.0, plates
+            )
             t0 = time.perf_counter()
             store.replace_video_events(f"uploads/bench-small/{v:05d}.mp4", rows)
             small_s += time.perf_counter() - t0
@@ -562,9 +637,12 @@ def bench_db(args: argparse.Namespace) -> dict[str, Any]:
             "copy_s": _r(copy_s, 3),
             "events_per_s": _rate(done, copy_s),
             "wall_s_with_row_generation": _r(wall, 3),
-            "per_video_transactions": {"videos": small_videos, "events_per_video": small_n,
-                                       "events_per_s": _rate(small_videos * small_n, small_s),
-                                       "videos_per_s": _rate(small_videos, small_s)},
+            "per_video_transactions": {
+                "videos": small_videos,
+                "events_per_video": small_n,
+                "events_per_s": _rate(small_videos * small_n, small_s),
+                "videos_per_s": _rate(small_videos, small_s),
+            },
         }
         total = store.count()
         picks = rng.integers(0, len(plates), args.queries)
@@ -587,23 +665,30 @@ def _table_size_mb(store) -> float:
     import sqlalchemy as sa
 
     with store.engine.connect() as conn:
-        size = conn.execute(sa.text(
-            "SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'events'::regclass"
-        )).scalar_one()
+        size = conn.execute(
+            sa.text(
+                "SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'events'::regclass"
+            )
+        ).scalar_one()
     return float(size or 0) / 1e6
 
 
 def db_table(r: dict[str, Any]) -> str:
     i, s = r["ingest"], r["search"]
-    return "\n".join([
-        f"machine      {r['machine']['cpu_model']}, {r['machine']['cpu_cores']} cores, Postgres {r['server_version']},"
-        f" load {r['machine']['loadavg_start']} -> {r['machine']['loadavg_end']}",
-        f"ingest       {i['rows']} rows in {i['batches']} COPY transactions: {i['events_per_s']:,.0f} events/s"
-        f" ({i['copy_s']:.1f} s); per-video (25 rows) {i['per_video_transactions']['events_per_s']:,.0f} events/s",
-        f"table        {s['rows_in_table']} rows, {r['table_size_mb']:.0f} MB with indexes",
-        f"{'search':<10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}",
-        *(f"{m:<10}{s[m]['p50_ms']:>10.2f}{s[m]['p95_ms']:>10.2f}{s[m]['p99_ms']:>10.2f}" for m in ("exact", "prefix")),
-    ])
+    return "\n".join(
+        [
+            f"machine      {r['machine']['cpu_model']}, {r['machine']['cpu_cores']} cores, Postgres {r['server_version']},"
+            f" load {r['machine']['loadavg_start']} -> {r['machine']['loadavg_end']}",
+            f"ingest       {i['rows']} rows in {i['batches']} COPY transactions: {i['events_per_s']:,.0f} events/s"
+            f" ({i['copy_s']:.1f} s); per-video (25 rows) {i['per_video_transactions']['events_per_s']:,.0f} events/s",
+            f"table        {s['rows_in_table']} rows, {r['table_size_mb']:.0f} MB with indexes",
+            f"{'search':<10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}",
+            *(
+                f"{m:<10}{s[m]['p50_ms']:>10.2f}{s[m]['p95_ms']:>10.2f}{s[m]['p99_ms']:>10.2f}"
+                for m in ("exact", "prefix")
+            ),
+        ]
+    )
 
 
 # --------------------------------------------------------------------------- CLI
@@ -616,10 +701,15 @@ def _write(report: dict[str, Any], out: str | None) -> None:
 
 
 def main_db(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="anpr bench db", description="Postgres COPY ingest and plate-search latency.")
+    ap = argparse.ArgumentParser(
+        prog="anpr bench db", description="Postgres COPY ingest and plate-search latency."
+    )
     ap.add_argument("--rows", type=int, default=1_000_000, help="events to load (default 1 000 000)")
-    ap.add_argument("--url", default=DEFAULT_ADMIN_URL,
-                    help="any database URL on the server; a scratch database is created there and dropped")
+    ap.add_argument(
+        "--url",
+        default=DEFAULT_ADMIN_URL,
+        help="any database URL on the server; a scratch database is created there and dropped",
+    )
     ap.add_argument("--json", dest="out", help="write the report here")
     ap.add_argument("--batch-rows", type=int, default=10_000, help="rows per COPY transaction")
     ap.add_argument("--queries", type=int, default=500, help="searches per mode")
@@ -657,17 +747,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reader", default="default")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: usable cores)")
-    ap.add_argument("--decode-threads", type=int, default=0, help="FFmpeg decoder threads (0 = FFmpeg decides)")
+    ap.add_argument(
+        "--decode-threads", type=int, default=0, help="FFmpeg decoder threads (0 = FFmpeg decides)"
+    )
     ap.add_argument("--detector-batch", type=int, default=8)
     ap.add_argument("--reader-batch", type=int, default=32)
     add_text_row_flag(ap)
-    ap.add_argument("--static-threshold", type=float, default=None,
-                    help="static-frame gate (default: the pipeline's PipelineConfig value)")
-    ap.add_argument("--prefetch", type=int, default=None,
-                    help="frames decoded ahead in a background thread (default: one detector batch; 0: off)")
-    ap.add_argument("--no-reuse", action="store_true",
-                    help="read every detection afresh (no reuse of unchanged detections; for comparison)")
-    ap.add_argument("--db-url", default=None, help="events DB for the write stage (default: a temporary SQLite)")
+    ap.add_argument(
+        "--static-threshold",
+        type=float,
+        default=None,
+        help="static-frame gate (default: the pipeline's PipelineConfig value)",
+    )
+    ap.add_argument(
+        "--prefetch",
+        type=int,
+        default=None,
+        help="frames decoded ahead in a background thread (default: one detector batch; 0: off)",
+    )
+    ap.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="read every detection afresh (no reuse of unchanged detections; for comparison)",
+    )
+    ap.add_argument(
+        "--db-url", default=None, help="events DB for the write stage (default: a temporary SQLite)"
+    )
     ap.add_argument("--repeat", type=int, default=1, help="runs; the fastest is reported, all are listed")
     ap.add_argument("--profile", default=None, help="write a cProfile of the first end-to-end run here")
     args = ap.parse_args(argv)

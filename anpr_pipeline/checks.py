@@ -42,7 +42,10 @@ def check_video(info: dict) -> AssetCheckResult:
         check_name=VIDEO_DECODABLE.name,
         asset_key=VIDEO_DECODABLE.asset_key,
         passed=not problems,
-        metadata={"problems": ", ".join(problems) or "none", "duration_s": float(info.get("duration_s") or 0)},
+        metadata={
+            "problems": ", ".join(problems) or "none",
+            "duration_s": float(info.get("duration_s") or 0),
+        },
     )
 
 
@@ -54,8 +57,13 @@ def check_read_confidence(confidences: Sequence[float], floor: float, max_share:
         asset_key=READS_CONFIDENCE.asset_key,
         passed=share <= max_share,
         severity=AssetCheckSeverity.WARN,
-        metadata={"reads": len(confidences), "low_confidence": low, "share": round(share, 4),
-                  "floor": floor, "max_share": max_share},
+        metadata={
+            "reads": len(confidences),
+            "low_confidence": low,
+            "share": round(share, 4),
+            "floor": floor,
+            "max_share": max_share,
+        },
     )
 
 
@@ -71,12 +79,22 @@ def check_events(rows: Sequence[dict], span: tuple[datetime, datetime]) -> Asset
     outside = [
         str(row["event_id"])
         for row in rows
-        if not (start <= _utc(row["first_seen_at"]) <= _utc(row["captured_at"]) <= _utc(row["last_seen_at"]) <= end)
+        if not (
+            start
+            <= _utc(row["first_seen_at"])
+            <= _utc(row["captured_at"])
+            <= _utc(row["last_seen_at"])
+            <= end
+        )
     ]
     return AssetCheckResult(
         check_name=EVENTS_CONSISTENT.name,
         asset_key=EVENTS_CONSISTENT.asset_key,
         passed=duplicates == 0 and not outside,
-        metadata={"events": len(rows), "duplicate_event_ids": duplicates, "outside_span": len(outside),
-                  "outside_examples": ", ".join(outside[:5]) or "none"},
+        metadata={
+            "events": len(rows),
+            "duplicate_event_ids": duplicates,
+            "outside_span": len(outside),
+            "outside_examples": ", ".join(outside[:5]) or "none",
+        },
     )

@@ -21,12 +21,27 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("anpr_pipeline.evaluation:main", "detection + reading accuracy on a labelled photo folder"),
     "eval-crops": ("anpr_pipeline.evaluation:main_crops", "reading accuracy on labelled plate crops"),
     "eval-boxes": ("anpr_pipeline.evaluation:main_boxes", "reading from tight and loose boxes (synthetic)"),
-    "train": ("anpr_pipeline.vision.train:main", "train the plate reader or detector (anpr train reader|detector)"),
-    "export-plate": ("anpr_pipeline.ops.gdpr:main_export", "GDPR: export a plate's events, Parquet rows and crops (zip)"),
-    "erase-plate": ("anpr_pipeline.ops.gdpr:main_erase", "GDPR: erase a plate from events DB, crops and Parquet"),
+    "train": (
+        "anpr_pipeline.vision.train:main",
+        "train the plate reader or detector (anpr train reader|detector)",
+    ),
+    "export-plate": (
+        "anpr_pipeline.ops.gdpr:main_export",
+        "GDPR: export a plate's events, Parquet rows and crops (zip)",
+    ),
+    "erase-plate": (
+        "anpr_pipeline.ops.gdpr:main_erase",
+        "GDPR: erase a plate from events DB, crops and Parquet",
+    ),
     "metrics": ("anpr_pipeline.ops.metrics:main", "Prometheus exporter: `anpr metrics serve [--port]`"),
-    "ops": ("anpr_pipeline.ops.jobs:main", "run an operations job now: retention_sweep, archive, backup, ..."),
-    "bench": ("anpr_pipeline.bench:main", "throughput: pipeline per stage vs decode-only; `bench db`: Postgres"),
+    "ops": (
+        "anpr_pipeline.ops.jobs:main",
+        "run an operations job now: retention_sweep, archive, backup, ...",
+    ),
+    "bench": (
+        "anpr_pipeline.bench:main",
+        "throughput: pipeline per stage vs decode-only; `bench db`: Postgres",
+    ),
     "search": ("anpr_pipeline.analyst_cli:search", "find a plate's events (exact, --prefix, --fuzzy)"),
     "export": ("anpr_pipeline.analyst_cli:export", "export events in a time window as Parquet or CSV"),
 }

@@ -30,7 +30,9 @@ def io_manager_for(settings: Settings):
         from dagster_aws.s3 import S3PickleIOManager, S3Resource
 
         return S3PickleIOManager(
-            s3_resource=S3Resource(endpoint_url=settings.s3_endpoint_url or None, region_name=settings.s3_region),
+            s3_resource=S3Resource(
+                endpoint_url=settings.s3_endpoint_url or None, region_name=settings.s3_region
+            ),
             s3_bucket=settings.s3_bucket,
             s3_prefix="dagster-io",
         )

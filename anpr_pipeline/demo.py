@@ -31,7 +31,9 @@ def ensure_dagster_home() -> Path:
     return home
 
 
-def generate_uploads(store, count: int, seed: int, seconds: float, width: int, height: int) -> dict[str, dict]:
+def generate_uploads(
+    store, count: int, seed: int, seconds: float, width: int, height: int
+) -> dict[str, dict]:
     """Render ``count`` videos into uploads/; return ground truth by partition key."""
     from anpr_pipeline.uploads import video_key_for
     from anpr_pipeline.vision.synth import make_video
@@ -73,9 +75,16 @@ def match_report(truths: dict[str, dict], events_by_partition: dict[str, list[di
         plates = [v["plate"] for v in truth["vehicles"]]
         read = [e["normalized_plate"] for e in events_by_partition.get(partition, [])]
         expected += [{"video": partition, "plate": p} for p in plates]
-        found += [{"video": partition, "plate": e["normalized_plate"], "confidence": round(float(e["confidence"]), 3),
-                   "captured_at": str(e["captured_at"]), "frames_seen": e["frames_seen"]}
-                  for e in events_by_partition.get(partition, [])]
+        found += [
+            {
+                "video": partition,
+                "plate": e["normalized_plate"],
+                "confidence": round(float(e["confidence"]), 3),
+                "captured_at": str(e["captured_at"]),
+                "frames_seen": e["frames_seen"],
+            }
+            for e in events_by_partition.get(partition, [])
+        ]
         remaining = list(read)
         for plate in plates:
             if plate in remaining:
@@ -108,7 +117,9 @@ def main(argv: list[str]) -> int:
     events_db.init_schema()
     instance = DagsterInstance.get()
 
-    print(f"Generating {args.videos} synthetic videos into {settings.bucket_dir if settings.bucket_kind == 'local' else settings.s3_bucket} ...")
+    print(
+        f"Generating {args.videos} synthetic videos into {settings.bucket_dir if settings.bucket_kind == 'local' else settings.s3_bucket} ..."
+    )
     truths = generate_uploads(store, args.videos, args.seed, args.seconds, args.width, args.height)
     result = run_sensor(defs, instance, resources["bucket"])
     job = defs.resolve_job_def("process_video")
@@ -116,22 +127,33 @@ def main(argv: list[str]) -> int:
     events_by_partition: dict[str, list[dict]] = {}
     failures = 0
     for request in result.run_requests or []:
-        outcome = job.execute_in_process(partition_key=request.partition_key, instance=instance,
-                                         tags=request.tags, raise_on_error=False, run_config=QUIET)
+        outcome = job.execute_in_process(
+            partition_key=request.partition_key,
+            instance=instance,
+            tags=request.tags,
+            raise_on_error=False,
+            run_config=QUIET,
+        )
         status = "ok" if outcome.success else "FAILED"
         failures += 0 if outcome.success else 1
         video_key = request.tags["anpr/video_key"]
         events = events_db.events_for_video(video_key)
         events_by_partition[request.partition_key] = events
         plates = ", ".join(e["normalized_plate"] for e in events) or "-"
-        print(f"  {request.partition_key}: {status}, run {outcome.run_id[:8]}, {len(events)} events: {plates}")
+        print(
+            f"  {request.partition_key}: {status}, run {outcome.run_id[:8]}, {len(events)} events: {plates}"
+        )
     pipeline_seconds = time.perf_counter() - started
 
     report = match_report(truths, events_by_partition)
     report["pipeline_seconds"] = round(pipeline_seconds, 1)
     Path(args.report).write_text(json.dumps(report, indent=2, default=str))
-    print(f"\nMatched {report['matched']} of {len(report['expected'])} synthetic plates "
-          f"({report['events']} events) in {pipeline_seconds:.1f} s of pipeline time; report: {args.report}")
-    print(f"Open the UI on the same instance:  DAGSTER_HOME={home} .venv/bin/dagster dev -w workspace.yaml"
-          "   (or: make ui)")
+    print(
+        f"\nMatched {report['matched']} of {len(report['expected'])} synthetic plates "
+        f"({report['events']} events) in {pipeline_seconds:.1f} s of pipeline time; report: {args.report}"
+    )
+    print(
+        f"Open the UI on the same instance:  DAGSTER_HOME={home} .venv/bin/dagster dev -w workspace.yaml"
+        "   (or: make ui)"
+    )
     return 1 if failures else 0

@@ -47,16 +47,42 @@ def _ops_schedule(name: str, cron: str, job: JobDefinition, description: str) ->
     return fn
 
 
-retention_daily = _ops_schedule("retention_daily", "30 2 * * *", ops_jobs.retention_sweep_job,
-                                "Daily retention sweep (videos, crops, events, Parquet, partitions).")
-db_maintenance_nightly = _ops_schedule("db_maintenance_nightly", "0 4 * * *", ops_jobs.db_maintenance_job,
-                                       "Nightly VACUUM (ANALYZE), partitions ahead, size metadata.")
-backup_nightly = _ops_schedule("backup_nightly", "0 1 * * *", ops_jobs.backup_job,
-                               "Nightly events-database backup to the bucket (keeps ANPR_BACKUPS_KEEP).")
-archive_weekly = _ops_schedule("archive_weekly", "30 3 * * 0", ops_jobs.archive_job,
-                               "Weekly archive of old videos (colder storage) and old event months (Parquet).")
-restore_test_monthly = _ops_schedule("restore_test_monthly", "0 5 1 * *", ops_jobs.restore_test_job,
-                                     "Monthly restore of the newest backup into a scratch database.")
+retention_daily = _ops_schedule(
+    "retention_daily",
+    "30 2 * * *",
+    ops_jobs.retention_sweep_job,
+    "Daily retention sweep (videos, crops, events, Parquet, partitions).",
+)
+db_maintenance_nightly = _ops_schedule(
+    "db_maintenance_nightly",
+    "0 4 * * *",
+    ops_jobs.db_maintenance_job,
+    "Nightly VACUUM (ANALYZE), partitions ahead, size metadata.",
+)
+backup_nightly = _ops_schedule(
+    "backup_nightly",
+    "0 1 * * *",
+    ops_jobs.backup_job,
+    "Nightly events-database backup to the bucket (keeps ANPR_BACKUPS_KEEP).",
+)
+archive_weekly = _ops_schedule(
+    "archive_weekly",
+    "30 3 * * 0",
+    ops_jobs.archive_job,
+    "Weekly archive of old videos (colder storage) and old event months (Parquet).",
+)
+restore_test_monthly = _ops_schedule(
+    "restore_test_monthly",
+    "0 5 1 * *",
+    ops_jobs.restore_test_job,
+    "Monthly restore of the newest backup into a scratch database.",
+)
 
-SCHEDULES = [retention_daily, archive_weekly, db_maintenance_nightly, backup_nightly, restore_test_monthly,
-             camera_daily_stats_schedule]
+SCHEDULES = [
+    retention_daily,
+    archive_weekly,
+    db_maintenance_nightly,
+    backup_nightly,
+    restore_test_monthly,
+    camera_daily_stats_schedule,
+]

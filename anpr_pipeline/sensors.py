@@ -71,8 +71,9 @@ class ScanResult:
     cursor: UploadCursor
 
 
-def scan_uploads(objects: list[ObjectInfo], cursor: UploadCursor, now: datetime,
-                 settle_seconds: float = SETTLE_SECONDS) -> ScanResult:
+def scan_uploads(
+    objects: list[ObjectInfo], cursor: UploadCursor, now: datetime, settle_seconds: float = SETTLE_SECONDS
+) -> ScanResult:
     """Pure decision logic of the sensor: what is ready, what is bad, what must wait."""
     ready: list[Upload] = []
     bad: list[str] = []
@@ -139,20 +140,24 @@ def upload_sensor(context: SensorEvaluationContext, bucket: ObjectStoreResource)
     ready = [u for u in scan.ready if u.partition_key not in done][:MAX_RUNS_PER_TICK]
     new_keys = sorted({u.partition_key for u in ready} - existing)
     run_requests = [
-        RunRequest(partition_key=u.partition_key, run_key=u.partition_key,
-                   tags={"anpr/camera": u.camera_id, "anpr/video_key": u.key})
+        RunRequest(
+            partition_key=u.partition_key,
+            run_key=u.partition_key,
+            tags={"anpr/camera": u.camera_id, "anpr/video_key": u.key},
+        )
         for u in ready
     ]
     if len([u for u in scan.ready if u.partition_key not in done]) > MAX_RUNS_PER_TICK:
         # Leave the rest for the next tick: do not advance past what was not requested.
         last = ready[-1]
         scan.cursor.last_key = last.key
-        scan.cursor.last_modified = next(
-            _stamp(o.last_modified) for o in objects if o.key == last.key
-        )
+        scan.cursor.last_modified = next(_stamp(o.last_modified) for o in objects if o.key == last.key)
     if not run_requests:
-        reason = bad_keys_report(scan.bad) if scan.bad else (
-            f"{len(scan.waiting)} upload(s) still being written" if scan.waiting else "No new uploads")
+        reason = (
+            bad_keys_report(scan.bad)
+            if scan.bad
+            else (f"{len(scan.waiting)} upload(s) still being written" if scan.waiting else "No new uploads")
+        )
         return SensorResult(skip_reason=SkipReason(reason), cursor=scan.cursor.dump())
     return SensorResult(
         run_requests=run_requests,

@@ -16,9 +16,7 @@ UPLOADS_PREFIX = "uploads/"
 VIDEO_EXTENSIONS = ("mp4", "mkv", "avi", "mov")
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 _CAMERA_RE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
-_KEY_RE = re.compile(
-    rf"^uploads/(?P<camera>{_CAMERA_RE})/(?P<ts>\d{{8}}T\d{{6}}Z)\.(?P<ext>[A-Za-z0-9]+)$"
-)
+_KEY_RE = re.compile(rf"^uploads/(?P<camera>{_CAMERA_RE})/(?P<ts>\d{{8}}T\d{{6}}Z)\.(?P<ext>[A-Za-z0-9]+)$")
 _PARTITION_RE = re.compile(rf"^(?P<camera>{_CAMERA_RE})/(?P<ts>\d{{8}}T\d{{6}}Z)$")
 SIDECAR_FIELDS = {"camera_id", "started_at", "fps", "region"}
 
@@ -71,7 +69,9 @@ def parse_upload_key(key: str) -> Upload:
     ext = match["ext"].lower()
     if ext not in VIDEO_EXTENSIONS:
         raise UploadNameError(f"{key!r}: extension .{ext} is not one of {', '.join(VIDEO_EXTENSIONS)}")
-    return Upload(key=key, camera_id=match["camera"], started_at=_parse_timestamp(match["ts"], key), extension=ext)
+    return Upload(
+        key=key, camera_id=match["camera"], started_at=_parse_timestamp(match["ts"], key), extension=ext
+    )
 
 
 def is_sidecar_key(key: str) -> bool:
@@ -96,7 +96,9 @@ def apply_sidecar(upload: Upload, raw: bytes) -> Upload:
         raise UploadNameError(f"{upload.sidecar_key}: expected a JSON object")
     unknown = set(data) - SIDECAR_FIELDS
     if unknown:
-        raise UploadNameError(f"{upload.sidecar_key}: unknown fields {sorted(unknown)}; allowed {sorted(SIDECAR_FIELDS)}")
+        raise UploadNameError(
+            f"{upload.sidecar_key}: unknown fields {sorted(unknown)}; allowed {sorted(SIDECAR_FIELDS)}"
+        )
     changes: dict[str, object] = {}
     if "camera_id" in data:
         if not isinstance(data["camera_id"], str) or not re.fullmatch(_CAMERA_RE, data["camera_id"]):
@@ -106,7 +108,9 @@ def apply_sidecar(upload: Upload, raw: bytes) -> Upload:
         try:
             started = datetime.fromisoformat(str(data["started_at"]).replace("Z", "+00:00"))
         except ValueError as exc:
-            raise UploadNameError(f"{upload.sidecar_key}: started_at {data['started_at']!r} is not ISO 8601") from exc
+            raise UploadNameError(
+                f"{upload.sidecar_key}: started_at {data['started_at']!r} is not ISO 8601"
+            ) from exc
         changes["started_at"] = started.astimezone(UTC) if started.tzinfo else started.replace(tzinfo=UTC)
     if "fps" in data:
         if not isinstance(data["fps"], int | float) or not 0 < data["fps"] <= 240:

@@ -214,11 +214,15 @@ class Hit:
         p = self.payload()
         labels = f" ({', '.join(p['labels'])})" if p["labels"] else ""
         near = "" if p["exact"] else f" [look-alike of {', '.join(p['matched'])}: check the crop]"
-        return (f"WATCHLIST HIT {p['plate']}{labels}{near} at {p['camera_id']} {p['captured_at']} "
-                f"conf {p['confidence']} crop {p['crop_url'] or p['crop_key']}")
+        return (
+            f"WATCHLIST HIT {p['plate']}{labels}{near} at {p['camera_id']} {p['captured_at']} "
+            f"conf {p['confidence']} crop {p['crop_url'] or p['crop_key']}"
+        )
 
 
-def candidate_events(store, watchlist: Watchlist, since: datetime, limit: int = MAX_EVENTS_PER_TICK) -> list[dict]:
+def candidate_events(
+    store, watchlist: Watchlist, since: datetime, limit: int = MAX_EVENTS_PER_TICK
+) -> list[dict]:
     """Events created at/after ``since`` whose plate may match, oldest first."""
     import sqlalchemy as sa
 
@@ -244,7 +248,9 @@ def candidate_events(store, watchlist: Watchlist, since: datetime, limit: int = 
     return rows
 
 
-def find_hits(store, watchlist: Watchlist, cursor: WatchCursor, crop_url, now: datetime) -> tuple[list[Hit], WatchCursor]:
+def find_hits(
+    store, watchlist: Watchlist, cursor: WatchCursor, crop_url, now: datetime
+) -> tuple[list[Hit], WatchCursor]:
     """Pure decision logic of the sensor: new hits and the next cursor.
 
     The watermark is the sensor's clock at the last tick; each tick re-reads OVERLAP before
@@ -269,14 +275,16 @@ def find_hits(store, watchlist: Watchlist, cursor: WatchCursor, crop_url, now: d
 # -- alerting -------------------------------------------------------------------------------------
 
 
-def post_json(url: str, payload: dict, timeout_s: float = WEBHOOK_TIMEOUT_S,
-              attempts: int = WEBHOOK_ATTEMPTS) -> str | None:
+def post_json(
+    url: str, payload: dict, timeout_s: float = WEBHOOK_TIMEOUT_S, attempts: int = WEBHOOK_ATTEMPTS
+) -> str | None:
     """POST with retries and backoff; returns None on success, else the last error."""
     body = json.dumps(payload).encode()
     error = "not attempted"
     for attempt in range(attempts):
-        request = urllib.request.Request(url, data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as response:
                 if 200 <= response.status < 300:
@@ -295,8 +303,9 @@ def post_json(url: str, payload: dict, timeout_s: float = WEBHOOK_TIMEOUT_S,
 _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="anpr-webhook")
 
 
-def send_alerts(hits: list[Hit], webhook_url: str, logger: Any = log,
-                budget_s: float = WEBHOOK_BUDGET_S) -> dict[str, int]:
+def send_alerts(
+    hits: list[Hit], webhook_url: str, logger: Any = log, budget_s: float = WEBHOOK_BUDGET_S
+) -> dict[str, int]:
     """Log every hit; post them to the webhook without holding the caller past ``budget_s``."""
     for hit in hits:
         logger.warning(hit.message())
@@ -318,8 +327,9 @@ def send_alerts(hits: list[Hit], webhook_url: str, logger: Any = log,
     description="Alerts (log + ANPR_ALERT_WEBHOOK_URL, with the crop URL) when a new event's plate "
     "is on the ANPR_WATCHLIST file (exact or fuzzy plates, or glob patterns).",
 )
-def watchlist_sensor(context: SensorEvaluationContext, events_db: EventStoreResource,
-                     bucket: ObjectStoreResource):
+def watchlist_sensor(
+    context: SensorEvaluationContext, events_db: EventStoreResource, bucket: ObjectStoreResource
+):
     settings = load_settings()
     if not settings.watchlist:
         return SkipReason("No watchlist configured (set ANPR_WATCHLIST to a YAML or CSV file)")
@@ -341,8 +351,10 @@ def watchlist_sensor(context: SensorEvaluationContext, events_db: EventStoreReso
     cursor = WatchCursor.load(context.cursor)
     hits, next_cursor = find_hits(events_db.get_store(), watchlist, cursor, crop_url, datetime.now(UTC))
     if not hits:
-        return SensorResult(skip_reason=SkipReason(f"No watchlist hits ({len(watchlist.entries)} entries)"),
-                            cursor=next_cursor.dump())
+        return SensorResult(
+            skip_reason=SkipReason(f"No watchlist hits ({len(watchlist.entries)} entries)"),
+            cursor=next_cursor.dump(),
+        )
     result = send_alerts(hits, settings.alert_webhook_url, context.log)
     return SensorResult(
         skip_reason=SkipReason(

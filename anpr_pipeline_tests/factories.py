@@ -10,8 +10,13 @@ from pathlib import Path
 from anpr_pipeline.uploads import TIMESTAMP_FORMAT
 
 
-def event_row(captured_at: datetime, plate: str = "AB123CD", camera: str = "cam1",
-              video_key: str | None = None, n: int = 0) -> dict:
+def event_row(
+    captured_at: datetime,
+    plate: str = "AB123CD",
+    camera: str = "cam1",
+    video_key: str | None = None,
+    n: int = 0,
+) -> dict:
     started = captured_at.replace(microsecond=0)
     video_key = video_key or f"uploads/{camera}/{started.strftime(TIMESTAMP_FORMAT)}.mp4"
     ts = video_key.rsplit("/", 1)[-1].split(".")[0]
@@ -26,7 +31,10 @@ def event_row(captured_at: datetime, plate: str = "AB123CD", camera: str = "cam1
         "region": "eu",
         "confidence": 0.9,
         "char_confidences": [0.9] * len(plate),
-        "bbox_x": 10, "bbox_y": 20, "bbox_w": 100, "bbox_h": 30,
+        "bbox_x": 10,
+        "bbox_y": 20,
+        "bbox_w": 100,
+        "bbox_h": 30,
         "frame_index": n,
         "frames_seen": 3,
         "video_key": video_key,
@@ -65,6 +73,10 @@ def loose_box(plate, grow: tuple[float, float], width: int, height: int):
     from anpr_pipeline.vision.types import Box
 
     gx, gy = grow
-    box = Box(round(plate.x - gx * plate.w), round(plate.y - gy * plate.h),
-              round(plate.w * (1 + 2 * gx)), round(plate.h * (1 + 2 * gy)))
+    box = Box(
+        round(plate.x - gx * plate.w),
+        round(plate.y - gy * plate.h),
+        round(plate.w * (1 + 2 * gx)),
+        round(plate.h * (1 + 2 * gy)),
+    )
     return box.clip(width, height)

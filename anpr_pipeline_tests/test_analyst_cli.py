@@ -19,7 +19,7 @@ T0 = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
 
 
 SEED = [
-    ("AB8C12", "cam-north", T0),                       # B/8 look-alike of ABBC12
+    ("AB8C12", "cam-north", T0),  # B/8 look-alike of ABBC12
     ("ABBC12", "cam-east", T0 + timedelta(hours=1)),
     ("ABBC123", "cam-east", T0 + timedelta(hours=2)),  # one extra character
     ("XY9999", "cam-north", T0 + timedelta(days=1)),
@@ -61,7 +61,9 @@ def check_search_modes(url: str, capsys) -> None:
     assert plates(run_json(capsys, "search", "ABBC", "--prefix", *base)) == ["ABBC12", "ABBC123"]
     # Fuzzy: the B/8 look-alike and the one-extra-character read, not the far plates.
     assert plates(run_json(capsys, "search", "ABBC12", "--fuzzy", *base)) == ["AB8C12", "ABBC12", "ABBC123"]
-    assert plates(run_json(capsys, "search", "ABBC12", "--fuzzy", "--camera", "cam-north", *base)) == ["AB8C12"]
+    assert plates(run_json(capsys, "search", "ABBC12", "--fuzzy", "--camera", "cam-north", *base)) == [
+        "AB8C12"
+    ]
     window = ["--since", "2026-11-20T08:30", "--until", "2026-11-20T09:30"]
     assert plates(run_json(capsys, "search", "ABBC12", "--fuzzy", *window, *base)) == ["ABBC12"]
 

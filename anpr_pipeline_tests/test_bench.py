@@ -28,15 +28,33 @@ def test_percentile_interpolates():
 
 def test_video_bench_reports_every_stage(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    args = ["--seconds", "2", "--width", "320", "--height", "240", "--vehicles", "1", "--json", str(out),
-            "--cache-dir", str(tmp_path / "cache"), "--threads", "1",
-            "--reader", os.environ.get("ANPR_READER", "default"),
-            "--detector", os.environ.get("ANPR_DETECTOR", "default")]
+    args = [
+        "--seconds",
+        "2",
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--vehicles",
+        "1",
+        "--json",
+        str(out),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--threads",
+        "1",
+        "--reader",
+        os.environ.get("ANPR_READER", "default"),
+        "--detector",
+        os.environ.get("ANPR_DETECTOR", "default"),
+    ]
     assert main(args) == 0
     report = json.loads(out.read_text())
     assert "realtime factor" in capsys.readouterr().out
 
-    assert report["video"]["width"] == 320 and report["video"]["height"] == 240 and report["video"]["synthetic"]
+    assert (
+        report["video"]["width"] == 320 and report["video"]["height"] == 240 and report["video"]["synthetic"]
+    )
     assert report["video"]["frames"] == 30
     machine = report["machine"]
     assert machine["cpu_cores"] >= 1 and machine["cpu_model"]
@@ -45,7 +63,11 @@ def test_video_bench_reports_every_stage(tmp_path, capsys):
     assert config["device"] in {"cpu", "cuda"}
     assert config["torch_threads"] == 1
     assert config["detector_version"] and config["reader_version"]
-    assert config["sample_fps"] == 5.0 and config["detector_batch_size"] == 8 and config["reader_batch_size"] == 32
+    assert (
+        config["sample_fps"] == 5.0
+        and config["detector_batch_size"] == 8
+        and config["reader_batch_size"] == 32
+    )
 
     assert report["decode_only"]["frames"] == 30 and report["decode_only"]["fps"] > 0
     e2e = report["end_to_end"]
@@ -66,9 +88,24 @@ def test_video_bench_reports_every_stage(tmp_path, capsys):
 
 
 def test_video_bench_reuses_the_cached_video(tmp_path):
-    args = ["--seconds", "1", "--width", "160", "--height", "120", "--vehicles", "1",
-            "--cache-dir", str(tmp_path), "--detector", "classical",
-            "--reader", os.environ.get("ANPR_READER", "default"), "--json", str(tmp_path / "a.json")]
+    args = [
+        "--seconds",
+        "1",
+        "--width",
+        "160",
+        "--height",
+        "120",
+        "--vehicles",
+        "1",
+        "--cache-dir",
+        str(tmp_path),
+        "--detector",
+        "classical",
+        "--reader",
+        os.environ.get("ANPR_READER", "default"),
+        "--json",
+        str(tmp_path / "a.json"),
+    ]
     assert main(args) == 0
     videos = sorted(tmp_path.glob("*.mp4"))
     assert len(videos) == 1
@@ -80,8 +117,24 @@ def test_video_bench_reuses_the_cached_video(tmp_path):
 
 def test_db_bench_ingests_searches_and_drops_its_database(postgres_url, tmp_path):
     out = tmp_path / "db.json"
-    assert main(["db", "--rows", "2000", "--batch-rows", "500", "--queries", "30", "--url", postgres_url,
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "db",
+                "--rows",
+                "2000",
+                "--batch-rows",
+                "500",
+                "--queries",
+                "30",
+                "--url",
+                postgres_url,
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     ingest = report["ingest"]
     assert ingest["rows"] == 2000 and ingest["batches"] == 4

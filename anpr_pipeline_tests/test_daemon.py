@@ -57,12 +57,22 @@ def test_daemon_picks_up_an_upload_and_events_appear(s3_server, fresh_postgres_u
     key = video_key_for("cam-daemon", datetime(2026, 11, 28, 6, 0, tzinfo=UTC))
     s3_server.store(bucket).put_file(key, tmp_path / "v.mp4")
 
-    env = {**os.environ, **s3_server.env(bucket), **_pg_env(fresh_postgres_url),
-           "DAGSTER_HOME": str(home), "ANPR_DATABASE_URL": events_url, "ANPR_DATA_DIR": str(tmp_path / "data")}
+    env = {
+        **os.environ,
+        **s3_server.env(bucket),
+        **_pg_env(fresh_postgres_url),
+        "DAGSTER_HOME": str(home),
+        "ANPR_DATABASE_URL": events_url,
+        "ANPR_DATA_DIR": str(tmp_path / "data"),
+    }
     log = (tmp_path / "daemon.log").open("w")
     daemon = subprocess.Popen(
         [str(Path(sys.executable).with_name("dagster-daemon")), "run", "-w", str(REPO / "workspace.yaml")],
-        cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + WAIT_S
@@ -71,7 +81,9 @@ def test_daemon_picks_up_an_upload_and_events_appear(s3_server, fresh_postgres_u
             assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()[-4000:]
             time.sleep(5)
             stored = events.events_for_video(key)
-        assert stored, f"no events after {WAIT_S} s; daemon log tail:\n{(tmp_path / 'daemon.log').read_text()[-4000:]}"
+        assert stored, (
+            f"no events after {WAIT_S} s; daemon log tail:\n{(tmp_path / 'daemon.log').read_text()[-4000:]}"
+        )
         assert all(e["camera_id"] == "cam-daemon" for e in stored)
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)

@@ -26,8 +26,16 @@ pytestmark = pytest.mark.slow
 VARIANTS = 200
 PER_RUN_BOUND_S = 60
 SPECIFIC = ("Cannot decode uploads/",)
-REASONS = ("truncated", "corrupt", "not a video container", "no video stream", "empty file",
-           "no decodable video frames", "unsupported video codec", "stalled")
+REASONS = (
+    "truncated",
+    "corrupt",
+    "not a video container",
+    "no video stream",
+    "empty file",
+    "no decodable video frames",
+    "unsupported video codec",
+    "stalled",
+)
 
 
 def mutate(data: bytes, rng: random.Random, kind: str) -> bytes:
@@ -58,9 +66,13 @@ KINDS = ("truncate", "bitflip", "random", "zero_block", "head_swap")
 
 def test_fuzzed_uploads_each_process_or_fail_alone(tmp_path):
     root = tmp_path / "data"
-    settings = replace(Settings(), data_dir=str(root), bucket_dir=str(root / "bucket"),
-                       database_url=f"sqlite:///{root / 'events.db'}",
-                       reader=os.environ.get("ANPR_READER", "default"))
+    settings = replace(
+        Settings(),
+        data_dir=str(root),
+        bucket_dir=str(root / "bucket"),
+        database_url=f"sqlite:///{root / 'events.db'}",
+        reader=os.environ.get("ANPR_READER", "default"),
+    )
     defs = build_definitions(settings)
     store = defs.resources["bucket"].get_store()
     defs.resources["events_db"].get_store().init_schema()
@@ -82,7 +94,9 @@ def test_fuzzed_uploads_each_process_or_fail_alone(tmp_path):
 
     with DagsterInstance.ephemeral() as instance:
         sensor = defs.resolve_sensor_def("upload_sensor")
-        result = sensor(build_sensor_context(instance=instance, resources={"bucket": defs.resources["bucket"]}))
+        result = sensor(
+            build_sensor_context(instance=instance, resources={"bucket": defs.resources["bucket"]})
+        )
         assert isinstance(result, SensorResult)
         requested = {r.partition_key: r for r in result.run_requests}
         # Zero-byte variants wait as "still being written"; everything else is requested.
@@ -95,8 +109,12 @@ def test_fuzzed_uploads_each_process_or_fail_alone(tmp_path):
         slowest = 0.0
         for key in sorted(requested):
             t0 = time.monotonic()
-            run = job.execute_in_process(partition_key=key, instance=instance, raise_on_error=False,
-                                         run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}})
+            run = job.execute_in_process(
+                partition_key=key,
+                instance=instance,
+                raise_on_error=False,
+                run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}},
+            )
             elapsed = time.monotonic() - t0
             slowest = max(slowest, elapsed)
             assert elapsed < PER_RUN_BOUND_S, f"{key} took {elapsed:.1f} s"

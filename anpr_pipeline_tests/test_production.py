@@ -45,7 +45,9 @@ def s3_endpoint(prod) -> str:
 
 def tick(defs, instance, cursor=None):
     sensor = defs.resolve_sensor_def("upload_sensor")
-    context = build_sensor_context(instance=instance, cursor=cursor, resources={"bucket": defs.resources["bucket"]})
+    context = build_sensor_context(
+        instance=instance, cursor=cursor, resources={"bucket": defs.resources["bucket"]}
+    )
     return sensor(context)
 
 
@@ -56,8 +58,14 @@ def prod(s3_env, fresh_postgres_url, tmp_path):
     defs = build_definitions(settings)
     events = EventStore(fresh_postgres_url)
     events.init_schema()
-    return {"defs": defs, "store": defs.resources["bucket"].get_store(), "events": events, "tmp": tmp_path,
-            "s3": s3_env, "bucket": bucket}
+    return {
+        "defs": defs,
+        "store": defs.resources["bucket"].get_store(),
+        "events": events,
+        "tmp": tmp_path,
+        "s3": s3_env,
+        "bucket": bucket,
+    }
 
 
 def test_s3_upload_becomes_partition_run_and_events_in_postgres_and_parquet(prod):
@@ -76,7 +84,9 @@ def test_s3_upload_becomes_partition_run_and_events_in_postgres_and_parquet(prod
         assert request.partition_key == f"{CAMERA}/20261128T074500Z"
         instance.add_dynamic_partitions("videos", [request.partition_key])
         job = defs.resolve_job_def("process_video")
-        run = job.execute_in_process(partition_key=request.partition_key, instance=instance, tags=request.tags)
+        run = job.execute_in_process(
+            partition_key=request.partition_key, instance=instance, tags=request.tags
+        )
         assert run.success
         stored = events.events_for_video(key)
         assert stored, "no events stored in Postgres"
@@ -115,11 +125,17 @@ def test_sensor_skips_while_bucket_unreachable_then_resumes(prod, tmp_path):
     make_video(tmp_path / "tiny.mp4", seed=3, width=320, height=240, seconds=1.0, vehicles=1)
     store.put_file(video_key_for(CAMERA, STARTED), tmp_path / "tiny.mp4")
     time.sleep(SETTLE_SECONDS)
-    down = build_definitions(replace(prod_settings(prod["s3"], prod["bucket"], "sqlite://", tmp_path),
-                                     s3_endpoint_url="http://127.0.0.1:9"))
+    down = build_definitions(
+        replace(
+            prod_settings(prod["s3"], prod["bucket"], "sqlite://", tmp_path),
+            s3_endpoint_url="http://127.0.0.1:9",
+        )
+    )
     with DagsterInstance.ephemeral() as instance:
         skipped = tick(down, instance)
-        message = skipped.skip_message if isinstance(skipped, SkipReason) else skipped.skip_reason.skip_message
+        message = (
+            skipped.skip_message if isinstance(skipped, SkipReason) else skipped.skip_reason.skip_message
+        )
         assert "unreachable" in message.lower()
         assert "127.0.0.1:9" in message
         resumed = tick(prod["defs"], instance)
@@ -131,7 +147,10 @@ def test_sensor_handles_ten_thousand_objects_in_one_listing(prod):
     from concurrent.futures import ThreadPoolExecutor
 
     store = prod["store"]
-    keys = [video_key_for(f"cam-{i % 50:02d}", STARTED.replace(hour=0) + timedelta(seconds=i)) for i in range(10_000)]
+    keys = [
+        video_key_for(f"cam-{i % 50:02d}", STARTED.replace(hour=0) + timedelta(seconds=i))
+        for i in range(10_000)
+    ]
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(lambda key: store.put_bytes(key, b"v"), keys))
     time.sleep(SETTLE_SECONDS)

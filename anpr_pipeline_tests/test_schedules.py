@@ -21,8 +21,15 @@ EXPECTED = {
 def test_ops_jobs_schedules_and_sensors_are_in_definitions():
     repo = defs.get_repository_def()
     jobs = {j.name for j in repo.get_all_jobs()}
-    assert {"retention_sweep", "db_maintenance", "backup", "restore_test", "export_plate", "erase_plate",
-            "archive"} <= jobs
+    assert {
+        "retention_sweep",
+        "db_maintenance",
+        "backup",
+        "restore_test",
+        "export_plate",
+        "erase_plate",
+        "archive",
+    } <= jobs
     schedules = {s.name: s for s in repo.schedule_defs}
     for name, (job_name, cron) in EXPECTED.items():
         assert schedules[name].job_name == job_name and schedules[name].cron_schedule == cron

@@ -77,15 +77,18 @@ def test_real_sensor_adds_partitions_and_reports_bad_keys(tmp_path):
         result = upload_sensor(context)
         assert isinstance(result, SensorResult)
         assert sorted(r.partition_key for r in result.run_requests) == [
-            "cam-1/20261128T100000Z", "cam-2/20261128T100500Z"]
+            "cam-1/20261128T100000Z",
+            "cam-2/20261128T100500Z",
+        ]
         assert all(r.run_key == r.partition_key for r in result.run_requests)
         assert result.run_requests[0].tags["anpr/camera"] in {"cam-1", "cam-2"}
         (request,) = result.dynamic_partitions_requests
         assert sorted(request.partition_keys) == ["cam-1/20261128T100000Z", "cam-2/20261128T100500Z"]
         assert json.loads(result.cursor)["bad_keys_total"] == 1000
         # Next tick from the stored cursor: nothing new, nothing re-reported.
-        again = upload_sensor(build_sensor_context(instance=instance, cursor=result.cursor,
-                                                   resources={"bucket": bucket}))
+        again = upload_sensor(
+            build_sensor_context(instance=instance, cursor=result.cursor, resources={"bucket": bucket})
+        )
         assert isinstance(again, SensorResult) and not again.run_requests
         assert again.skip_reason is not None and "No new uploads" in again.skip_reason.skip_message
 
@@ -110,6 +113,7 @@ def test_cursor_object_deleted_does_not_lose_or_repeat_uploads(tmp_path):
         # Retention deletes the very object the cursor names; a new upload arrives.
         (root / "uploads/cam-1/20261128T100000Z.mp4").unlink()
         _write(root, "uploads/cam-1/20261128T110000Z.mp4", b"x" * 100, age_s=30)
-        second = upload_sensor(build_sensor_context(instance=instance, cursor=first.cursor,
-                                                    resources={"bucket": bucket}))
+        second = upload_sensor(
+            build_sensor_context(instance=instance, cursor=first.cursor, resources={"bucket": bucket})
+        )
     assert [r.partition_key for r in second.run_requests] == ["cam-1/20261128T110000Z"]

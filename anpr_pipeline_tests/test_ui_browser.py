@@ -59,8 +59,11 @@ def _graphql(base: str, query: str, variables: dict | None = None) -> dict:
 
 
 def _location_loaded(base: str) -> bool:
-    data = _graphql(base, "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus"
-                          " locationOrLoadError { __typename } } } } }")
+    data = _graphql(
+        base,
+        "{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus"
+        " locationOrLoadError { __typename } } } } }",
+    )
     entries = {e["name"]: e for e in data["workspaceOrError"]["locationEntries"]}
     entry = entries.get(LOCATION)
     if entry and entry["locationOrLoadError"]["__typename"] == "PythonError":
@@ -75,24 +78,48 @@ def dagster_ui(tmp_path_factory):
     home = root / "dagster_home"
     home.mkdir()
     shutil.copy(REPO / "dagster.yaml", home / "dagster.yaml")
-    env = {**os.environ, "DAGSTER_HOME": str(home), "ANPR_DATA_DIR": str(root / "data"),
-           "ANPR_DEVICE": "cpu", "DAGSTER_DISABLE_TELEMETRY": "1"}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "ANPR_DATA_DIR": str(root / "data"),
+        "ANPR_DEVICE": "cpu",
+        "DAGSTER_DISABLE_TELEMETRY": "1",
+    }
     env.pop("ANPR_DATABASE_URL", None)
     env.pop("ANPR_BUCKET_DIR", None)
     # The partitions exist before the UI starts, as after an upload sensor tick.
     subprocess.run(
-        [sys.executable, "-c",
-         "import sys; from dagster import DagsterInstance; "
-         "DagsterInstance.get().add_dynamic_partitions('videos', sys.argv[1:])", *PARTITIONS],
-        env=env, check=True, capture_output=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from dagster import DagsterInstance; "
+            "DagsterInstance.get().add_dynamic_partitions('videos', sys.argv[1:])",
+            *PARTITIONS,
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
     )
     port = free_port()
     log_path = root / "dagster-dev.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster"), "dev", "-h", "127.0.0.1", "-p", str(port),
-             "-w", str(REPO / "workspace.yaml")],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                str(Path(sys.executable).parent / "dagster"),
+                "dev",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-w",
+                str(REPO / "workspace.yaml"),
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -123,11 +150,23 @@ def dagster_ui(tmp_path_factory):
 
 def _chrome(chromium: str, url: str, *action: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-background-networking", "--disable-gpu",
-         "--disable-dev-shm-usage", "--hide-scrollbars", "--window-size=1600,1000",
-         # The UI is a single-page app: let it fetch and render before capturing.
-         "--virtual-time-budget=20000", *action, url],
-        capture_output=True, text=True, timeout=120,
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-background-networking",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--hide-scrollbars",
+            "--window-size=1600,1000",
+            # The UI is a single-page app: let it fetch and render before capturing.
+            "--virtual-time-budget=20000",
+            *action,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -152,18 +191,30 @@ def test_api_serves_assets_partitions_and_sensor(dagster_ui):
     base, _ = dagster_ui
     nodes = _graphql(base, "{ assetNodes { assetKey { path } groupName } }")["assetNodes"]
     assert PIPELINE_ASSETS <= {"/".join(n["assetKey"]["path"]) for n in nodes}
-    video = _graphql(base, """
+    video = _graphql(
+        base,
+        """
         { assetNodeOrError(assetKey: {path: ["video"]}) { ... on AssetNode {
             partitionKeys
             partitionDefinition { dimensionTypes { dynamicPartitionsDefinitionName } } } } }
-    """)["assetNodeOrError"]
+    """,
+    )["assetNodeOrError"]
     assert sorted(video["partitionKeys"]) == sorted(PARTITIONS)
     assert video["partitionDefinition"]["dimensionTypes"][0]["dynamicPartitionsDefinitionName"] == "videos"
-    sensor = _graphql(base, """
+    sensor = _graphql(
+        base,
+        """
         query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) {
             ... on Sensor { name sensorState { status } targets { pipelineName } } } }
-    """, {"s": {"repositoryLocationName": LOCATION, "repositoryName": "__repository__",
-                "sensorName": "upload_sensor"}})["sensorOrError"]
+    """,
+        {
+            "s": {
+                "repositoryLocationName": LOCATION,
+                "repositoryName": "__repository__",
+                "sensorName": "upload_sensor",
+            }
+        },
+    )["sensorOrError"]
     assert sensor["sensorState"]["status"] == "RUNNING"
     assert sensor["targets"][0]["pipelineName"] == "process_video"
 

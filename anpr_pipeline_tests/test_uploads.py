@@ -40,7 +40,9 @@ def test_bad_keys_say_what_is_wrong(key, fragment):
 def test_sidecar_overrides_and_rejects_unknown_fields():
     upload = parse_upload_key("uploads/cam-01/20261128T101500Z.mkv")
     assert is_sidecar_key(upload.sidecar_key)
-    changed = apply_sidecar(upload, b'{"camera_id": "gate-7", "started_at": "2026-11-28T10:15:02Z", "fps": 12.5, "region": "EU"}')
+    changed = apply_sidecar(
+        upload, b'{"camera_id": "gate-7", "started_at": "2026-11-28T10:15:02Z", "fps": 12.5, "region": "EU"}'
+    )
     assert changed.camera_id == "gate-7"
     assert changed.started_at == datetime(2026, 11, 28, 10, 15, 2, tzinfo=UTC)
     assert changed.fps_hint == 12.5 and changed.region == "eu"

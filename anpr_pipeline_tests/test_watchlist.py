@@ -169,7 +169,9 @@ def test_sensor_alerts_once_per_event_with_crop_url(tmp_path, monkeypatch, recei
 
 
 def test_sensor_alerts_on_look_alike_reads_of_fuzzy_plates(tmp_path, monkeypatch, receiver):
-    url, store = _alerting_setup(tmp_path, monkeypatch, receiver, "watch.csv", "plate,label\nOZG3580,stolen vehicle\n")
+    url, store = _alerting_setup(
+        tmp_path, monkeypatch, receiver, "watch.csv", "plate,label\nOZG3580,stolen vehicle\n"
+    )
     monkeypatch.setenv("ANPR_WATCHLIST_FUZZY", "true")
     first = _tick(None, url, tmp_path / "bucket")
     _write(store, "uploads/cam-north/20261120T080000Z.mp4", ["DZG3580", "ZZ000", "OZG3580", "DZG3530"])
@@ -185,16 +187,27 @@ def test_sensor_alerts_on_look_alike_reads_of_fuzzy_plates(tmp_path, monkeypatch
 def test_sensor_skips_clearly_without_or_with_a_broken_watchlist(tmp_path, monkeypatch):
     url = f"sqlite:///{tmp_path / 'events.db'}"
     monkeypatch.delenv("ANPR_WATCHLIST", raising=False)
-    assert "No watchlist configured" in watchlist_sensor(
-        build_sensor_context(resources={"events_db": EventStoreResource(database_url=url),
-                                        "bucket": ObjectStoreResource(bucket_dir=str(tmp_path))})
-    ).skip_message
+    assert (
+        "No watchlist configured"
+        in watchlist_sensor(
+            build_sensor_context(
+                resources={
+                    "events_db": EventStoreResource(database_url=url),
+                    "bucket": ObjectStoreResource(bucket_dir=str(tmp_path)),
+                }
+            )
+        ).skip_message
+    )
     bad = tmp_path / "w.yaml"
     bad.write_text("- pattern: '*'\n")
     monkeypatch.setenv("ANPR_WATCHLIST", str(bad))
     result = watchlist_sensor(
-        build_sensor_context(resources={"events_db": EventStoreResource(database_url=url),
-                                        "bucket": ObjectStoreResource(bucket_dir=str(tmp_path))})
+        build_sensor_context(
+            resources={
+                "events_db": EventStoreResource(database_url=url),
+                "bucket": ObjectStoreResource(bucket_dir=str(tmp_path)),
+            }
+        )
     )
     assert "fix the file" in result.skip_message
 

@@ -25,7 +25,9 @@ def find_upload(store: ObjectStore, partition_key: str) -> Upload:
     """The upload behind a partition, with its sidecar applied; Failure if it is gone."""
     camera_id, started_at = parse_partition_key(partition_key)
     stem = f"{UPLOADS_PREFIX}{partition_key}."
-    candidates = [info.key for info in store.list(stem) if info.key.rsplit(".", 1)[-1].lower() in VIDEO_EXTENSIONS]
+    candidates = [
+        info.key for info in store.list(stem) if info.key.rsplit(".", 1)[-1].lower() in VIDEO_EXTENSIONS
+    ]
     if not candidates:
         raise Failure(
             description=f"No upload found for partition {partition_key!r} (looked for {stem}<{'|'.join(VIDEO_EXTENSIONS)}>);"

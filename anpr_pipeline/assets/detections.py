@@ -5,7 +5,6 @@ the detector in batches and are never stored as images (unless ``keep_frames``).
 cut from the full-resolution frame and written to the bucket off the hot path.
 """
 
-
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -21,7 +20,18 @@ from anpr_pipeline.vision.decode import VideoDecodeError, iter_frames
 from anpr_pipeline.vision.video_pipeline import PlateCrop, make_image_uploader, process_video_frames
 
 FRAME_COLUMNS = ["sample_index", "source_index", "pts_s", "captured_at", "detections", "skipped_static"]
-DETECTION_COLUMNS = ["sample_index", "det_index", "pts_s", "captured_at", "x", "y", "w", "h", "score", "crop_key"]
+DETECTION_COLUMNS = [
+    "sample_index",
+    "det_index",
+    "pts_s",
+    "captured_at",
+    "x",
+    "y",
+    "w",
+    "h",
+    "score",
+    "crop_key",
+]
 
 
 def crop_prefix(camera_id: str, started_at: datetime, timestamp: str) -> str:
@@ -73,9 +83,20 @@ def frames_and_detections(
         if crop.reuse_of is None and key not in existing_crops:
             uploader.submit_image(key, crop.image)  # JPEG-encoded in the uploader's threads
         box = crop.detection.box
-        det_rows.append({"sample_index": crop.sample_index, "det_index": crop.det_index, "pts_s": crop.pts_s,
-                         "captured_at": started_at + timedelta(seconds=crop.pts_s), "x": box.x, "y": box.y,
-                         "w": box.w, "h": box.h, "score": float(crop.detection.score), "crop_key": key})
+        det_rows.append(
+            {
+                "sample_index": crop.sample_index,
+                "det_index": crop.det_index,
+                "pts_s": crop.pts_s,
+                "captured_at": started_at + timedelta(seconds=crop.pts_s),
+                "x": box.x,
+                "y": box.y,
+                "w": box.w,
+                "h": box.h,
+                "score": float(crop.detection.score),
+                "crop_key": key,
+            }
+        )
 
     # The per-video loop is shared with `anpr bench` (vision/video_pipeline.py).
     with local_copy(store, video["video_key"]) as path, make_image_uploader(store) as uploader:
@@ -92,9 +113,17 @@ def frames_and_detections(
         except VideoDecodeError as exc:
             raise decode_failure(exc, video["video_key"]) from exc
     timings = {"decode_detect_s": stats.total_s, "detect_s": stats.detect_s}
-    frame_rows = [{"sample_index": r.sample_index, "source_index": r.source_index, "pts_s": r.pts_s,
-                   "captured_at": started_at + timedelta(seconds=r.pts_s), "detections": r.detections,
-                   "skipped_static": r.skipped_static} for r in records]
+    frame_rows = [
+        {
+            "sample_index": r.sample_index,
+            "source_index": r.source_index,
+            "pts_s": r.pts_s,
+            "captured_at": started_at + timedelta(seconds=r.pts_s),
+            "detections": r.detections,
+            "skipped_static": r.skipped_static,
+        }
+        for r in records
+    ]
     frames_df = pd.DataFrame(frame_rows, columns=FRAME_COLUMNS)
     detections_df = pd.DataFrame(det_rows, columns=DETECTION_COLUMNS)
     sampled = len(frames_df)
@@ -105,7 +134,9 @@ def frames_and_detections(
             "sampled_frames": sampled,
             "skipped_static": int(frames_df["skipped_static"].sum()) if sampled else 0,
             "sample_fps": video["sample_fps"],
-            "frames_per_second": round(sampled / timings["decode_detect_s"], 2) if timings["decode_detect_s"] else 0.0,
+            "frames_per_second": round(sampled / timings["decode_detect_s"], 2)
+            if timings["decode_detect_s"]
+            else 0.0,
         },
     )
     yield Output(
@@ -117,7 +148,10 @@ def frames_and_detections(
             "detector_version": detector.version,
             "detect_seconds": round(timings["detect_s"], 3),
             "crops_prefix": MetadataValue.path(prefix),
-            "preview": MetadataValue.md(detections_df.head(10).drop(columns=["captured_at"]).to_markdown(index=False))
-            if len(detections_df) else MetadataValue.md("_no plates detected_"),
+            "preview": MetadataValue.md(
+                detections_df.head(10).drop(columns=["captured_at"]).to_markdown(index=False)
+            )
+            if len(detections_df)
+            else MetadataValue.md("_no plates detected_"),
         },
     )

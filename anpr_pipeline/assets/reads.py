@@ -1,6 +1,5 @@
 """``plate_reads``: OCR every detected crop in batches (text, per-character confidence, format)."""
 
-
 import io
 import time
 
@@ -102,11 +101,19 @@ def plate_reads(
             "crops_per_second": round(len(df) / seconds, 2) if seconds > 0 and len(df) else 0.0,
             "distinct_texts": int(df["normalized_plate"].nunique()) if len(df) else 0,
             "preview": MetadataValue.md(
-                df[["sample_index", "normalized_plate", "read_confidence", "region"]].head(15)
-                .assign(normalized_plate=lambda d: [mask_plate(p, pipeline.show_plates_in_ui) for p in d.normalized_plate])
+                df[["sample_index", "normalized_plate", "read_confidence", "region"]]
+                .head(15)
+                .assign(
+                    normalized_plate=lambda d: [
+                        mask_plate(p, pipeline.show_plates_in_ui) for p in d.normalized_plate
+                    ]
+                )
                 .to_markdown(index=False)
-            ) if len(df) else MetadataValue.md("_no reads_"),
+            )
+            if len(df)
+            else MetadataValue.md("_no reads_"),
         },
     )
-    yield check_read_confidence(list(df["read_confidence"]), pipeline.min_read_confidence,
-                                pipeline.low_confidence_share_max)
+    yield check_read_confidence(
+        list(df["read_confidence"]), pipeline.min_read_confidence, pipeline.low_confidence_share_max
+    )

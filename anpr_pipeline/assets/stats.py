@@ -7,7 +7,6 @@ users and dashboards; the UI gets a per-camera summary and a PNG plot of plates 
 The plot is drawn with PIL (already a dependency) rather than adding matplotlib.
 """
 
-
 import base64
 import io
 from datetime import UTC, datetime, timedelta
@@ -71,18 +70,28 @@ def hourly_counts(engine: sa.Engine, day: datetime) -> pd.DataFrame:
         .order_by(events.c.camera_id, hour)
     )
     with engine.connect() as conn:
-        df = pd.DataFrame([dict(r._mapping) for r in conn.execute(stmt)],
-                          columns=["camera_id", "hour", "events", "distinct_plates", "mean_confidence"])
+        df = pd.DataFrame(
+            [dict(r._mapping) for r in conn.execute(stmt)],
+            columns=["camera_id", "hour", "events", "distinct_plates", "mean_confidence"],
+        )
     df.insert(0, "day", start.date())
-    return df.astype({"hour": int, "events": int, "distinct_plates": int, "mean_confidence": float})[STATS_COLUMNS]
+    return df.astype({"hour": int, "events": int, "distinct_plates": int, "mean_confidence": float})[
+        STATS_COLUMNS
+    ]
 
 
 def replace_day(engine: sa.Engine, day: datetime, df: pd.DataFrame) -> int:
     """Replace one day's rows of ``camera_hourly_stats`` in one transaction."""
     stats_metadata.create_all(engine, checkfirst=True)
     now = datetime.now(UTC)
-    rows = [{**row, "mean_confidence": None if pd.isna(row["mean_confidence"]) else float(row["mean_confidence"]),
-             "computed_at": now} for row in df.to_dict("records")]
+    rows = [
+        {
+            **row,
+            "mean_confidence": None if pd.isna(row["mean_confidence"]) else float(row["mean_confidence"]),
+            "computed_at": now,
+        }
+        for row in df.to_dict("records")
+    ]
     with engine.begin() as conn:
         conn.execute(sa.delete(camera_hourly_stats).where(camera_hourly_stats.c.day == day.date()))
         if rows:
@@ -92,8 +101,18 @@ def replace_day(engine: sa.Engine, day: datetime, df: pd.DataFrame) -> int:
 
 # -- the plot ------------------------------------------------------------------------------------
 
-_PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+_PALETTE = [
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+]
 MAX_LINES = 8  # more cameras than this: the busiest are drawn, the rest summed as "other"
 
 
@@ -113,8 +132,11 @@ def plot_hourly(df: pd.DataFrame, title: str, width: int = 900, height: int = 38
     draw = ImageDraw.Draw(image)
     font, small = _font(15), _font(11)
     left, right, top, bottom = 56, width - 170, 34, height - 36
-    pivot = (df.pivot_table(index="hour", columns="camera_id", values="events", aggfunc="sum")
-             .reindex(range(24), fill_value=0).fillna(0))
+    pivot = (
+        df.pivot_table(index="hour", columns="camera_id", values="events", aggfunc="sum")
+        .reindex(range(24), fill_value=0)
+        .fillna(0)
+    )
     order = list(pivot.sum().sort_values(ascending=False).index)
     if len(order) > MAX_LINES:
         pivot["other"] = pivot[order[MAX_LINES:]].sum(axis=1)
@@ -174,8 +196,12 @@ def camera_daily_stats(
     png = plot_hourly(df, f"Plates per hour, {context.partition_key} (UTC)")
     plot_key = f"stats/camera_daily/{context.partition_key}.png"
     bucket.get_store().put_bytes(plot_key, png, "image/png")
-    per_camera = (df.groupby("camera_id")[["events", "distinct_plates"]].sum()
-                  .sort_values("events", ascending=False).reset_index())
+    per_camera = (
+        df.groupby("camera_id")[["events", "distinct_plates"]]
+        .sum()
+        .sort_values("events", ascending=False)
+        .reset_index()
+    )
     busiest = df.loc[df["events"].idxmax()] if len(df) else None
     return Output(
         df,
@@ -184,9 +210,14 @@ def camera_daily_stats(
             "cameras": int(df["camera_id"].nunique()),
             "rows_written": written,
             "busiest_hour": f"{busiest['camera_id']} {int(busiest['hour']):02d}:00 ({int(busiest['events'])})"
-            if busiest is not None else "none",
-            "per_camera": MetadataValue.md(per_camera.to_markdown(index=False) if len(per_camera) else "_no events_"),
-            "plot": MetadataValue.md(f"![plates per hour](data:image/png;base64,{base64.b64encode(png).decode()})"),
+            if busiest is not None
+            else "none",
+            "per_camera": MetadataValue.md(
+                per_camera.to_markdown(index=False) if len(per_camera) else "_no events_"
+            ),
+            "plot": MetadataValue.md(
+                f"![plates per hour](data:image/png;base64,{base64.b64encode(png).decode()})"
+            ),
             "plot_path": MetadataValue.path(bucket.get_store().uri(plot_key)),
         },
     )
@@ -200,5 +231,8 @@ camera_daily_stats_job = define_asset_job(
 )
 # Runs at 01:15 UTC for the day that just ended (late uploads of the evening are mostly in).
 camera_daily_stats_schedule = build_schedule_from_partitioned_job(
-    camera_daily_stats_job, hour_of_day=1, minute_of_hour=15, name="camera_daily_stats_schedule",
+    camera_daily_stats_job,
+    hour_of_day=1,
+    minute_of_hour=15,
+    name="camera_daily_stats_schedule",
 )

@@ -1,6 +1,5 @@
 """The ``video`` asset: probe an upload (codec, fps, duration, size) and fail clearly if corrupt."""
 
-
 import math
 
 from dagster import AssetExecutionContext, Output, asset
@@ -22,9 +21,7 @@ from anpr_pipeline.vision.decode import VideoDecodeError, probe
     description="One uploaded camera video: container, codec, fps, duration and resolution from a probe. "
     "A corrupt or truncated file fails this partition only, with the reason.",
 )
-def video(
-    context: AssetExecutionContext, bucket: ObjectStoreResource, pipeline: PipelineConfig
-):
+def video(context: AssetExecutionContext, bucket: ObjectStoreResource, pipeline: PipelineConfig):
     store = bucket.get_store()
     upload = find_upload(store, context.partition_key)
     size = next((o.size for o in store.list(upload.key) if o.key == upload.key), 0)

@@ -43,14 +43,20 @@ def run_failure_alert(context: RunFailureSensorContext, ops_settings: OpsSetting
         "run_failure",
         "critical",
         f"run {run.run_id[:8]} of {run.job_name} failed: {message}",
-        {"run_id": run.run_id, "job": run.job_name, "failed_steps": steps,
-         "partition": run.tags.get("dagster/partition"), "video_key": run.tags.get("anpr/video_key")},
+        {
+            "run_id": run.run_id,
+            "job": run.job_name,
+            "failed_steps": steps,
+            "partition": run.tags.get("dagster/partition"),
+            "video_key": run.tags.get("anpr/video_key"),
+        },
     )
     send_alert(alert, ops_settings.alert_webhook_url, context.log)
 
 
-def _transition(context: SensorEvaluationContext, name: str, state: str, alert: Alert | None, webhook: str,
-                reason: str) -> SensorResult:
+def _transition(
+    context: SensorEvaluationContext, name: str, state: str, alert: Alert | None, webhook: str, reason: str
+) -> SensorResult:
     previous = json.loads(context.cursor)["state"] if context.cursor else "ok"
     if state != previous:
         if alert is None:  # back to normal
@@ -68,8 +74,10 @@ def _transition(context: SensorEvaluationContext, name: str, state: str, alert: 
 def backlog_alert(context: SensorEvaluationContext, ops_settings: OpsSettings):
     queued = context.instance.get_runs_count(RunsFilter(statuses=[DagsterRunStatus.QUEUED]))
     level = backlog_level(queued, ops_settings.backlog_warn, ops_settings.backlog_critical)
-    reason = (f"{queued} queued runs ({level}; warn > {ops_settings.backlog_warn}, "
-              f"critical > {ops_settings.backlog_critical})")
+    reason = (
+        f"{queued} queued runs ({level}; warn > {ops_settings.backlog_warn}, "
+        f"critical > {ops_settings.backlog_critical})"
+    )
     alert = None if level == "ok" else Alert("backlog", level, reason, {"queued": queued})
     return _transition(context, "backlog", level, alert, ops_settings.alert_webhook_url, reason)
 
@@ -93,16 +101,26 @@ def worker_stall_alert(context: SensorEvaluationContext, ops_settings: OpsSettin
     oldest = instance.get_run_records(queued_filter, limit=1, order_by="create_timestamp", ascending=True)
     finished = instance.get_run_records(
         RunsFilter(job_name=VIDEO_JOB, statuses=[DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE]),
-        limit=1, order_by="update_timestamp", ascending=False,
+        limit=1,
+        order_by="update_timestamp",
+        ascending=False,
     )
     oldest_at = _ts(oldest[0].create_timestamp) if oldest else None
     last_at = _ts(finished[0].end_time or finished[0].update_timestamp) if finished else None
     window = timedelta(minutes=ops_settings.stall_minutes)
     stalled = is_stalled(queued, oldest_at, last_at, datetime.now(UTC), window)
-    reason = (f"{queued} queued runs; last {VIDEO_JOB} finished "
-              f"{last_at.isoformat() if last_at else 'never'}; stall window {window}")
-    alert = Alert("worker_stall", "critical", "workers stalled: " + reason, {"queued": queued}) if stalled else None
-    return _transition(context, "worker_stall", "stalled" if stalled else "ok", alert, ops_settings.alert_webhook_url, reason)
+    reason = (
+        f"{queued} queued runs; last {VIDEO_JOB} finished "
+        f"{last_at.isoformat() if last_at else 'never'}; stall window {window}"
+    )
+    alert = (
+        Alert("worker_stall", "critical", "workers stalled: " + reason, {"queued": queued})
+        if stalled
+        else None
+    )
+    return _transition(
+        context, "worker_stall", "stalled" if stalled else "ok", alert, ops_settings.alert_webhook_url, reason
+    )
 
 
 ALERT_SENSORS = [run_failure_alert, backlog_alert, worker_stall_alert]

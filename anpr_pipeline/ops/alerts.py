@@ -39,7 +39,7 @@ class Alert:
 
 
 def backlog_level(queued: int, warn: int, critical: int) -> str:
-    """"critical" above `critical` queued runs, "warning" above `warn`, else "ok"."""
+    """ "critical" above `critical` queued runs, "warning" above `warn`, else "ok"."""
     if queued > critical:
         return "critical"
     if queued > warn:
@@ -47,8 +47,13 @@ def backlog_level(queued: int, warn: int, critical: int) -> str:
     return "ok"
 
 
-def is_stalled(queued: int, oldest_queued_at: datetime | None, last_finished_at: datetime | None,
-               now: datetime, window: timedelta) -> bool:
+def is_stalled(
+    queued: int,
+    oldest_queued_at: datetime | None,
+    last_finished_at: datetime | None,
+    now: datetime,
+    window: timedelta,
+) -> bool:
     """Runs wait, and no video run finished within `window` (while the oldest waited that long).
 
     The oldest queued run must itself have waited `window`: a queue that just formed after
@@ -59,13 +64,19 @@ def is_stalled(queued: int, oldest_queued_at: datetime | None, last_finished_at:
     return last_finished_at is None or now - last_finished_at >= window
 
 
-def post_webhook(url: str, payload: dict[str, Any], retries: int = WEBHOOK_RETRIES,
-                 timeout_s: float = WEBHOOK_TIMEOUT_S, backoff_s: float = WEBHOOK_BACKOFF_S) -> bool:
+def post_webhook(
+    url: str,
+    payload: dict[str, Any],
+    retries: int = WEBHOOK_RETRIES,
+    timeout_s: float = WEBHOOK_TIMEOUT_S,
+    backoff_s: float = WEBHOOK_BACKOFF_S,
+) -> bool:
     """POST JSON; True on a 2xx. Retries connection errors and 5xx; never raises."""
     body = json.dumps(payload, default=str).encode()
     for attempt in range(1, retries + 1):
-        request = urllib.request.Request(url, data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as resp:
                 if 200 <= resp.status < 300:
@@ -95,7 +106,8 @@ def send_alert(alert: Alert, webhook_url: str = "", logger: Any = None) -> threa
         logger.info(line)
     if not webhook_url:
         return None
-    thread = threading.Thread(target=post_webhook, args=(webhook_url, alert.payload()),
-                              name="anpr-alert-webhook", daemon=True)
+    thread = threading.Thread(
+        target=post_webhook, args=(webhook_url, alert.payload()), name="anpr-alert-webhook", daemon=True
+    )
     thread.start()
     return thread

@@ -80,7 +80,9 @@ class VideoArchiveResult:
     failed: list[str] = field(default_factory=list)  # "key: reason"; originals kept
 
 
-def archive_videos(store: ObjectStore, objects: list[ObjectInfo], storage_class: str = "") -> VideoArchiveResult:
+def archive_videos(
+    store: ObjectStore, objects: list[ObjectInfo], storage_class: str = ""
+) -> VideoArchiveResult:
     result = VideoArchiveResult()
     cls = storage_class if isinstance(store, S3ObjectStore) and storage_class else None
     for src in objects:
@@ -89,7 +91,9 @@ def archive_videos(store: ObjectStore, objects: list[ObjectInfo], storage_class:
             store.copy(src.key, dst_key, storage_class=cls)
             dst = store.info(dst_key)
             if not _verified(src, dst):
-                raise ArchiveError(f"copy differs (size {dst.size} vs {src.size}, etag {dst.etag} vs {src.etag})")
+                raise ArchiveError(
+                    f"copy differs (size {dst.size} vs {src.size}, etag {dst.etag} vs {src.etag})"
+                )
             store.delete([src.key])
         except Exception as exc:  # one bad object must not stop the others; reported in metadata
             result.failed.append(f"{src.key}: {exc}")
@@ -121,8 +125,9 @@ def archivable_months(es: EventStore, now: datetime, days: int) -> list[tuple[da
         while month_bounds(month)[1] <= cutoff:
             lo, hi = month_bounds(month)
             n = conn.execute(
-                sa.select(sa.func.count()).select_from(events).where(events.c.captured_at >= lo,
-                                                                     events.c.captured_at < hi)
+                sa.select(sa.func.count())
+                .select_from(events)
+                .where(events.c.captured_at >= lo, events.c.captured_at < hi)
             ).scalar_one()
             if n:
                 months.append((month, int(n)))
@@ -132,8 +137,11 @@ def archivable_months(es: EventStore, now: datetime, days: int) -> list[tuple[da
 
 def _batches(es: EventStore, month: date) -> Iterable[list[dict[str, Any]]]:
     lo, hi = month_bounds(month)
-    stmt = (sa.select(events).where(events.c.captured_at >= lo, events.c.captured_at < hi)
-            .order_by(events.c.captured_at, events.c.event_id))
+    stmt = (
+        sa.select(events)
+        .where(events.c.captured_at >= lo, events.c.captured_at < hi)
+        .order_by(events.c.captured_at, events.c.event_id)
+    )
     with es.engine.connect() as conn:
         result = conn.execution_options(yield_per=BATCH_ROWS).execute(stmt)
         for part in result.partitions():
@@ -180,8 +188,9 @@ def archive_month(es: EventStore, store: ObjectStore, month: date) -> MonthArchi
     # Verify what the bucket now holds, not the local file.
     copy = pq.read_table(io.BytesIO(store.get_bytes(key)), columns=["event_id"])
     if copy.num_rows != rows or _ids_digest(copy.column("event_id").to_pylist()) != ids_digest:
-        raise ArchiveError(f"{key}: archived copy has {copy.num_rows} rows / other ids than the {rows} exported; "
-                           "events kept")
+        raise ArchiveError(
+            f"{key}: archived copy has {copy.num_rows} rows / other ids than the {rows} exported; events kept"
+        )
     dropped = _remove_month(es, month, rows)
     return MonthArchive(f"{month:%Y-%m}", rows, key, size, dropped, ids_digest)
 
@@ -197,8 +206,10 @@ def _remove_month(es: EventStore, month: date, expected: int) -> str | None:
             conn.execute(sa.text("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"))
         now_count = conn.execute(sa.select(sa.func.count()).select_from(events).where(in_month)).scalar_one()
         if now_count != expected:
-            raise ArchiveError(f"month {month:%Y-%m} changed during the archive ({now_count} rows now, "
-                               f"{expected} archived); events kept, the next run archives it again")
+            raise ArchiveError(
+                f"month {month:%Y-%m} changed during the archive ({now_count} rows now, "
+                f"{expected} archived); events kept, the next run archives it again"
+            )
         name = partition_name(month)
         if name in es.partitions(conn):
             conn.execute(sa.text(f"ALTER TABLE events DETACH PARTITION {name}"))
@@ -228,13 +239,22 @@ class ArchiveResult:
         return asdict(self)
 
 
-def run_archive(now: datetime, store: ObjectStore, es: EventStore, settings: Any,
-                dry_run: bool = False) -> ArchiveResult:
+def run_archive(
+    now: datetime, store: ObjectStore, es: EventStore, settings: Any, dry_run: bool = False
+) -> ArchiveResult:
     videos = plan_video_archive(now, store.list(UPLOADS_PREFIX), int(settings.archive_videos_after_days))
     months = archivable_months(es, now, int(settings.archive_events_after_days))
     if dry_run:
-        return ArchiveResult(True, len(videos), 0, sum(o.size for o in videos), [],
-                             [{"month": f"{m:%Y-%m}", "rows": n} for m, n in months], 0, [])
+        return ArchiveResult(
+            True,
+            len(videos),
+            0,
+            sum(o.size for o in videos),
+            [],
+            [{"month": f"{m:%Y-%m}", "rows": n} for m, n in months],
+            0,
+            [],
+        )
     moved = archive_videos(store, videos, settings.s3_archive_storage_class)
     archived, failed = [], []
     for month, _n in months:
@@ -242,5 +262,13 @@ def run_archive(now: datetime, store: ObjectStore, es: EventStore, settings: Any
             archived.append(asdict(archive_month(es, store, month)))
         except ArchiveError as exc:
             failed.append(str(exc))
-    return ArchiveResult(False, len(videos), len(moved.moved), moved.bytes, moved.failed, archived,
-                         sum(m["rows"] for m in archived), failed)
+    return ArchiveResult(
+        False,
+        len(videos),
+        len(moved.moved),
+        moved.bytes,
+        moved.failed,
+        archived,
+        sum(m["rows"] for m in archived),
+        failed,
+    )

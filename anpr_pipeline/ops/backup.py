@@ -48,8 +48,18 @@ from anpr_pipeline.uploads import TIMESTAMP_FORMAT
 BACKUPS_PREFIX = "backups/"
 SAMPLE_SIZE = 1000
 # Columns that identify a row's content in the sample checksum.
-_SAMPLE_COLUMNS = ("event_id", "camera_id", "captured_at", "plate_text", "normalized_plate",
-                   "confidence", "video_key", "crop_key", "frame_index", "frames_seen")
+_SAMPLE_COLUMNS = (
+    "event_id",
+    "camera_id",
+    "captured_at",
+    "plate_text",
+    "normalized_plate",
+    "confidence",
+    "video_key",
+    "crop_key",
+    "frame_index",
+    "frames_seen",
+)
 PG_TIMEOUT_S = 3600
 
 
@@ -83,8 +93,11 @@ class Manifest:
 def pg_tool(name: str, bin_dir: str = "") -> str:
     """Path of pg_dump/pg_restore: bin_dir, else the newest /usr/lib/postgresql/*/bin, else PATH."""
     candidates = [Path(bin_dir) / name] if bin_dir else []
-    candidates += sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
-                         key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0, reverse=True)
+    candidates += sorted(
+        Path("/usr/lib/postgresql").glob(f"*/bin/{name}"),
+        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+        reverse=True,
+    )
     for path in candidates:
         if path.is_file():
             return str(path)
@@ -97,8 +110,13 @@ def pg_tool(name: str, bin_dir: str = "") -> str:
 def libpq_env(url: URL) -> dict[str, str]:
     """Connection settings as PG* variables: the password never appears on a command line."""
     env = dict(os.environ)
-    for var, value in (("PGHOST", url.host), ("PGPORT", url.port), ("PGUSER", url.username),
-                       ("PGPASSWORD", url.password), ("PGDATABASE", url.database)):
+    for var, value in (
+        ("PGHOST", url.host),
+        ("PGPORT", url.port),
+        ("PGUSER", url.username),
+        ("PGPASSWORD", url.password),
+        ("PGDATABASE", url.database),
+    ):
         if value is not None:
             env[var] = str(value)
     if "sslmode" in url.query:
@@ -120,8 +138,10 @@ def sample_rows(conn: Connection, event_ids: list[str] | None = None) -> list[di
     cols = [events.c[name] for name in _SAMPLE_COLUMNS]
     stmt = sa.select(*cols).order_by(events.c.event_id, events.c.captured_at)
     stmt = stmt.where(events.c.event_id.in_(event_ids)) if event_ids is not None else stmt.limit(SAMPLE_SIZE)
-    return [{k: _canonical(v) for k, v in r._mapping.items()} | {"event_id": str(r.event_id)}
-            for r in conn.execute(stmt)]
+    return [
+        {k: _canonical(v) for k, v in r._mapping.items()} | {"event_id": str(r.event_id)}
+        for r in conn.execute(stmt)
+    ]
 
 
 def checksum(rows: list[dict[str, Any]]) -> str:
@@ -150,8 +170,11 @@ def _dump_postgres(es: EventStore, target: Path, bin_dir: str) -> tuple[int, lis
     with es.engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
         snapshot = conn.execute(sa.text("SELECT pg_export_snapshot()")).scalar_one()
         rows, sample = _count(conn), sample_rows(conn)
-        _run_tool([pg_tool("pg_dump", bin_dir), "-Fc", "--no-owner", f"--snapshot={snapshot}", "-f", str(target)],
-                  libpq_env(es.url), "pg_dump")
+        _run_tool(
+            [pg_tool("pg_dump", bin_dir), "-Fc", "--no-owner", f"--snapshot={snapshot}", "-f", str(target)],
+            libpq_env(es.url),
+            "pg_dump",
+        )
         conn.rollback()
     return rows, sample
 
@@ -173,8 +196,9 @@ def _dump_sqlite(es: EventStore, target: Path) -> tuple[int, list[dict[str, Any]
         engine.dispose()
 
 
-def backup(es: EventStore, store: ObjectStore, keep: int, now: datetime | None = None,
-           bin_dir: str = "") -> tuple[Manifest, list[str]]:
+def backup(
+    es: EventStore, store: ObjectStore, keep: int, now: datetime | None = None, bin_dir: str = ""
+) -> tuple[Manifest, list[str]]:
     """Dump the events database to the bucket; returns its manifest and the pruned keys."""
     now = (now or datetime.now(UTC)).astimezone(UTC)
     ext = "dump" if es.dialect == "postgresql" else "sqlite"
@@ -185,8 +209,16 @@ def backup(es: EventStore, store: ObjectStore, keep: int, now: datetime | None =
             rows, sample = _dump_postgres(es, target, bin_dir)
         else:
             rows, sample = _dump_sqlite(es, target)
-        manifest = Manifest(key, es.dialect, now.isoformat(), rows, len(sample), checksum(sample),
-                            target.stat().st_size, _sha256(target))
+        manifest = Manifest(
+            key,
+            es.dialect,
+            now.isoformat(),
+            rows,
+            len(sample),
+            checksum(sample),
+            target.stat().st_size,
+            _sha256(target),
+        )
         store.put_file(key, target, "application/octet-stream")
     # The manifest goes last: a dump without one is incomplete and never picked for restore.
     store.put_bytes(key + ".json", manifest.to_json(), "application/json")
@@ -254,7 +286,9 @@ def _verify(manifest: Manifest, restored_url: URL | str, live: EventStore, sha_o
     if restored_count != manifest.rows:
         problems.append(f"restored {restored_count} rows, the backup held {manifest.rows}")
     if checksum(sample) != manifest.sample_checksum:
-        problems.append(f"sample checksum {checksum(sample)[:12]} != backed-up {manifest.sample_checksum[:12]}")
+        problems.append(
+            f"sample checksum {checksum(sample)[:12]} != backed-up {manifest.sample_checksum[:12]}"
+        )
     with live.engine.connect() as conn:
         live_rows = {r["event_id"]: r for r in sample_rows(conn, [r["event_id"] for r in sample])}
     differ = [r["event_id"] for r in sample if r["event_id"] in live_rows and live_rows[r["event_id"]] != r]
@@ -262,8 +296,16 @@ def _verify(manifest: Manifest, restored_url: URL | str, live: EventStore, sha_o
         problems.append(f"{len(differ)} sample rows differ from the live table, e.g. event_id {differ[0]}")
     if problems:
         raise RestoreTestError(f"restore test of {manifest.key} FAILED: " + "; ".join(problems))
-    return RestoreReport(manifest.key, manifest.rows, restored_count, len(sample), checksum(sample),
-                         len(live_rows), len(sample) - len(live_rows), sha_ok)
+    return RestoreReport(
+        manifest.key,
+        manifest.rows,
+        restored_count,
+        len(sample),
+        checksum(sample),
+        len(live_rows),
+        len(sample) - len(live_rows),
+        sha_ok,
+    )
 
 
 def restore_test(es: EventStore, store: ObjectStore, bin_dir: str = "") -> RestoreReport:
@@ -285,6 +327,17 @@ def restore_test(es: EventStore, store: ObjectStore, bin_dir: str = "") -> Resto
             return _verify(manifest, f"sqlite:///{local}", es, sha_ok)
         with _scratch_postgres(es) as url:
             env = libpq_env(url)
-            _run_tool([pg_tool("pg_restore", bin_dir), "--no-owner", "--no-privileges", "--exit-on-error",
-                       "-d", str(url.database), str(local)], env, "pg_restore")
+            _run_tool(
+                [
+                    pg_tool("pg_restore", bin_dir),
+                    "--no-owner",
+                    "--no-privileges",
+                    "--exit-on-error",
+                    "-d",
+                    str(url.database),
+                    str(local),
+                ],
+                env,
+                "pg_restore",
+            )
             return _verify(manifest, url, es, sha_ok)

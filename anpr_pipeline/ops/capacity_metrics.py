@@ -30,8 +30,15 @@ from prometheus_client.registry import Collector
 log = logging.getLogger(__name__)
 
 # First key segment -> data class (DESIGN §3 layout; retention and archive use the same split).
-STORAGE_CLASSES = {"uploads": "videos", "crops": "crops", "parquet": "parquet", "archive": "archive",
-                   "backups": "backups", "exports": "exports", "stats": "stats"}
+STORAGE_CLASSES = {
+    "uploads": "videos",
+    "crops": "crops",
+    "parquet": "parquet",
+    "archive": "archive",
+    "backups": "backups",
+    "exports": "exports",
+    "stats": "stats",
+}
 ACTIVE_WINDOW = timedelta(hours=1)
 
 
@@ -56,12 +63,14 @@ def database_sizes(events_store: Any) -> tuple[dict[str, int], int]:
     engine = events_store.engine
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
-            rows = conn.execute(sa.text(
-                "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c "
-                "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = current_schema() AND c.relkind = 'r' "
-                "AND (c.relname LIKE 'events%' OR c.relname IN ('camera_hourly_stats', 'anpr_schema'))"
-            )).all()
+            rows = conn.execute(
+                sa.text(
+                    "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c "
+                    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                    "WHERE n.nspname = current_schema() AND c.relkind = 'r' "
+                    "AND (c.relname LIKE 'events%' OR c.relname IN ('camera_hourly_stats', 'anpr_schema'))"
+                )
+            ).all()
             total = conn.execute(sa.text("SELECT pg_database_size(current_database())")).scalar_one()
         return {name: int(size) for name, size in rows}, int(total)
     database = engine.url.database
@@ -77,13 +86,17 @@ def active_cameras(events_store: Any, now: datetime, window: timedelta = ACTIVE_
 
     from anpr_pipeline.resources.event_store import events
 
-    stmt = sa.select(sa.func.count(sa.distinct(events.c.camera_id))).where(events.c.captured_at >= now - window)
+    stmt = sa.select(sa.func.count(sa.distinct(events.c.camera_id))).where(
+        events.c.captured_at >= now - window
+    )
     with events_store.engine.connect() as conn:
         return int(conn.execute(stmt).scalar_one())
 
 
 class CapacityCollector(Collector):
-    def __init__(self, events_store: Any | None, bucket_store: Any | None = None, storage_ttl_s: float = 900.0):
+    def __init__(
+        self, events_store: Any | None, bucket_store: Any | None = None, storage_ttl_s: float = 900.0
+    ):
         self.events_store = events_store
         self.bucket_store = bucket_store
         self.storage_ttl_s = storage_ttl_s
@@ -108,8 +121,9 @@ class CapacityCollector(Collector):
             if self.bucket_store is None or not stale or (self._scan and self._scan.is_alive()):
                 scan = self._scan
             else:
-                scan = self._scan = threading.Thread(target=self._scan_bucket, name="anpr-bucket-usage",
-                                                     daemon=True)
+                scan = self._scan = threading.Thread(
+                    target=self._scan_bucket, name="anpr-bucket-usage", daemon=True
+                )
                 scan.start()
         if wait and scan is not None:
             scan.join()
@@ -122,27 +136,36 @@ class CapacityCollector(Collector):
             except Exception as exc:
                 log.warning("capacity metrics: cannot read the events database: %s", exc)
             else:
-                yield GaugeMetricFamily("anpr_active_cameras", "Cameras with an event in the last hour",
-                                        value=cameras)
-                by_relation = GaugeMetricFamily("anpr_database_size_bytes", "Bytes per events-DB relation",
-                                                labels=["relation"])
+                yield GaugeMetricFamily(
+                    "anpr_active_cameras", "Cameras with an event in the last hour", value=cameras
+                )
+                by_relation = GaugeMetricFamily(
+                    "anpr_database_size_bytes", "Bytes per events-DB relation", labels=["relation"]
+                )
                 for name, size in sorted(sizes.items()):
                     by_relation.add_metric([name], size)
                 yield by_relation
-                yield GaugeMetricFamily("anpr_database_total_bytes", "Bytes of the events database", value=total)
+                yield GaugeMetricFamily(
+                    "anpr_database_total_bytes", "Bytes of the events database", value=total
+                )
         self.refresh_storage()
         with self._lock:
             usage, usage_at = self._usage, self._usage_at
         if usage is not None:
             size = GaugeMetricFamily("anpr_storage_bytes", "Bucket bytes per data class", labels=["class"])
-            count = GaugeMetricFamily("anpr_storage_objects", "Bucket objects per data class", labels=["class"])
+            count = GaugeMetricFamily(
+                "anpr_storage_objects", "Bucket objects per data class", labels=["class"]
+            )
             for name, (nbytes, objects) in sorted(usage.items()):
                 size.add_metric([name], nbytes)
                 count.add_metric([name], objects)
             yield size
             yield count
-            yield GaugeMetricFamily("anpr_storage_scan_age_seconds", "Age of the bucket usage figures",
-                                    value=time.monotonic() - usage_at)
+            yield GaugeMetricFamily(
+                "anpr_storage_scan_age_seconds",
+                "Age of the bucket usage figures",
+                value=time.monotonic() - usage_at,
+            )
 
 
 def bucket_from_settings() -> Any | None:

@@ -83,7 +83,9 @@ def check_request(plate: str, salt: str, production: bool) -> str:
                 "ANPR_GDPR_SALT is empty: audit records would keep a reversible hash of the plate. "
                 "Set a long random secret (e.g. `openssl rand -hex 32`) and keep it stable."
             )
-        log.warning("ANPR_GDPR_SALT is empty: the audit hash of %s-character plates can be brute-forced", len(p))
+        log.warning(
+            "ANPR_GDPR_SALT is empty: the audit hash of %s-character plates can be brute-forced", len(p)
+        )
     return p
 
 
@@ -165,8 +167,13 @@ def _track_crops(plate: str, rows: list[dict[str, Any]], es: EventStore, store: 
         video_rows = es.events_for_video(video_key)
         others = {r["crop_key"] for r in video_rows if r["normalized_plate"] != plate}
         fps = _frame_rate(video_rows, started)
-        spans = [((r["first_seen_at"] - started).total_seconds() - TRACK_MARGIN_S,
-                  (r["last_seen_at"] - started).total_seconds() + TRACK_MARGIN_S) for r in mine]
+        spans = [
+            (
+                (r["first_seen_at"] - started).total_seconds() - TRACK_MARGIN_S,
+                (r["last_seen_at"] - started).total_seconds() + TRACK_MARGIN_S,
+            )
+            for r in mine
+        ]
         crop_dir = mine[0]["crop_key"].rsplit("/", 1)[0] + "/"
         for info in store.list(crop_dir):
             frame = _frame_of(info.key)
@@ -177,8 +184,15 @@ def _track_crops(plate: str, rows: list[dict[str, Any]], es: EventStore, store: 
     return out
 
 
-def write_audit(store: ObjectStore, action: str, plate: str, salt: str, details: dict[str, Any],
-                actor: str | None = None, now: datetime | None = None) -> str:
+def write_audit(
+    store: ObjectStore,
+    action: str,
+    plate: str,
+    salt: str,
+    details: dict[str, Any],
+    actor: str | None = None,
+    now: datetime | None = None,
+) -> str:
     now = (now or datetime.now(UTC)).astimezone(UTC)
     record = {
         "action": action,
@@ -189,13 +203,19 @@ def write_audit(store: ObjectStore, action: str, plate: str, salt: str, details:
         **details,
     }
     key = f"{AUDIT_PREFIX}{now.date().isoformat()}/{now.strftime(TIMESTAMP_FORMAT)}-{action}-{uuid.uuid4().hex[:8]}.jsonl"
-    store.put_bytes(key, (json.dumps(record, sort_keys=True, default=str) + "\n").encode(), "application/x-ndjson")
+    store.put_bytes(
+        key, (json.dumps(record, sort_keys=True, default=str) + "\n").encode(), "application/x-ndjson"
+    )
     return key
 
 
 def read_audit(store: ObjectStore) -> list[dict[str, Any]]:
-    return [json.loads(line) for o in store.list(AUDIT_PREFIX)
-            for line in store.get_bytes(o.key).decode().splitlines() if line.strip()]
+    return [
+        json.loads(line)
+        for o in store.list(AUDIT_PREFIX)
+        for line in store.get_bytes(o.key).decode().splitlines()
+        if line.strip()
+    ]
 
 
 def _whoami() -> str:
@@ -224,8 +244,15 @@ class ExportResult:
         return asdict(self)
 
 
-def export_plate(plate: str, es: EventStore, store: ObjectStore, salt: str, production: bool = False,
-                 actor: str | None = None, now: datetime | None = None) -> ExportResult:
+def export_plate(
+    plate: str,
+    es: EventStore,
+    store: ObjectStore,
+    salt: str,
+    production: bool = False,
+    actor: str | None = None,
+    now: datetime | None = None,
+) -> ExportResult:
     p = check_request(plate, salt, production)
     now = (now or datetime.now(UTC)).astimezone(UTC)
     data = find_plate(p, es, store)
@@ -241,15 +268,27 @@ def export_plate(plate: str, es: EventStore, store: ObjectStore, salt: str, prod
                 crops += 1
             except ObjectNotFoundError:
                 missing += 1  # already removed by crop retention
-        manifest = {"plate": p, "generated_at": now.isoformat(), "events": len(data.rows),
-                    "parquet_rows": data.parquet_rows, "crops": crops, "missing_crops": missing}
+        manifest = {
+            "plate": p,
+            "generated_at": now.isoformat(),
+            "events": len(data.rows),
+            "parquet_rows": data.parquet_rows,
+            "crops": crops,
+            "missing_crops": missing,
+        }
         zf.writestr("manifest.json", json.dumps(manifest, indent=1))
     digest = plate_digest(p, salt)
     key = f"{EXPORTS_PREFIX}{digest[:16]}-{now.strftime(TIMESTAMP_FORMAT)}.zip"
     store.put_bytes(key, buffer.getvalue(), "application/zip")
-    audit = write_audit(store, "export", p, salt, {"export_key": key, "events": len(data.rows),
-                                                   "parquet_rows": data.parquet_rows, "crops": crops},
-                        actor=actor, now=now)
+    audit = write_audit(
+        store,
+        "export",
+        p,
+        salt,
+        {"export_key": key, "events": len(data.rows), "parquet_rows": data.parquet_rows, "crops": crops},
+        actor=actor,
+        now=now,
+    )
     return ExportResult(key, len(data.rows), data.parquet_rows, crops, missing, len(buffer.getvalue()), audit)
 
 
@@ -287,9 +326,17 @@ def _rewrite_without(store: ObjectStore, key: str, plate: str) -> tuple[int, boo
     return removed, False
 
 
-def erase_plate(plate: str, es: EventStore, store: ObjectStore, salt: str, production: bool = False,
-                dry_run: bool = False, actor: str | None = None, now: datetime | None = None,
-                io_manager_dir: str = "") -> EraseResult:
+def erase_plate(
+    plate: str,
+    es: EventStore,
+    store: ObjectStore,
+    salt: str,
+    production: bool = False,
+    dry_run: bool = False,
+    actor: str | None = None,
+    now: datetime | None = None,
+    io_manager_dir: str = "",
+) -> EraseResult:
     """Erase a plate everywhere it is held (see the module docstring), then write the audit record.
 
     The Dagster step outputs of the affected videos (pickled per-frame reads) are deleted
@@ -298,8 +345,9 @@ def erase_plate(plate: str, es: EventStore, store: ObjectStore, salt: str, produ
     p = check_request(plate, salt, production)
     data = find_plate(p, es, store)
     if dry_run:
-        return EraseResult(len(data.rows), len(data.crop_keys), len(data.parquet), 0, data.parquet_rows,
-                           dry_run=True)
+        return EraseResult(
+            len(data.rows), len(data.crop_keys), len(data.parquet), 0, data.parquet_rows, dry_run=True
+        )
     # Parquet and crops first, the database last: if a step fails, a re-run still finds the
     # rows (and through them the crop keys) and finishes the job.
     rewritten = deleted_files = rows_removed = 0
@@ -311,7 +359,9 @@ def erase_plate(plate: str, es: EventStore, store: ObjectStore, salt: str, produ
     crops = store.delete(data.crop_keys) if data.crop_keys else 0
     with es.engine.begin() as conn:
         deleted = conn.execute(sa.delete(events).where(events.c.normalized_plate == p)).rowcount
-    videos = {r["video_key"] for r in data.rows} | {r.get("video_key") for v in data.parquet.values() for r in v}
+    videos = {r["video_key"] for r in data.rows} | {
+        r.get("video_key") for v in data.parquet.values() for r in v
+    }
     partitions = {pk for v in videos if v and (pk := partition_key_of(v))}
     outputs = delete_step_outputs(partitions, store, io_manager_dir)
     result = EraseResult(int(deleted), crops, rewritten, deleted_files, rows_removed, outputs)
@@ -339,8 +389,10 @@ def _stores_from_settings() -> tuple[EventStore, ObjectStore, str, str]:
 def main_export(argv: list[str]) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="anpr export-plate",
-                                     description="Export every event, Parquet row and crop of a plate as one zip.")
+    parser = argparse.ArgumentParser(
+        prog="anpr export-plate",
+        description="Export every event, Parquet row and crop of a plate as one zip.",
+    )
     parser.add_argument("plate")
     parser.add_argument("--out", help="also write the zip to this local file")
     args = parser.parse_args(argv)
@@ -360,8 +412,9 @@ def main_erase(argv: list[str]) -> int:
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog="anpr erase-plate",
-                                     description="Erase a plate from the events DB, crops and Parquet (audited).")
+    parser = argparse.ArgumentParser(
+        prog="anpr erase-plate", description="Erase a plate from the events DB, crops and Parquet (audited)."
+    )
     parser.add_argument("plate")
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     parser.add_argument("--dry-run", action="store_true", help="only count what would be erased")

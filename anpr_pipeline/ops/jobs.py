@@ -5,7 +5,6 @@ summary dict and attaches it as output metadata (counts and bytes per class, siz
 checksums), so the UI shows what a run did and the same run can be repeated from there.
 """
 
-
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -59,7 +58,9 @@ class RetentionConfig(Config):
     now: str = Field("", description="Sweep as of this ISO time (empty = now).")
 
 
-@op(tags=OPS_TAGS, description="Delete expired videos, crops, Parquet files, event rows and video partitions.")
+@op(
+    tags=OPS_TAGS, description="Delete expired videos, crops, Parquet files, event rows and video partitions."
+)
 def retention_sweep_op(
     context: OpExecutionContext,
     config: RetentionConfig,
@@ -70,7 +71,11 @@ def retention_sweep_op(
     from anpr_pipeline.ops.retention import delete_step_outputs, run_retention
 
     plan, result = run_retention(
-        _parse_now(config.now), bucket.get_store(), events_db.get_store(), ops_settings, dry_run=config.dry_run
+        _parse_now(config.now),
+        bucket.get_store(),
+        events_db.get_store(),
+        ops_settings,
+        dry_run=config.dry_run,
     )
     summary: dict[str, Any] = {"dry_run": config.dry_run, **plan.summary()}
     examples = {name: [o.key for o in cplan.expired[:10]] for name, cplan in plan.classes.items()}
@@ -83,14 +88,17 @@ def retention_sweep_op(
                 instance.delete_dynamic_partition(videos_partitions.name, key)
                 removed += 1
         summary["video_partitions_deleted"] = removed
-        summary["step_outputs_deleted"] = delete_step_outputs(plan.video_partitions, bucket.get_store(),
-                                                              ops_settings.io_manager_dir)
+        summary["step_outputs_deleted"] = delete_step_outputs(
+            plan.video_partitions, bucket.get_store(), ops_settings.io_manager_dir
+        )
     context.log.info(f"retention {'(dry run) ' if config.dry_run else ''}{summary}")
     summary["examples"] = examples
     return Output(summary, metadata=as_metadata(summary))
 
 
-@job(name="retention_sweep", tags=OPS_TAGS, description="Per-class retention (videos, crops, events, Parquet).")
+@job(
+    name="retention_sweep", tags=OPS_TAGS, description="Per-class retention (videos, crops, events, Parquet)."
+)
 def retention_sweep_job():
     retention_sweep_op()
 
@@ -130,12 +138,21 @@ class BackupConfig(Config):
 
 
 @op(tags=OPS_TAGS, description="pg_dump -Fc (or SQLite online backup) of the events DB to backups/, keep N.")
-def backup_op(context: OpExecutionContext, config: BackupConfig, bucket: ObjectStoreResource,
-              events_db: EventStoreResource, ops_settings: OpsSettings):
+def backup_op(
+    context: OpExecutionContext,
+    config: BackupConfig,
+    bucket: ObjectStoreResource,
+    events_db: EventStoreResource,
+    ops_settings: OpsSettings,
+):
     from anpr_pipeline.ops.backup import backup
 
-    manifest, pruned = backup(events_db.get_store(), bucket.get_store(), config.keep or ops_settings.backups_keep,
-                              bin_dir=ops_settings.pg_bin_dir)
+    manifest, pruned = backup(
+        events_db.get_store(),
+        bucket.get_store(),
+        config.keep or ops_settings.backups_keep,
+        bin_dir=ops_settings.pg_bin_dir,
+    )
     summary = {**manifest.__dict__, "pruned": pruned}
     context.log.info(f"backup written: {manifest.key} ({manifest.bytes} bytes, {manifest.rows} rows)")
     return Output(summary, metadata=as_metadata(summary))
@@ -146,9 +163,15 @@ def backup_job():
     backup_op()
 
 
-@op(tags=OPS_TAGS, description="Restore the newest backup into a scratch DB; verify counts + sample checksum.")
-def restore_test_op(context: OpExecutionContext, bucket: ObjectStoreResource, events_db: EventStoreResource,
-                    ops_settings: OpsSettings):
+@op(
+    tags=OPS_TAGS, description="Restore the newest backup into a scratch DB; verify counts + sample checksum."
+)
+def restore_test_op(
+    context: OpExecutionContext,
+    bucket: ObjectStoreResource,
+    events_db: EventStoreResource,
+    ops_settings: OpsSettings,
+):
     from anpr_pipeline.ops.backup import RestoreTestError, restore_test
 
     try:
@@ -180,14 +203,25 @@ class ErasePlateConfig(Config):
 
 
 @op(tags=OPS_TAGS, description="Zip every event, Parquet row and crop of a plate to exports/ (audited).")
-def export_plate_op(context: OpExecutionContext, config: ExportPlateConfig, bucket: ObjectStoreResource,
-                    events_db: EventStoreResource, ops_settings: OpsSettings):
+def export_plate_op(
+    context: OpExecutionContext,
+    config: ExportPlateConfig,
+    bucket: ObjectStoreResource,
+    events_db: EventStoreResource,
+    ops_settings: OpsSettings,
+):
     from anpr_pipeline.ops.gdpr import GdprError, export_plate
 
     es = events_db.get_store()
     try:
-        result = export_plate(config.plate, es, bucket.get_store(), ops_settings.gdpr_salt,
-                              production=es.dialect == "postgresql", actor=f"dagster run {context.run_id}")
+        result = export_plate(
+            config.plate,
+            es,
+            bucket.get_store(),
+            ops_settings.gdpr_salt,
+            production=es.dialect == "postgresql",
+            actor=f"dagster run {context.run_id}",
+        )
     except GdprError as exc:
         raise Failure(description=str(exc), allow_retries=False) from exc
     summary = result.summary()
@@ -195,15 +229,27 @@ def export_plate_op(context: OpExecutionContext, config: ExportPlateConfig, buck
 
 
 @op(tags=OPS_TAGS, description="Erase a plate from the events DB, crops and Parquet files (audited).")
-def erase_plate_op(context: OpExecutionContext, config: ErasePlateConfig, bucket: ObjectStoreResource,
-                   events_db: EventStoreResource, ops_settings: OpsSettings):
+def erase_plate_op(
+    context: OpExecutionContext,
+    config: ErasePlateConfig,
+    bucket: ObjectStoreResource,
+    events_db: EventStoreResource,
+    ops_settings: OpsSettings,
+):
     from anpr_pipeline.ops.gdpr import GdprError, erase_plate
 
     es = events_db.get_store()
     try:
-        result = erase_plate(config.plate, es, bucket.get_store(), ops_settings.gdpr_salt,
-                             production=es.dialect == "postgresql", dry_run=config.dry_run,
-                             actor=f"dagster run {context.run_id}", io_manager_dir=ops_settings.io_manager_dir)
+        result = erase_plate(
+            config.plate,
+            es,
+            bucket.get_store(),
+            ops_settings.gdpr_salt,
+            production=es.dialect == "postgresql",
+            dry_run=config.dry_run,
+            actor=f"dagster run {context.run_id}",
+            io_manager_dir=ops_settings.io_manager_dir,
+        )
     except GdprError as exc:
         raise Failure(description=str(exc), allow_retries=False) from exc
     summary = result.summary()
@@ -230,20 +276,35 @@ class ArchiveConfig(Config):
     now: str = Field("", description="Archive as of this ISO time (empty = now).")
 
 
-@op(tags=OPS_TAGS, description="Old videos to archive/ (colder storage class), old event months to archive Parquet.")
-def archive_op(context: OpExecutionContext, config: ArchiveConfig, bucket: ObjectStoreResource,
-               events_db: EventStoreResource, ops_settings: OpsSettings):
+@op(
+    tags=OPS_TAGS,
+    description="Old videos to archive/ (colder storage class), old event months to archive Parquet.",
+)
+def archive_op(
+    context: OpExecutionContext,
+    config: ArchiveConfig,
+    bucket: ObjectStoreResource,
+    events_db: EventStoreResource,
+    ops_settings: OpsSettings,
+):
     from anpr_pipeline.ops.archive import run_archive
 
-    result = run_archive(_parse_now(config.now), bucket.get_store(), events_db.get_store(), ops_settings,
-                         dry_run=config.dry_run)
+    result = run_archive(
+        _parse_now(config.now),
+        bucket.get_store(),
+        events_db.get_store(),
+        ops_settings,
+        dry_run=config.dry_run,
+    )
     summary = result.summary()
     context.log.info(f"archive {'(dry run) ' if config.dry_run else ''}{summary}")
     if result.videos_failed or result.events_failed:
         # Whatever could be verified was archived; the rest is kept and retried next week.
-        raise Failure(description=f"archive incomplete: {len(result.videos_failed)} video(s), "
-                      f"{len(result.events_failed)} month(s) not archived (originals kept)",
-                      metadata=as_metadata(summary))
+        raise Failure(
+            description=f"archive incomplete: {len(result.videos_failed)} video(s), "
+            f"{len(result.events_failed)} month(s) not archived (originals kept)",
+            metadata=as_metadata(summary),
+        )
     return Output(summary, metadata=as_metadata(summary))
 
 
@@ -252,8 +313,15 @@ def archive_job():
     archive_op()
 
 
-OPS_JOBS = [retention_sweep_job, db_maintenance_job, backup_job, restore_test_job,
-            export_plate_job, erase_plate_job, archive_job]
+OPS_JOBS = [
+    retention_sweep_job,
+    db_maintenance_job,
+    backup_job,
+    restore_test_job,
+    export_plate_job,
+    erase_plate_job,
+    archive_job,
+]
 
 __all__ = ["OPS_JOBS", "Failure", "as_metadata"]
 
@@ -299,7 +367,9 @@ def main(argv: list[str]) -> int:
 
     from dagster import DagsterInstance
 
-    parser = argparse.ArgumentParser(prog="anpr ops", description="Run an operations job now (recorded in Dagster).")
+    parser = argparse.ArgumentParser(
+        prog="anpr ops", description="Run an operations job now (recorded in Dagster)."
+    )
     parser.add_argument("job", choices=sorted(OP_OF_JOB))
     parser.add_argument("--dry-run", action="store_true", help="retention_sweep / archive / erase_plate only")
     parser.add_argument("--plate", help="export_plate / erase_plate")
@@ -317,12 +387,15 @@ def main(argv: list[str]) -> int:
         print("anpr ops: DAGSTER_HOME is not set; the run is not recorded in the Dagster UI")
         instance = DagsterInstance.ephemeral()
     with instance:
-        result = job_def.execute_in_process(run_config=run_config, instance=instance, raise_on_error=False,
-                                            tags={"anpr/trigger": "cli"})
+        result = job_def.execute_in_process(
+            run_config=run_config, instance=instance, raise_on_error=False, tags={"anpr/trigger": "cli"}
+        )
         if not result.success:
             failure = result.failure_data_for_node(OP_OF_JOB[args.job])
             user = getattr(failure, "user_failure_data", None) if failure else None
-            print(f"anpr ops {args.job}: FAILED: {user.description if user else failure.error.message if failure else ''}")
+            print(
+                f"anpr ops {args.job}: FAILED: {user.description if user else failure.error.message if failure else ''}"
+            )
             return 1
         print(json.dumps(result.output_for_node(OP_OF_JOB[args.job]), indent=1, default=str))
     return 0

@@ -88,8 +88,9 @@ def vacuum_analyze(store: EventStore) -> None:
             conn.execute(sa.text("ANALYZE"))
 
 
-def run_maintenance(store: EventStore, months_ahead: int = 2, vacuum: bool = True,
-                    today: date | None = None) -> MaintenanceResult:
+def run_maintenance(
+    store: EventStore, months_ahead: int = 2, vacuum: bool = True, today: date | None = None
+) -> MaintenanceResult:
     before = table_stats(store)
     created = store.ensure_month_partitions(months_ahead=months_ahead, today=today)
     if vacuum:

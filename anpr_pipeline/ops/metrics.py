@@ -35,8 +35,16 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 log = logging.getLogger(__name__)
 
-DEFAULT_JOBS = ("process_video", "retention_sweep", "archive", "db_maintenance", "backup", "restore_test",
-                "export_plate", "erase_plate")
+DEFAULT_JOBS = (
+    "process_video",
+    "retention_sweep",
+    "archive",
+    "db_maintenance",
+    "backup",
+    "restore_test",
+    "export_plate",
+    "erase_plate",
+)
 STAGE_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 VIDEO_JOB = "process_video"
 EVENTS_ASSET = "plate_events"
@@ -65,8 +73,13 @@ class _Histogram:
 
 
 class AnprCollector(Collector):
-    def __init__(self, instance: Any, events_store: Any | None = None, jobs: Sequence[str] = DEFAULT_JOBS,
-                 buckets: Sequence[float] = STAGE_BUCKETS):
+    def __init__(
+        self,
+        instance: Any,
+        events_store: Any | None = None,
+        jobs: Sequence[str] = DEFAULT_JOBS,
+        buckets: Sequence[float] = STAGE_BUCKETS,
+    ):
         self.instance = instance
         self.events_store = events_store
         self.jobs = tuple(jobs)
@@ -84,10 +97,15 @@ class AnprCollector(Collector):
         from dagster import AssetKey
 
         while True:
-            result = self.instance.fetch_materializations(AssetKey(EVENTS_ASSET), limit=1000,
-                                                          cursor=self._mat_cursor, ascending=True)
+            result = self.instance.fetch_materializations(
+                AssetKey(EVENTS_ASSET), limit=1000, cursor=self._mat_cursor, ascending=True
+            )
             for record in result.records:
-                value = record.asset_materialization.metadata.get("events") if record.asset_materialization else None
+                value = (
+                    record.asset_materialization.metadata.get("events")
+                    if record.asset_materialization
+                    else None
+                )
                 self._events_total += int(getattr(value, "value", 0) or 0)
             if result.records:
                 self._mat_cursor = result.cursor
@@ -98,9 +116,14 @@ class AnprCollector(Collector):
         from dagster import DagsterRunStatus, RunsFilter
 
         records = self.instance.get_run_records(
-            RunsFilter(job_name=VIDEO_JOB, statuses=[DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE],
-                       updated_after=self._runs_after),
-            order_by="update_timestamp", ascending=True, limit=1000,
+            RunsFilter(
+                job_name=VIDEO_JOB,
+                statuses=[DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE],
+                updated_after=self._runs_after,
+            ),
+            order_by="update_timestamp",
+            ascending=True,
+            limit=1000,
         )
         for record in records:
             run_id = record.dagster_run.run_id
@@ -125,13 +148,19 @@ class AnprCollector(Collector):
     def _collect(self) -> Iterator[Metric]:
         from dagster import DagsterRunStatus, RunsFilter
 
-        up = GaugeMetricFamily("anpr_metrics_source_up", "1 when the source could be read this scrape", labels=["source"])
+        up = GaugeMetricFamily(
+            "anpr_metrics_source_up", "1 when the source could be read this scrape", labels=["source"]
+        )
         try:
             count = self.instance.get_runs_count
-            processed = CounterMetricFamily("anpr_jobs_processed", "Runs that succeeded, per job", labels=["job"])
+            processed = CounterMetricFamily(
+                "anpr_jobs_processed", "Runs that succeeded, per job", labels=["job"]
+            )
             failed = CounterMetricFamily("anpr_jobs_failed", "Runs that failed, per job", labels=["job"])
             for job in self.jobs:
-                processed.add_metric([job], count(RunsFilter(job_name=job, statuses=[DagsterRunStatus.SUCCESS])))
+                processed.add_metric(
+                    [job], count(RunsFilter(job_name=job, statuses=[DagsterRunStatus.SUCCESS]))
+                )
                 failed.add_metric([job], count(RunsFilter(job_name=job, statuses=[DagsterRunStatus.FAILURE])))
             queued = count(RunsFilter(statuses=[DagsterRunStatus.QUEUED]))
             running = count(RunsFilter(statuses=[DagsterRunStatus.STARTING, DagsterRunStatus.STARTED]))
@@ -147,12 +176,15 @@ class AnprCollector(Collector):
             yield failed
             yield GaugeMetricFamily("anpr_queue_size", "Runs queued, not yet started", value=queued)
             yield GaugeMetricFamily("anpr_runs_in_progress", "Runs starting or started", value=running)
-            yield CounterMetricFamily("anpr_events_failed", "Videos whose process_video run failed",
-                                      value=video_failures)
-            yield CounterMetricFamily("anpr_events_processed", "Plate events emitted by plate_events runs",
-                                      value=self._events_total)
-            hist = HistogramMetricFamily("anpr_stage_duration_seconds", "Step wall time of process_video runs",
-                                         labels=["stage"])
+            yield CounterMetricFamily(
+                "anpr_events_failed", "Videos whose process_video run failed", value=video_failures
+            )
+            yield CounterMetricFamily(
+                "anpr_events_processed", "Plate events emitted by plate_events runs", value=self._events_total
+            )
+            hist = HistogramMetricFamily(
+                "anpr_stage_duration_seconds", "Step wall time of process_video runs", labels=["stage"]
+            )
             for stage, h in sorted(self._stages.items()):
                 hist.add_metric([stage], h.cumulative(), sum_value=h.total)
             yield hist
@@ -168,8 +200,12 @@ class AnprCollector(Collector):
         yield up
 
 
-def build_registry(instance: Any, events_store: Any | None = None, jobs: Sequence[str] = DEFAULT_JOBS,
-                   bucket_store: Any | None = None) -> CollectorRegistry:
+def build_registry(
+    instance: Any,
+    events_store: Any | None = None,
+    jobs: Sequence[str] = DEFAULT_JOBS,
+    bucket_store: Any | None = None,
+) -> CollectorRegistry:
     from anpr_pipeline.ops.capacity_metrics import CapacityCollector
 
     registry = CollectorRegistry(auto_describe=False)
@@ -179,21 +215,28 @@ def build_registry(instance: Any, events_store: Any | None = None, jobs: Sequenc
     return registry
 
 
-def serve(instance: Any, events_store: Any | None, port: int, addr: str = "0.0.0.0", bucket_store: Any | None = None):
+def serve(
+    instance: Any, events_store: Any | None, port: int, addr: str = "0.0.0.0", bucket_store: Any | None = None
+):
     """Start the HTTP exporter in a background thread; returns (server, thread)."""
     from prometheus_client import start_http_server
 
-    return start_http_server(port, addr=addr, registry=build_registry(instance, events_store,
-                                                                      bucket_store=bucket_store))
+    return start_http_server(
+        port, addr=addr, registry=build_registry(instance, events_store, bucket_store=bucket_store)
+    )
 
 
 def main(argv: list[str]) -> int:
     import argparse
     import time
 
-    parser = argparse.ArgumentParser(prog="anpr metrics", description="Prometheus metrics for the ANPR pipeline.")
+    parser = argparse.ArgumentParser(
+        prog="anpr metrics", description="Prometheus metrics for the ANPR pipeline."
+    )
     sub = parser.add_subparsers(dest="action", required=True)
-    srv = sub.add_parser("serve", help="serve /metrics over HTTP (reads $DAGSTER_HOME's instance + events DB)")
+    srv = sub.add_parser(
+        "serve", help="serve /metrics over HTTP (reads $DAGSTER_HOME's instance + events DB)"
+    )
     srv.add_argument("--port", type=int, default=9108)
     srv.add_argument("--addr", default="0.0.0.0")
     args = parser.parse_args(argv)

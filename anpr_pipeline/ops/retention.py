@@ -235,9 +235,7 @@ def plan_event_retention(store: EventStore, now: datetime, policy: RetentionPoli
             sa.select(sa.func.count()).select_from(events).where(events.c.captured_at < cutoff)
         ).scalar_one()
         drop = expired_partitions(store.partitions(conn), cutoff)
-        in_drop = sum(
-            conn.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one() for name in drop
-        )
+        in_drop = sum(conn.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one() for name in drop)
     return EventsPlan(cutoff, int(rows), drop, int(in_drop))
 
 
@@ -285,7 +283,9 @@ class RetentionResult:
         return out
 
 
-def apply_retention(plan: RetentionPlan, store: ObjectStore, events_store: EventStore | None) -> RetentionResult:
+def apply_retention(
+    plan: RetentionPlan, store: ObjectStore, events_store: EventStore | None
+) -> RetentionResult:
     """Delete exactly what `plan` lists (objects) and every event row before its cutoff.
 
     Events are re-evaluated against the cutoff at apply time (not the planned count): rows

@@ -87,7 +87,11 @@ def write_video_events(
     written = []
     for day, day_rows in sorted(by_day.items()):
         key = partition_key_for(camera_id, day, video_timestamp)
-        store.put_bytes(key, table_bytes(sorted(day_rows, key=lambda r: r["captured_at"])), "application/vnd.apache.parquet")
+        store.put_bytes(
+            key,
+            table_bytes(sorted(day_rows, key=lambda r: r["captured_at"])),
+            "application/vnd.apache.parquet",
+        )
         written.append(key)
     stale = [
         partition_key_for(camera_id, day, video_timestamp)
@@ -110,8 +114,9 @@ def read_events(store: ObjectStore, keys: Iterable[str] | None = None) -> pd.Dat
         paths = [f"{base.rstrip('/')}/{key}" for key in keys]
         if not paths:
             return _to_table([]).to_pandas()
-        dataset = ds.dataset(paths, filesystem=filesystem, format="parquet", partitioning="hive",
-                             partition_base_dir=root)
+        dataset = ds.dataset(
+            paths, filesystem=filesystem, format="parquet", partitioning="hive", partition_base_dir=root
+        )
     else:
         try:
             dataset = ds.dataset(root, filesystem=filesystem, format="parquet", partitioning="hive")

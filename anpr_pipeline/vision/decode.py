@@ -310,7 +310,9 @@ def _iter_frames(
                 try:
                     image = frame_to_rgb(frame, max_width)
                 except Exception as exc:
-                    raise VideoDecodeError(p, f"cannot convert frame {decoded - 1}: {_describe(exc)}") from exc
+                    raise VideoDecodeError(
+                        p, f"cannot convert frame {decoded - 1}: {_describe(exc)}"
+                    ) from exc
                 yield SampledFrame(index=samples, source_index=decoded - 1, pts_s=t, image=image)
                 samples += 1
                 deadline = time.monotonic() + stall_timeout_s

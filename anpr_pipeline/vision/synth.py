@@ -219,8 +219,15 @@ def _resize_mask(mask: np.ndarray, w: int, h: int) -> np.ndarray:
 
 
 def _text_line(
-    canvas: np.ndarray, text: str, font: str, cx: float, top: float, height: float, max_w: float,
-    color: Color, alpha: float = 1.0,
+    canvas: np.ndarray,
+    text: str,
+    font: str,
+    cx: float,
+    top: float,
+    height: float,
+    max_w: float,
+    color: Color,
+    alpha: float = 1.0,
 ) -> None:
     """Small centred text (state names, slogans, city lines), ink height ``height``."""
     if not text.strip():
@@ -265,8 +272,15 @@ def _layout_chars(text: str, style: _TextStyle, height: float, max_w: float) -> 
 
 
 def _draw_chars(
-    canvas: np.ndarray, text: str, style: _TextStyle, x0: float, y0: float, x1: float, y1: float,
-    rng: np.random.Generator, align: str = "center",
+    canvas: np.ndarray,
+    text: str,
+    style: _TextStyle,
+    x0: float,
+    y0: float,
+    x1: float,
+    y1: float,
+    rng: np.random.Generator,
+    align: str = "center",
 ) -> list[tuple[float, float]]:
     """Draw plate characters into the box; returns (x centre, width) of each space."""
     height = y1 - y0
@@ -319,12 +333,16 @@ def _border(canvas: np.ndarray, r: int, inset: int, thick: int, color: Color, al
 
 def _vgradient(h: int, w: int, top: Color, bottom: Color) -> np.ndarray:
     t = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
-    return np.broadcast_to(np.asarray(top, np.float32) * (1 - t) + np.asarray(bottom, np.float32) * t, (h, w, 3)).copy()
+    return np.broadcast_to(
+        np.asarray(top, np.float32) * (1 - t) + np.asarray(bottom, np.float32) * t, (h, w, 3)
+    ).copy()
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
     """Low-frequency noise in [-1, 1] (dirt, lighting, asphalt patches)."""
-    small = rng.uniform(-1, 1, (max(2, cells * h // max(h, w)), max(2, cells * w // max(h, w)))).astype(np.float32)
+    small = rng.uniform(-1, 1, (max(2, cells * h // max(h, w)), max(2, cells * w // max(h, w)))).astype(
+        np.float32
+    )
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
 
 
@@ -347,7 +365,14 @@ def _screw(canvas: np.ndarray, cx: float, cy: float, r: float, rng: np.random.Ge
     slot = np.zeros_like(disk)
     a = rng.uniform(0, math.pi)
     dx, dy = math.cos(a) * r * 0.8, math.sin(a) * r * 0.8
-    cv2.line(slot, (int(r + 1 - dx), int(r + 1 - dy)), (int(r + 1 + dx), int(r + 1 + dy)), 1.0, max(1, r // 4), cv2.LINE_AA)
+    cv2.line(
+        slot,
+        (int(r + 1 - dx), int(r + 1 - dy)),
+        (int(r + 1 + dx), int(r + 1 + dy)),
+        1.0,
+        max(1, r // 4),
+        cv2.LINE_AA,
+    )
     _blend(canvas, slot, x, y, (60, 60, 60), 0.8)
 
 
@@ -379,7 +404,10 @@ def _weighted(items: Sequence[tuple[Any, float]], rng: np.random.Generator) -> A
 
 
 def _char_style(
-    rng: np.random.Generator, color: Color, emboss: float | None = None, serif: bool = False,
+    rng: np.random.Generator,
+    color: Color,
+    emboss: float | None = None,
+    serif: bool = False,
 ) -> _TextStyle:
     # Serif plate lettering exists only on some US plates.
     font = _weighted([f for f in CHAR_FONTS if serif or "Serif" not in f[0]], rng)
@@ -401,15 +429,33 @@ def _jitter(color: Color, rng: np.random.Generator, amount: float = 12.0) -> Col
 # Regional plate layouts
 # --------------------------------------------------------------------------------------
 US_STATES = (
-    ("California", "dmv.ca.gov"), ("Texas", "THE LONE STAR STATE"), ("Florida", "SUNSHINE STATE"),
-    ("New York", "EMPIRE STATE"), ("Illinois", "LAND OF LINCOLN"), ("Ohio", "BIRTHPLACE OF AVIATION"),
-    ("Georgia", "PEACH STATE"), ("Arizona", "GRAND CANYON STATE"), ("Michigan", "GREAT LAKES"),
-    ("New Jersey", "GARDEN STATE"), ("Virginia", "VIRGINIA IS FOR LOVERS"), ("Washington", "EVERGREEN STATE"),
-    ("Colorado", "COLORFUL"), ("Oregon", "PACIFIC WONDERLAND"), ("Nevada", "THE SILVER STATE"),
-    ("Hawaii", "ALOHA STATE"), ("Connecticut", "Constitution State"), ("Maryland", "Chesapeake Bay"),
-    ("Pennsylvania", "visitPA.com"), ("North Carolina", "FIRST IN FLIGHT"), ("Minnesota", "10,000 lakes"),
-    ("Iowa", "COUNTY"), ("Arkansas", "THE NATURAL STATE"), ("Utah", "LIFE ELEVATED"),
-    ("Tennessee", "VOLUNTEER STATE"), ("New Hampshire", "LIVE FREE OR DIE"), ("Kansas", "DRIVE SAFELY"),
+    ("California", "dmv.ca.gov"),
+    ("Texas", "THE LONE STAR STATE"),
+    ("Florida", "SUNSHINE STATE"),
+    ("New York", "EMPIRE STATE"),
+    ("Illinois", "LAND OF LINCOLN"),
+    ("Ohio", "BIRTHPLACE OF AVIATION"),
+    ("Georgia", "PEACH STATE"),
+    ("Arizona", "GRAND CANYON STATE"),
+    ("Michigan", "GREAT LAKES"),
+    ("New Jersey", "GARDEN STATE"),
+    ("Virginia", "VIRGINIA IS FOR LOVERS"),
+    ("Washington", "EVERGREEN STATE"),
+    ("Colorado", "COLORFUL"),
+    ("Oregon", "PACIFIC WONDERLAND"),
+    ("Nevada", "THE SILVER STATE"),
+    ("Hawaii", "ALOHA STATE"),
+    ("Connecticut", "Constitution State"),
+    ("Maryland", "Chesapeake Bay"),
+    ("Pennsylvania", "visitPA.com"),
+    ("North Carolina", "FIRST IN FLIGHT"),
+    ("Minnesota", "10,000 lakes"),
+    ("Iowa", "COUNTY"),
+    ("Arkansas", "THE NATURAL STATE"),
+    ("Utah", "LIFE ELEVATED"),
+    ("Tennessee", "VOLUNTEER STATE"),
+    ("New Hampshire", "LIVE FREE OR DIE"),
+    ("Kansas", "DRIVE SAFELY"),
 )
 US_COUNTIES = ("SCOTT", "POLK", "LINN", "STORY", "CLAY", "LEE", "JOHNSON", "MARION", "DALLAS", "BOONE")
 MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
@@ -417,10 +463,23 @@ US_TEXT_COLORS = ((20, 35, 110), (20, 20, 25), (140, 20, 30), (15, 80, 40), (60,
 US_ACCENTS = ((190, 20, 35), (25, 60, 150), (20, 110, 60), (230, 140, 20), (110, 40, 140), (20, 20, 25))
 
 BR_CITIES = (
-    ("SP", "SÃO PAULO"), ("RJ", "RIO DE JANEIRO"), ("MG", "BELO HORIZONTE"), ("PR", "CURITIBA"),
-    ("RS", "PORTO ALEGRE"), ("BA", "SALVADOR"), ("SC", "FLORIANÓPOLIS"), ("DF", "BRASÍLIA"),
-    ("GO", "GOIÂNIA"), ("PE", "RECIFE"), ("CE", "FORTALEZA"), ("SP", "CAMPINAS"), ("SP", "SANTOS"),
-    ("MG", "UBERLÂNDIA"), ("PR", "LONDRINA"), ("AM", "MANAUS"), ("PA", "BELÉM"),
+    ("SP", "SÃO PAULO"),
+    ("RJ", "RIO DE JANEIRO"),
+    ("MG", "BELO HORIZONTE"),
+    ("PR", "CURITIBA"),
+    ("RS", "PORTO ALEGRE"),
+    ("BA", "SALVADOR"),
+    ("SC", "FLORIANÓPOLIS"),
+    ("DF", "BRASÍLIA"),
+    ("GO", "GOIÂNIA"),
+    ("PE", "RECIFE"),
+    ("CE", "FORTALEZA"),
+    ("SP", "CAMPINAS"),
+    ("SP", "SANTOS"),
+    ("MG", "UBERLÂNDIA"),
+    ("PR", "LONDRINA"),
+    ("AM", "MANAUS"),
+    ("PA", "BELÉM"),
 )
 EU_BLUE = (0, 51, 153)
 EU_YELLOW = (255, 204, 0)
@@ -428,17 +487,25 @@ EU_YELLOW = (255, 204, 0)
 
 def _us_background(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, Color, bool]:
     """(background, default text colour, dark?)"""
-    style = _weighted((("white", 3), ("gradient", 2.5), ("graphic", 2.5), ("yellow", 0.6), ("dark", 0.5)), rng)
+    style = _weighted(
+        (("white", 3), ("gradient", 2.5), ("graphic", 2.5), ("yellow", 0.6), ("dark", 0.5)), rng
+    )
     if style == "dark":
         bg = _vgradient(h, w, _jitter((25, 40, 95), rng), _jitter((15, 25, 70), rng))
         return bg, _weighted((((240, 240, 240), 1), ((250, 200, 60), 1)), rng), True
     if style == "yellow":
-        return _vgradient(h, w, _jitter((245, 205, 70), rng), _jitter((235, 190, 50), rng)), (20, 35, 100), False
+        return (
+            _vgradient(h, w, _jitter((245, 205, 70), rng), _jitter((235, 190, 50), rng)),
+            (20, 35, 100),
+            False,
+        )
     white = _jitter((243, 243, 238), rng, 8)
     bg = _vgradient(h, w, white, white)
     text = US_TEXT_COLORS[int(rng.integers(len(US_TEXT_COLORS)))]
     if style == "gradient":
-        tint = _weighted((((170, 205, 240), 2), ((250, 215, 170), 1), ((200, 230, 200), 1), ((230, 200, 230), 0.5)), rng)
+        tint = _weighted(
+            (((170, 205, 240), 2), ((250, 215, 170), 1), ((200, 230, 200), 1), ((230, 200, 230), 0.5)), rng
+        )
         top, bottom = (tint, white) if rng.random() < 0.7 else (white, tint)
         bg = _vgradient(h, w, top, bottom)
     elif style == "graphic":
@@ -447,7 +514,9 @@ def _us_background(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray
             cx, cy, r = rng.uniform(0.3, 0.7) * w, h * rng.uniform(0.9, 1.4), rng.uniform(0.55, 0.9) * w
             for i, c in enumerate(((235, 120, 120), (245, 200, 110), (150, 210, 140), (130, 170, 230))):
                 ring = np.zeros((h, w), np.float32)
-                cv2.circle(ring, (int(cx), int(cy)), int(r - i * h * 0.06), 1.0, max(2, int(h * 0.06)), cv2.LINE_AA)
+                cv2.circle(
+                    ring, (int(cx), int(cy)), int(r - i * h * 0.06), 1.0, max(2, int(h * 0.06)), cv2.LINE_AA
+                )
                 _blend(bg, ring, 0, 0, c, 0.55)
         elif kind == 1:  # mountains / skyline silhouette
             pts = [(0, h)]
@@ -456,11 +525,32 @@ def _us_background(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray
             pts.append((w, h))
             m = np.zeros((h, w), np.float32)
             cv2.fillPoly(m, [np.array(pts, np.int32)], 1.0, cv2.LINE_AA)
-            _blend(bg, m, 0, 0, _weighted((((150, 180, 215), 1), ((170, 200, 160), 1), ((200, 170, 200), 1)), rng), 0.5)
+            _blend(
+                bg,
+                m,
+                0,
+                0,
+                _weighted((((150, 180, 215), 1), ((170, 200, 160), 1), ((200, 170, 200), 1)), rng),
+                0.5,
+            )
         else:  # big faint emblem (state outline / sun / fruit)
             m = np.zeros((h, w), np.float32)
-            cv2.circle(m, (int(rng.uniform(0.3, 0.7) * w), int(h * 0.55)), int(h * rng.uniform(0.25, 0.4)), 1.0, -1, cv2.LINE_AA)
-            _blend(bg, cv2.GaussianBlur(m, (0, 0), 3), 0, 0, _weighted(((US_ACCENTS[3], 1), ((120, 190, 120), 1), ((230, 120, 60), 1)), rng), 0.45)
+            cv2.circle(
+                m,
+                (int(rng.uniform(0.3, 0.7) * w), int(h * 0.55)),
+                int(h * rng.uniform(0.25, 0.4)),
+                1.0,
+                -1,
+                cv2.LINE_AA,
+            )
+            _blend(
+                bg,
+                cv2.GaussianBlur(m, (0, 0), 3),
+                0,
+                0,
+                _weighted(((US_ACCENTS[3], 1), ((120, 190, 120), 1), ((230, 120, 60), 1)), rng),
+                0.45,
+            )
     return bg, text, False
 
 
@@ -475,16 +565,35 @@ def _us_plate(text: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
     name = state if rng.random() < 0.6 else state.upper()
     if rng.random() < 0.12:
         name = f"MY{state.upper().replace(' ', '')}.COM"
-    _text_line(canvas, name, _weighted([(f, 1) for f in SCRIPT_FONTS], rng), w / 2 + rng.uniform(-20, 20),
-               rng.uniform(8, 16), rng.uniform(26, 38), w * rng.uniform(0.45, 0.7), accent)
+    _text_line(
+        canvas,
+        name,
+        _weighted([(f, 1) for f in SCRIPT_FONTS], rng),
+        w / 2 + rng.uniform(-20, 20),
+        rng.uniform(8, 16),
+        rng.uniform(26, 38),
+        w * rng.uniform(0.45, 0.7),
+        accent,
+    )
     # Registration stickers in the top corners.
     for corner in (0, 1):
         if rng.random() < 0.5:
             sw, sh = rng.uniform(38, 52), rng.uniform(24, 32)
             sx = rng.uniform(10, 24) if corner == 0 else w - sw - rng.uniform(10, 24)
-            sc = _weighted((((220, 40, 90), 1), ((40, 160, 80), 1), ((250, 215, 40), 1), ((60, 110, 210), 1), ((250, 250, 250), 1)), rng)
+            sc = _weighted(
+                (
+                    ((220, 40, 90), 1),
+                    ((40, 160, 80), 1),
+                    ((250, 215, 40), 1),
+                    ((60, 110, 210), 1),
+                    ((250, 250, 250), 1),
+                ),
+                rng,
+            )
             _blend(canvas, np.ones((int(sh), int(sw)), np.float32), int(sx), int(rng.uniform(8, 14)), sc)
-            label = MONTHS[int(rng.integers(12))] if rng.random() < 0.5 else f"{int(rng.integers(0, 100)):02d}"
+            label = (
+                MONTHS[int(rng.integers(12))] if rng.random() < 0.5 else f"{int(rng.integers(0, 100)):02d}"
+            )
             _text_line(canvas, label, SMALL_FONTS[0], sx + sw / 2, 14, sh * 0.5, sw * 0.85, (20, 20, 20))
     for sx in (0.21 * w, 0.79 * w):
         _screw(canvas, sx + rng.uniform(-3, 3), 0.1 * h + 6 + rng.uniform(-3, 3), rng.uniform(5, 8), rng)
@@ -499,8 +608,16 @@ def _us_plate(text: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
             m = np.zeros((d, d), np.float32)
             cv2.circle(m, (d // 2, d // 2), d // 2 - 1, 1.0, -1, cv2.LINE_AA)
             _blend(canvas, m, int(gaps[0][0] - d / 2), int((top + bottom) / 2 - d / 2), accent, 0.7)
-    _text_line(canvas, slogan if rng.random() < 0.85 else slogan.upper(), _weighted([(f, 1) for f in SMALL_FONTS], rng),
-               w / 2, rng.uniform(170, 176), rng.uniform(13, 18), w * 0.7, accent if rng.random() < 0.6 else color)
+    _text_line(
+        canvas,
+        slogan if rng.random() < 0.85 else slogan.upper(),
+        _weighted([(f, 1) for f in SMALL_FONTS], rng),
+        w / 2,
+        rng.uniform(170, 176),
+        rng.uniform(13, 18),
+        w * 0.7,
+        accent if rng.random() < 0.6 else color,
+    )
     if rng.random() < 0.7:
         _border(canvas, 14, 3, 3, color, 0.7)
     if rng.random() < 0.25:  # dealer frame: covers part of the state name and slogan
@@ -510,8 +627,16 @@ def _us_plate(text: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
         fc = _weighted((((20, 20, 22), 3), ((190, 190, 195), 1)), rng)
         _blend(canvas, frame, 0, 0, fc)
         dealer = ("AUTO MALL", "MOTORS", "TOYOTA OF CITY", "HONDA", "FORD", "CHEVROLET", "AUTO GROUP")
-        _text_line(canvas, dealer[int(rng.integers(len(dealer)))], SMALL_FONTS[0], w / 2, h - 20, 11, w * 0.6,
-                   (235, 235, 235) if fc[0] < 100 else (30, 30, 30))
+        _text_line(
+            canvas,
+            dealer[int(rng.integers(len(dealer)))],
+            SMALL_FONTS[0],
+            w / 2,
+            h - 20,
+            11,
+            w * 0.6,
+            (235, 235, 235) if fc[0] < 100 else (30, 30, 30),
+        )
     return canvas, _rounded_mask(h, w, 14)
 
 
@@ -524,12 +649,18 @@ def _eu_stars(canvas: np.ndarray, cx: float, cy: float, r: float) -> None:
         _blend(canvas, m, int(cx + r * math.cos(a) - s), int(cy + r * math.sin(a) - s), EU_YELLOW)
 
 
-def _eu_plate(text: str, fmt: DisplayFormat, rng: np.random.Generator, two_row: bool) -> tuple[np.ndarray, np.ndarray]:
+def _eu_plate(
+    text: str, fmt: DisplayFormat, rng: np.random.Generator, two_row: bool
+) -> tuple[np.ndarray, np.ndarray]:
     h, w = (210, 300) if two_row else (112, 520)
     yellow = fmt.country == "NL" and rng.random() < 0.5 or rng.random() < 0.03
     white = _jitter((245, 245, 242), rng, 6)
-    canvas = _vgradient(h, w, _jitter((250, 205, 40), rng, 8) if yellow else white,
-                        _jitter((245, 195, 35), rng, 8) if yellow else white)
+    canvas = _vgradient(
+        h,
+        w,
+        _jitter((250, 205, 40), rng, 8) if yellow else white,
+        _jitter((245, 195, 35), rng, 8) if yellow else white,
+    )
     color: Color = (170, 25, 30) if fmt.country == "B" else _jitter((18, 18, 20), rng, 8)
     sw = 0.078 * 520 if not two_row else 0.14 * w
     inset = 3
@@ -540,7 +671,16 @@ def _eu_plate(text: str, fmt: DisplayFormat, rng: np.random.Generator, two_row: 
     _eu_stars(canvas, inset + sw / 2, star_cy, sw * 0.27)
     code = fmt.country or "EU"
     code_h = min(h * 0.24, sw * 0.55) if len(code) == 1 else min(h * 0.2, sw * 0.4)
-    _text_line(canvas, code, "DejaVuSans-Bold.ttf", inset + sw / 2, h * (0.62 if not two_row else 0.7), code_h, sw * 0.8, (250, 250, 250))
+    _text_line(
+        canvas,
+        code,
+        "DejaVuSans-Bold.ttf",
+        inset + sw / 2,
+        h * (0.62 if not two_row else 0.7),
+        code_h,
+        sw * 0.8,
+        (250, 250, 250),
+    )
     # France and Italy: a second blue strip on the right (department / province).
     right = 0.0
     if fmt.country in ("F", "I") and not two_row and rng.random() < 0.7:
@@ -548,14 +688,22 @@ def _eu_plate(text: str, fmt: DisplayFormat, rng: np.random.Generator, two_row: 
         band = np.zeros((h, w), np.float32)
         band[inset : h - inset, w - int(sw) : w - inset] = 1
         _blend(canvas, band * _rounded_mask(h, w, 10, inset), 0, 0, _jitter(EU_BLUE, rng, 10))
-        label = f"{int(rng.integers(1, 96)):02d}" if fmt.country == "F" else f"{int(rng.integers(1990, 2025))}"
-        _text_line(canvas, label, "DejaVuSans-Bold.ttf", w - sw / 2, h * 0.62, h * 0.18, sw * 0.8, (250, 250, 250))
+        label = (
+            f"{int(rng.integers(1, 96)):02d}" if fmt.country == "F" else f"{int(rng.integers(1990, 2025))}"
+        )
+        _text_line(
+            canvas, label, "DejaVuSans-Bold.ttf", w - sw / 2, h * 0.62, h * 0.18, sw * 0.8, (250, 250, 250)
+        )
     style = _char_style(rng, color, emboss=float(rng.uniform(0.0, 0.8)))
     style.condense *= 0.92
     x0 = sw + rng.uniform(6, 14)
     x1 = w - right - rng.uniform(6, 14)
     if two_row:
-        parts = text.split(" " if " " in text else "-", 1) if (" " in text or "-" in text) else [text[:2], text[2:]]
+        parts = (
+            text.split(" " if " " in text else "-", 1)
+            if (" " in text or "-" in text)
+            else [text[:2], text[2:]]
+        )
         _draw_chars(canvas, parts[0], style, x0, h * 0.08, x1, h * 0.46, rng)
         _draw_chars(canvas, parts[1], style, x0, h * 0.54, x1, h * 0.92, rng)
     else:
@@ -580,11 +728,22 @@ def _br_old_plate(text: str, rng: np.random.Generator) -> tuple[np.ndarray, np.n
     base = np.asarray((165, 30, 35) if red else (185, 186, 188), np.float32) + rng.uniform(-25, 20)
     canvas = _vgradient(h, w, tuple(base + rng.uniform(-6, 6)), tuple(base + rng.uniform(-6, 6)))
     # Brushed-metal streaks.
-    streaks = cv2.resize(rng.uniform(-1, 1, (h, 8)).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    streaks = cv2.resize(
+        rng.uniform(-1, 1, (h, 8)).astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR
+    )
     canvas += streaks[..., None] * 6
     color: Color = (240, 240, 240) if red else _jitter((22, 22, 24), rng, 8)
     uf, city = BR_CITIES[int(rng.integers(len(BR_CITIES)))]
-    _text_line(canvas, f"{uf} - {city}", _weighted([(f, 1) for f in SMALL_FONTS], rng), w / 2, h * 0.06, h * 0.12, w * 0.6, color)
+    _text_line(
+        canvas,
+        f"{uf} - {city}",
+        _weighted([(f, 1) for f in SMALL_FONTS], rng),
+        w / 2,
+        h * 0.06,
+        h * 0.12,
+        w * 0.6,
+        color,
+    )
     for sx in (0.1 * w, 0.9 * w):
         _screw(canvas, sx + rng.uniform(-4, 4), h * 0.13, h * 0.05, rng)
     style = _char_style(rng, color, emboss=float(rng.uniform(0.4, 1.0)))
@@ -618,7 +777,16 @@ def _br_mercosul_plate(text: str, rng: np.random.Generator) -> tuple[np.ndarray,
     band = np.zeros((h, w), np.float32)
     band[2 : band_h + 2, 2 : w - 2] = 1
     _blend(canvas, band * _rounded_mask(h, w, 8, 2), 0, 0, _jitter((0, 55, 160), rng, 10))
-    _text_line(canvas, "BRASIL", "DejaVuSans-Bold.ttf", w / 2, band_h * 0.3 + 2, band_h * 0.5, w * 0.3, (250, 250, 250))
+    _text_line(
+        canvas,
+        "BRASIL",
+        "DejaVuSans-Bold.ttf",
+        w / 2,
+        band_h * 0.3 + 2,
+        band_h * 0.5,
+        w * 0.3,
+        (250, 250, 250),
+    )
     _br_flag(canvas, int(w - band_h * 1.43 - 10), int(band_h * 0.25) + 2, int(band_h * 0.6))
     for i in range(4):  # Mercosul emblem: four stars under an arc
         s = np.zeros((5, 5), np.float32)
@@ -633,7 +801,12 @@ def _br_mercosul_plate(text: str, rng: np.random.Generator) -> tuple[np.ndarray,
 
 
 def render_plate_rgba(
-    text: str, region: str, rng: np.random.Generator, *, two_row: bool | None = None, dirt: float | None = None,
+    text: str,
+    region: str,
+    rng: np.random.Generator,
+    *,
+    two_row: bool | None = None,
+    dirt: float | None = None,
 ) -> np.ndarray:
     """A plate with an alpha channel (rounded corners), RGBA uint8, about 100-210 px tall.
 
@@ -663,8 +836,13 @@ def render_plate_rgba(
 
 
 def render_plate(
-    text: str, region: str, rng: np.random.Generator | None = None, *, two_row: bool | None = None,
-    dirt: float | None = None, backdrop: Color = (40, 40, 42),
+    text: str,
+    region: str,
+    rng: np.random.Generator | None = None,
+    *,
+    two_row: bool | None = None,
+    dirt: float | None = None,
+    backdrop: Color = (40, 40, 42),
 ) -> np.ndarray:
     """Render plate ``text`` in a ``region`` layout as an RGB uint8 image (real aspect ratio).
 
@@ -682,7 +860,9 @@ def _over(rgba: np.ndarray, backdrop: Color | np.ndarray) -> np.ndarray:
 
 
 def random_plate(
-    rng: np.random.Generator, regions: Sequence[str] = REGIONS, two_row: bool | None = None,
+    rng: np.random.Generator,
+    regions: Sequence[str] = REGIONS,
+    two_row: bool | None = None,
 ) -> tuple[np.ndarray, str, str]:
     """(plate RGBA, display text, region) for a random region of ``regions``."""
     region = regions[int(rng.integers(len(regions)))]
@@ -694,9 +874,16 @@ def random_plate(
 # Vehicles
 # --------------------------------------------------------------------------------------
 CAR_COLORS = (
-    ((232, 232, 230), 3.0), ((178, 180, 184), 2.5), ((28, 28, 32), 2.5), ((95, 98, 104), 2.0),
-    ((150, 22, 28), 1.0), ((30, 55, 120), 1.0), ((30, 70, 48), 0.4), ((190, 175, 140), 0.4),
-    ((225, 180, 30), 0.3), ((200, 90, 30), 0.2),
+    ((232, 232, 230), 3.0),
+    ((178, 180, 184), 2.5),
+    ((28, 28, 32), 2.5),
+    ((95, 98, 104), 2.0),
+    ((150, 22, 28), 1.0),
+    ((30, 55, 120), 1.0),
+    ((30, 70, 48), 0.4),
+    ((190, 175, 140), 0.4),
+    ((225, 180, 30), 0.3),
+    ((200, 90, 30), 0.2),
 )
 # Plate width / vehicle width. Real: EU 0.29, BR 0.23, US 0.17; US/BR are drawn a bit larger
 # so a 1280-px video frame holds two lanes of cars with legible plates.
@@ -737,15 +924,22 @@ class _VGrad:
     offset: int = 0  # row of the full gradient at canvas row 0
 
     def rows(self, y0: int, y1: int) -> np.ndarray:
-        t = (np.arange(y0 + self.offset, y1 + self.offset, dtype=np.float32) / max(1, self.height - 1))[:, None, None]
+        t = (np.arange(y0 + self.offset, y1 + self.offset, dtype=np.float32) / max(1, self.height - 1))[
+            :, None, None
+        ]
         return self.top * (1 - t) + self.bottom * t
 
     def __mul__(self, k: float) -> _VGrad:
         return _VGrad(self.top * k, self.bottom * k, self.height, self.offset)
 
 
-def _fill_poly(rgb: np.ndarray, alpha: np.ndarray, pts: Sequence[tuple[float, float]], color: Color | _VGrad,
-               a: float = 1.0) -> None:
+def _fill_poly(
+    rgb: np.ndarray,
+    alpha: np.ndarray,
+    pts: Sequence[tuple[float, float]],
+    color: Color | _VGrad,
+    a: float = 1.0,
+) -> None:
     """Anti-aliased polygon in ``color`` (a colour or a vertical gradient), drawn only
     inside its bounding box (full-canvas masks made sprites 10x slower)."""
     p = np.asarray(pts, np.float64)
@@ -794,7 +988,12 @@ class _Canvas:
 
 
 def make_vehicle(
-    plate_rgba: np.ndarray, region: str, rng: np.random.Generator, *, view: str | None = None, width: int = 720,
+    plate_rgba: np.ndarray,
+    region: str,
+    rng: np.random.Generator,
+    *,
+    view: str | None = None,
+    width: int = 720,
     context: tuple[float, float] | None = None,
 ) -> Vehicle:
     """A simple car (rear or front view) with ``plate_rgba`` mounted on it; shaded body,
@@ -832,16 +1031,24 @@ def make_vehicle(
     cy = max(cy, ly1 + ph_t / 2 + 2) if view_rear else cy
     ang = math.radians(rng.uniform(-1.5, 1.5))
     ca, sa = math.cos(ang), math.sin(ang)
-    corners = np.array([(-pw_t / 2, -ph_t / 2), (pw_t / 2, -ph_t / 2), (pw_t / 2, ph_t / 2), (-pw_t / 2, ph_t / 2)])
-    quad = np.stack([cx + corners[:, 0] * ca - corners[:, 1] * sa, cy + corners[:, 0] * sa + corners[:, 1] * ca], 1)
+    corners = np.array(
+        [(-pw_t / 2, -ph_t / 2), (pw_t / 2, -ph_t / 2), (pw_t / 2, ph_t / 2), (-pw_t / 2, ph_t / 2)]
+    )
+    quad = np.stack(
+        [cx + corners[:, 0] * ca - corners[:, 1] * sa, cy + corners[:, 0] * sa + corners[:, 1] * ca], 1
+    )
     if context is None:
         cv = _Canvas(0, 0, W, H)
     else:
         bx0, by0 = quad.min(axis=0)
         bx1, by1 = quad.max(axis=0)
         mx, my = context[0] * (bx1 - bx0), context[1] * (by1 - by0)
-        cv = _Canvas(max(0, int(bx0 - mx)), max(0, int(by0 - my)), min(W, int(math.ceil(bx1 + mx))),
-                     min(H, int(math.ceil(by1 + my))))
+        cv = _Canvas(
+            max(0, int(bx0 - mx)),
+            max(0, int(by0 - my)),
+            min(W, int(math.ceil(bx1 + mx))),
+            min(H, int(math.ceil(by1 + my))),
+        )
     body = np.asarray(_weighted(CAR_COLORS, rng), np.float32) + rng.uniform(-10, 10, 3).astype(np.float32)
     body = np.clip(body, 10, 245)
     shade = _VGrad(np.clip(body * 1.12, 0, 255), body * 0.62, H)
@@ -850,42 +1057,103 @@ def make_vehicle(
     y_sh = int(H * 0.88)
     if cv.y1 > y_sh:
         sh = np.zeros((H - y_sh, W), np.float32)
-        cv2.ellipse(sh, (W // 2, int(H * 0.965) - y_sh), (int(W * 0.5), int(H * 0.035)), 0, 0, 360, 1.0, -1, cv2.LINE_AA)
+        cv2.ellipse(
+            sh,
+            (W // 2, int(H * 0.965) - y_sh),
+            (int(W * 0.5), int(H * 0.035)),
+            0,
+            0,
+            360,
+            1.0,
+            -1,
+            cv2.LINE_AA,
+        )
         cv.shadow(cv2.GaussianBlur(sh, (0, 0), max(1.0, W * 0.01)) * 0.6, 0, y_sh)
     # Tyres.
     for x0 in (0.05, 0.8):
-        cv.poly([(W * x0, H * 0.75), (W * (x0 + 0.15), H * 0.75), (W * (x0 + 0.15), H * 0.97),
-                                (W * x0, H * 0.97)], (22, 22, 24))
+        cv.poly(
+            [
+                (W * x0, H * 0.75),
+                (W * (x0 + 0.15), H * 0.75),
+                (W * (x0 + 0.15), H * 0.97),
+                (W * x0, H * 0.97),
+            ],
+            (22, 22, 24),
+        )
     # Cabin (narrower at the roof, chamfered corners read as rounded) and glass.
     c = 0.03
-    cabin = [(W * 0.04, H * belt), (W * (roof - c * 0.6), H * (top + c * 2)), (W * (roof + c), H * top),
-             (W * (1 - roof - c), H * top), (W * (1 - roof + c * 0.6), H * (top + c * 2)), (W * 0.96, H * belt)]
+    cabin = [
+        (W * 0.04, H * belt),
+        (W * (roof - c * 0.6), H * (top + c * 2)),
+        (W * (roof + c), H * top),
+        (W * (1 - roof - c), H * top),
+        (W * (1 - roof + c * 0.6), H * (top + c * 2)),
+        (W * 0.96, H * belt),
+    ]
     cv.poly(cabin, shade * 0.92)
     for side in (-1, 1):  # door mirrors
         mx = W / 2 + side * W * 0.49
-        cv.poly([(mx - side * W * 0.07, H * (belt - 0.09)), (mx, H * (belt - 0.1)), (mx, H * (belt - 0.04)),
-                                (mx - side * W * 0.07, H * (belt - 0.03))], dark)
+        cv.poly(
+            [
+                (mx - side * W * 0.07, H * (belt - 0.09)),
+                (mx, H * (belt - 0.1)),
+                (mx, H * (belt - 0.04)),
+                (mx - side * W * 0.07, H * (belt - 0.03)),
+            ],
+            dark,
+        )
     g0, g1 = _jitter((55, 62, 72), rng, 15), _jitter((20, 24, 30), rng, 8)
     glass = _VGrad(np.asarray(g0, np.float32), np.asarray(g1, np.float32), H)
     gi = 0.035
     gtop, gbot = top + 0.035, belt - rng.uniform(0.02, 0.05)
-    gl = [(W * (roof + gi), H * gtop), (W * (1 - roof - gi), H * gtop), (W * (0.92 - gi / 2), H * gbot),
-          (W * (0.08 + gi / 2), H * gbot)]
+    gl = [
+        (W * (roof + gi), H * gtop),
+        (W * (1 - roof - gi), H * gtop),
+        (W * (0.92 - gi / 2), H * gbot),
+        (W * (0.08 + gi / 2), H * gbot),
+    ]
     cv.poly(gl, glass)
     refl_x = rng.uniform(0.3, 0.6)
-    cv.poly([(W * refl_x, H * (gtop + 0.005)), (W * (refl_x + 0.08), H * (gtop + 0.005)),
-                            (W * (refl_x - 0.05), H * (gbot - 0.005)), (W * (refl_x - 0.13), H * (gbot - 0.005))],
-               (200, 210, 220), 0.12)
+    cv.poly(
+        [
+            (W * refl_x, H * (gtop + 0.005)),
+            (W * (refl_x + 0.08), H * (gtop + 0.005)),
+            (W * (refl_x - 0.05), H * (gbot - 0.005)),
+            (W * (refl_x - 0.13), H * (gbot - 0.005)),
+        ],
+        (200, 210, 220),
+        0.12,
+    )
     if view == "rear" and rng.random() < 0.4:  # third brake light
-        cv.poly([(W * 0.42, H * (gtop + 0.005)), (W * 0.58, H * (gtop + 0.005)), (W * 0.58, H * (gtop + 0.02)),
-                                (W * 0.42, H * (gtop + 0.02))], (150, 20, 25))
+        cv.poly(
+            [
+                (W * 0.42, H * (gtop + 0.005)),
+                (W * 0.58, H * (gtop + 0.005)),
+                (W * 0.58, H * (gtop + 0.02)),
+                (W * 0.42, H * (gtop + 0.02)),
+            ],
+            (150, 20, 25),
+        )
     if view == "front" and rng.random() < 0.6:  # wipers resting on the windscreen
         for xw in (0.25, 0.55):
-            cv.poly([(W * xw, H * (gbot - 0.012)), (W * (xw + 0.2), H * (gbot - 0.03)),
-                                    (W * (xw + 0.2), H * (gbot - 0.024)), (W * xw, H * (gbot - 0.006))], (15, 15, 15))
+            cv.poly(
+                [
+                    (W * xw, H * (gbot - 0.012)),
+                    (W * (xw + 0.2), H * (gbot - 0.03)),
+                    (W * (xw + 0.2), H * (gbot - 0.024)),
+                    (W * xw, H * (gbot - 0.006)),
+                ],
+                (15, 15, 15),
+            )
     # Lower body with rounded edges.
-    lb = [(W * 0.02, H * (belt - 0.01)), (W * 0.98, H * (belt - 0.01)), (W * 0.995, H * 0.6), (W * 0.99, H * 0.88),
-          (W * 0.01, H * 0.88), (W * 0.005, H * 0.6)]
+    lb = [
+        (W * 0.02, H * (belt - 0.01)),
+        (W * 0.98, H * (belt - 0.01)),
+        (W * 0.995, H * 0.6),
+        (W * 0.99, H * 0.88),
+        (W * 0.01, H * 0.88),
+        (W * 0.005, H * 0.6),
+    ]
     cv.poly(lb, shade)
     yc, t = int(H * (belt + 0.02)), max(1, W // 200)
     crease = np.zeros((2 * t + 3, W), np.float32)
@@ -903,13 +1171,30 @@ def make_vehicle(
         xa, xb = (0.03, 0.03 + lw) if left else (0.97 - lw, 0.97)
         ya, yb = (ly0 - 0.04 * H, ly1 + 0.03 * H) if style == "tall" else (ly0, ly1)
         outer_a, inner_b = (xa, xb) if left else (xb, xa)
-        pts = [(W * outer_a, ya), (W * inner_b, ya + slope), (W * inner_b, yb), (W * outer_a, yb - (yb - ya) * 0.1)]
+        pts = [
+            (W * outer_a, ya),
+            (W * inner_b, ya + slope),
+            (W * inner_b, yb),
+            (W * outer_a, yb - (yb - ya) * 0.1),
+        ]
         cv.poly(pts, lamp)
         lx = (xa + xb) / 2
-        cv.poly([(W * (lx - 0.03), ya + (yb - ya) * 0.25), (W * (lx + 0.03), ya + (yb - ya) * 0.25),
-                 (W * (lx + 0.03), yb - (yb - ya) * 0.2), (W * (lx - 0.03), yb - (yb - ya) * 0.2)], inner, 0.6)
+        cv.poly(
+            [
+                (W * (lx - 0.03), ya + (yb - ya) * 0.25),
+                (W * (lx + 0.03), ya + (yb - ya) * 0.25),
+                (W * (lx + 0.03), yb - (yb - ya) * 0.2),
+                (W * (lx - 0.03), yb - (yb - ya) * 0.2),
+            ],
+            inner,
+            0.6,
+        )
     if style == "strip" and view == "rear":
-        cv.poly([(W * 0.1, ly0 + 2), (W * 0.9, ly0 + 2), (W * 0.9, ly0 + 0.03 * H), (W * 0.1, ly0 + 0.03 * H)], lamp, 0.9)
+        cv.poly(
+            [(W * 0.1, ly0 + 2), (W * 0.9, ly0 + 2), (W * 0.9, ly0 + 0.03 * H), (W * 0.1, ly0 + 0.03 * H)],
+            lamp,
+            0.9,
+        )
     if view == "front":  # grille between the headlights: slats, mesh or a single slot
         gx0, gx1 = W * (0.05 + lw), W * (0.95 - lw)
         gstyle = _weighted((("slats", 2.0), ("mesh", 1.0), ("slot", 1.0)), rng)
@@ -930,7 +1215,11 @@ def make_vehicle(
             cv.blend(m, int(W / 2 - 1.5 * r), int((ly0 + gy1) / 2 - r), (200, 200, 205), 0.9)
     else:
         for xg in (0.03 + lw, 0.97 - lw):  # boot-lid panel gaps
-            cv.poly([(W * xg - 1, ly0), (W * xg + 1, ly0), (W * xg + 1, H * 0.8), (W * xg - 1, H * 0.8)], dark, 0.5)
+            cv.poly(
+                [(W * xg - 1, ly0), (W * xg + 1, ly0), (W * xg + 1, H * 0.8), (W * xg - 1, H * 0.8)],
+                dark,
+                0.5,
+            )
         if rng.random() < 0.6:  # badge on the boot lid
             r = max(2, int(W * 0.02))
             m = np.zeros((2 * r + 1, 2 * r + 1), np.float32)
@@ -947,10 +1236,22 @@ def make_vehicle(
             cv.blend(m, int(W * xf - r), int(H * 0.85 - r), (230, 230, 225))
     elif view == "rear" and rng.random() < 0.5:
         xe = rng.choice([0.2, 0.75])
-        cv.poly([(W * xe, H * 0.89), (W * (xe + 0.07), H * 0.89), (W * (xe + 0.07), H * 0.915), (W * xe, H * 0.915)], (20, 20, 20))
+        cv.poly(
+            [
+                (W * xe, H * 0.89),
+                (W * (xe + 0.07), H * 0.89),
+                (W * (xe + 0.07), H * 0.915),
+                (W * xe, H * 0.915),
+            ],
+            (20, 20, 20),
+        )
     # Plate, in a slightly darker recess, tilted a little.
-    rec = [(cx - pw_t * 0.56, cy - ph_t * 0.62), (cx + pw_t * 0.56, cy - ph_t * 0.62),
-           (cx + pw_t * 0.56, cy + ph_t * 0.6), (cx - pw_t * 0.56, cy + ph_t * 0.6)]
+    rec = [
+        (cx - pw_t * 0.56, cy - ph_t * 0.62),
+        (cx + pw_t * 0.56, cy - ph_t * 0.62),
+        (cx + pw_t * 0.56, cy + ph_t * 0.6),
+        (cx - pw_t * 0.56, cy + ph_t * 0.6),
+    ]
     cv.poly(rec, tuple(np.asarray(bumper if view == "front" else body, np.float32) * 0.7))
     # Downscale with area averaging first (a warp alone would alias the characters).
     small = cv2.resize(plate_rgba, (max(2, round(pw_t)), max(2, round(ph_t))), interpolation=cv2.INTER_AREA)
@@ -960,7 +1261,9 @@ def make_vehicle(
     ch, cw = cv.alpha.shape
     x0, y0, x1, y1 = _roi(q, cw, ch)
     M = cv2.getPerspectiveTransform(src, (q - (x0, y0)).astype(np.float32))
-    warped = cv2.warpPerspective(small, M, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0, 0))
+    warped = cv2.warpPerspective(
+        small, M, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0, 0)
+    )
     pa = warped[..., 3].astype(np.float32) / 255.0
     roi = cv.rgb[y0:y1, x0:x1]
     roi *= 1 - pa[..., None]
@@ -969,7 +1272,15 @@ def make_vehicle(
     # Shadow of the recess lip on the plate's top edge.
     lip = np.zeros((y1 - y0, x1 - x0), np.float32)
     ql = q - (x0, y0)
-    cv2.fillPoly(lip, [np.round(np.array([ql[0], ql[1], ql[1] + (0, ph_t * 0.12), ql[0] + (0, ph_t * 0.12)])).astype(np.int32)], 1.0)
+    cv2.fillPoly(
+        lip,
+        [
+            np.round(np.array([ql[0], ql[1], ql[1] + (0, ph_t * 0.12), ql[0] + (0, ph_t * 0.12)])).astype(
+                np.int32
+            )
+        ],
+        1.0,
+    )
     _blend(cv.rgb, cv2.GaussianBlur(lip, (0, 0), max(1.0, ph_t * 0.05)), x0, y0, (0, 0, 0), 0.25)
     sprite = np.empty((ch, cw, 4), np.uint8)
     np.clip(cv.rgb, 0, 255, out=cv.rgb)
@@ -982,7 +1293,10 @@ def make_vehicle(
 # Backgrounds
 # --------------------------------------------------------------------------------------
 def road_background(
-    rng: np.random.Generator, width: int, height: int, vanishing: tuple[float, float] | None = None,
+    rng: np.random.Generator,
+    width: int,
+    height: int,
+    vanishing: tuple[float, float] | None = None,
     lanes_at_bottom: Sequence[float] = (0.0, 0.5, 1.0),
 ) -> np.ndarray:
     """A static road seen from a pole camera: asphalt texture, lane markings converging to
@@ -1004,8 +1318,14 @@ def road_background(
 
     def band(xb: float, y0: float, y1: float, half_w_bottom: float) -> np.ndarray:
         k0, k1 = (y0 - vy) / (H - vy), (y1 - vy) / (H - vy)
-        return np.round([(x_at(xb, y0) - half_w_bottom * k0, y0), (x_at(xb, y0) + half_w_bottom * k0, y0),
-                         (x_at(xb, y1) + half_w_bottom * k1, y1), (x_at(xb, y1) - half_w_bottom * k1, y1)]).astype(np.int32)
+        return np.round(
+            [
+                (x_at(xb, y0) - half_w_bottom * k0, y0),
+                (x_at(xb, y0) + half_w_bottom * k0, y0),
+                (x_at(xb, y1) + half_w_bottom * k1, y1),
+                (x_at(xb, y1) - half_w_bottom * k1, y1),
+            ]
+        ).astype(np.int32)
 
     # Pavement outside the road edges, with a kerb line.
     left, right = lanes_at_bottom[0] * W, lanes_at_bottom[-1] * W
@@ -1056,9 +1376,16 @@ def road_background(
     if n_shadows:
         shadows = np.zeros((H // 4 + 1, W // 4 + 1), np.float32)
         for _ in range(n_shadows):
-            cv2.ellipse(shadows, (int(rng.uniform(0, W / 4)), int(rng.uniform(0, H / 4))),
-                        (int(rng.uniform(10, 50)), int(rng.uniform(5, 22))), rng.uniform(0, 180), 0, 360,
-                        float(rng.uniform(0.15, 0.35)), -1)
+            cv2.ellipse(
+                shadows,
+                (int(rng.uniform(0, W / 4)), int(rng.uniform(0, H / 4))),
+                (int(rng.uniform(10, 50)), int(rng.uniform(5, 22))),
+                rng.uniform(0, 180),
+                0,
+                360,
+                float(rng.uniform(0.15, 0.35)),
+                -1,
+            )
         shadows = cv2.resize(cv2.GaussianBlur(shadows, (0, 0), 4), (W, H))
         _blend(img, shadows, 0, 0, (20, 22, 30))
     return np.clip(img, 0, 255).astype(np.uint8)
@@ -1078,8 +1405,25 @@ def _fit_background(background: np.ndarray, width: int, height: int, rng: np.ran
     return cv2.resize(np.ascontiguousarray(crop), (width, height), interpolation=cv2.INTER_AREA)
 
 
-SIGN_WORDS = ("MAIN ST", "STOP", "PARKING", "BUS", "EXIT 12", "OAK AVE", "TAXI", "SALE 50%", "PHARMACY",
-              "RUA 7", "AV PAULISTA", "ZONE 30", "HOTEL", "CAFE", "OPEN 24H", "A4 PARIS", "ONE WAY")
+SIGN_WORDS = (
+    "MAIN ST",
+    "STOP",
+    "PARKING",
+    "BUS",
+    "EXIT 12",
+    "OAK AVE",
+    "TAXI",
+    "SALE 50%",
+    "PHARMACY",
+    "RUA 7",
+    "AV PAULISTA",
+    "ZONE 30",
+    "HOTEL",
+    "CAFE",
+    "OPEN 24H",
+    "A4 PARIS",
+    "ONE WAY",
+)
 
 
 def _add_distractors(img: np.ndarray, rng: np.random.Generator, count: int) -> None:
@@ -1090,11 +1434,29 @@ def _add_distractors(img: np.ndarray, rng: np.random.Generator, count: int) -> N
         sw = int(W * rng.uniform(0.06, 0.22))
         sh = int(sw * rng.uniform(0.25, 0.7))
         x, y = int(rng.uniform(0, W - sw)), int(rng.uniform(0, H - sh))
-        bg = _weighted((((20, 110, 60), 2), ((25, 60, 150), 2), ((240, 240, 240), 1), ((200, 30, 30), 1), ((250, 200, 30), 1)), rng)
+        bg = _weighted(
+            (
+                ((20, 110, 60), 2),
+                ((25, 60, 150), 2),
+                ((240, 240, 240), 1),
+                ((200, 30, 30), 1),
+                ((250, 200, 30), 1),
+            ),
+            rng,
+        )
         fg = (250, 250, 250) if sum(bg) < 500 else (20, 20, 20)
         _blend(canvas, np.ones((sh, sw), np.float32), x, y, bg)
         word = SIGN_WORDS[int(rng.integers(len(SIGN_WORDS)))]
-        _text_line(canvas, word, _weighted([(f, 1) for f in SMALL_FONTS], rng), x + sw / 2, y + sh * 0.25, sh * 0.45, sw * 0.9, fg)
+        _text_line(
+            canvas,
+            word,
+            _weighted([(f, 1) for f in SMALL_FONTS], rng),
+            x + sw / 2,
+            y + sh * 0.25,
+            sh * 0.45,
+            sw * 0.9,
+            fg,
+        )
     img[:] = np.clip(canvas, 0, 255).astype(np.uint8)
 
 
@@ -1111,7 +1473,10 @@ def _move_points(points: np.ndarray | None, M: np.ndarray) -> np.ndarray | None:
 
 
 def perspective_warp(
-    image: np.ndarray, rng: np.random.Generator, strength: float = 0.12, points: np.ndarray | None = None,
+    image: np.ndarray,
+    rng: np.random.Generator,
+    strength: float = 0.12,
+    points: np.ndarray | None = None,
     border: int = cv2.BORDER_REPLICATE,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Random homography: each corner moves up to ``strength`` x the image size. The output
@@ -1127,17 +1492,25 @@ def perspective_warp(
 
 
 def rotate(
-    image: np.ndarray, rng: np.random.Generator, max_degrees: float = 8.0, points: np.ndarray | None = None,
+    image: np.ndarray,
+    rng: np.random.Generator,
+    max_degrees: float = 8.0,
+    points: np.ndarray | None = None,
     border: int = cv2.BORDER_REPLICATE,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Rotate by a random angle in [-max, max] about the centre, same output size."""
     h, w = image.shape[:2]
     M = cv2.getRotationMatrix2D((w / 2, h / 2), float(rng.uniform(-max_degrees, max_degrees)), 1.0)
-    return cv2.warpAffine(image, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=border), _move_points(points, M)
+    return cv2.warpAffine(image, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=border), _move_points(
+        points, M
+    )
 
 
 def rescale(
-    image: np.ndarray, rng: np.random.Generator, min_scale: float = 0.5, max_scale: float = 1.5,
+    image: np.ndarray,
+    rng: np.random.Generator,
+    min_scale: float = 0.5,
+    max_scale: float = 1.5,
     points: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Resize by a random factor (log-uniform)."""
@@ -1177,7 +1550,9 @@ def add_noise(image: np.ndarray, rng: np.random.Generator, max_sigma: float = 12
     return np.clip(image.astype(np.float32) + n, 0, 255).astype(np.uint8)
 
 
-def jpeg(image: np.ndarray, rng: np.random.Generator, min_quality: int = 20, max_quality: int = 90) -> np.ndarray:
+def jpeg(
+    image: np.ndarray, rng: np.random.Generator, min_quality: int = 20, max_quality: int = 90
+) -> np.ndarray:
     """Re-encode as JPEG (blocking, ringing, chroma loss) at a random quality."""
     q = int(rng.integers(min_quality, max_quality + 1))
     ok, buf = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, q])
@@ -1198,8 +1573,11 @@ def lighting(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.3:  # hard shadow edge across the plate (pole, mirror, roof)
         m = np.zeros((h, w), np.float32)
         x0, x1 = rng.uniform(0, w, 2)
-        pts = np.array([(x0, 0), (w * 2, 0), (w * 2, h), (x1, h)], np.int32) if rng.random() < 0.5 else \
-            np.array([(0, rng.uniform(0, h)), (w, rng.uniform(0, h)), (w, h), (0, h)], np.int32)
+        pts = (
+            np.array([(x0, 0), (w * 2, 0), (w * 2, h), (x1, h)], np.int32)
+            if rng.random() < 0.5
+            else np.array([(0, rng.uniform(0, h)), (w, rng.uniform(0, h)), (w, h), (0, h)], np.int32)
+        )
         cv2.fillPoly(m, [pts], 1.0, cv2.LINE_AA)
         m = cv2.GaussianBlur(m, (0, 0), max(0.5, w * 0.01))
         img *= 1 - m[..., None] * rng.uniform(0.3, 0.6)
@@ -1237,7 +1615,10 @@ def grayscale(image: np.ndarray) -> np.ndarray:
 
 
 def augment(
-    image: np.ndarray, rng: np.random.Generator, strength: float = 1.0, detail: float | None = None,
+    image: np.ndarray,
+    rng: np.random.Generator,
+    strength: float = 1.0,
+    detail: float | None = None,
 ) -> np.ndarray:
     """Photometric augmentation chain (no geometry): lighting, night, contrast, blur, noise, JPEG.
 
@@ -1272,8 +1653,11 @@ def augment(
 
 
 def crop_jitter(
-    image: np.ndarray, box: tuple[float, float, float, float], rng: np.random.Generator,
-    pad_x: tuple[float, float] = (-0.03, 0.25), pad_y: tuple[float, float] = (-0.05, 0.45),
+    image: np.ndarray,
+    box: tuple[float, float, float, float],
+    rng: np.random.Generator,
+    pad_x: tuple[float, float] = (-0.03, 0.25),
+    pad_y: tuple[float, float] = (-0.05, 0.45),
 ) -> tuple[np.ndarray, Box]:
     """Crop around ``box`` (x0, y0, x1, y1) as a detector would: each side independently
     padded by a fraction of the box size drawn from ``pad_x`` / ``pad_y`` (negative = cut
@@ -1302,7 +1686,11 @@ def _road_patch(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 
 def plate_crop_sample(
-    rng: np.random.Generator, regions: Sequence[str] = REGIONS, *, min_width: int = 70, max_width: int = 260,
+    rng: np.random.Generator,
+    regions: Sequence[str] = REGIONS,
+    *,
+    min_width: int = 70,
+    max_width: int = 260,
     strength: float = 1.0,
 ) -> tuple[np.ndarray, str, str, Box]:
     """One reader-training sample: (crop RGB, normalised text, region, plate box in the crop).
@@ -1317,16 +1705,24 @@ def plate_crop_sample(
     ratio = PLATE_TO_CAR.get(region, 0.28) if plate.shape[1] / plate.shape[0] > 1.6 else 0.19
     # Only the car around the plate is drawn: generous context so geometry and crop jitter
     # have car body to show.
-    veh = make_vehicle(plate, region, rng, width=int(np.clip(target * rng.uniform(1.05, 1.4) / ratio, 160, 1000)),
-                       context=(0.7, 1.6))
+    veh = make_vehicle(
+        plate,
+        region,
+        rng,
+        width=int(np.clip(target * rng.uniform(1.05, 1.4) / ratio, 160, 1000)),
+        context=(0.7, 1.6),
+    )
     x0, _, x1, _ = veh.plate_box
     bw = x1 - x0
     patch = _over(veh.sprite, _road_patch(rng, *veh.sprite.shape[:2]))
     quad = veh.plate_quad
     # Geometry: size first (cheaper warps), then perspective and rotation.
     s = target / bw
-    patch = cv2.resize(patch, (max(8, int(patch.shape[1] * s)), max(8, int(patch.shape[0] * s))),
-                       interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    patch = cv2.resize(
+        patch,
+        (max(8, int(patch.shape[1] * s)), max(8, int(patch.shape[0] * s))),
+        interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
+    )
     quad = quad * s
     if rng.random() < 0.8 * strength:
         patch, quad = perspective_warp(patch, rng, strength=0.08 * strength, points=quad)
@@ -1346,8 +1742,15 @@ def plate_crop_sample(
 
 
 def plate_crop_samples(
-    n: int, seed: int, regions: Sequence[str] = REGIONS, *, min_width: int = 70, max_width: int = 260,
-    strength: float = 1.0, workers: int = 0, start: int = 0,
+    n: int,
+    seed: int,
+    regions: Sequence[str] = REGIONS,
+    *,
+    min_width: int = 70,
+    max_width: int = 260,
+    strength: float = 1.0,
+    workers: int = 0,
+    start: int = 0,
 ) -> Iterator[tuple[np.ndarray, str, str]]:
     """``n`` reader-training crops: (crop RGB uint8, normalised text, region).
 
@@ -1388,9 +1791,16 @@ def _paste_rgba(dst: np.ndarray, rgba: np.ndarray, x: int, y: int) -> None:
 
 
 def render_scene(
-    rng: np.random.Generator, width: int = 640, height: int = 480, n_plates: int = 2,
-    background: np.ndarray | None = None, regions: Sequence[str] = REGIONS, *, min_plate_width: float = 0.04,
-    max_plate_width: float = 0.2, strength: float = 1.0,
+    rng: np.random.Generator,
+    width: int = 640,
+    height: int = 480,
+    n_plates: int = 2,
+    background: np.ndarray | None = None,
+    regions: Sequence[str] = REGIONS,
+    *,
+    min_plate_width: float = 0.04,
+    max_plate_width: float = 0.2,
+    strength: float = 1.0,
 ) -> tuple[np.ndarray, list[tuple[Box, str, str]]]:
     """A detector-training image: vehicles with plates over a road (or ``background``).
 
@@ -1401,12 +1811,20 @@ def render_scene(
     """
     W, H = width, height
     if background is None:
-        img = road_background(rng, W, H, lanes_at_bottom=(rng.uniform(-0.3, 0.1), rng.uniform(0.35, 0.65), rng.uniform(0.9, 1.3)))
+        img = road_background(
+            rng,
+            W,
+            H,
+            lanes_at_bottom=(rng.uniform(-0.3, 0.1), rng.uniform(0.35, 0.65), rng.uniform(0.9, 1.3)),
+        )
     else:
         img = _fit_background(background, W, H, rng)
     _add_distractors(img, rng, int(rng.integers(0, 3)))
     # Farther (smaller) vehicles first so nearer ones are drawn over them.
-    widths = sorted(math.exp(rng.uniform(math.log(min_plate_width), math.log(max_plate_width))) * W for _ in range(n_plates))
+    widths = sorted(
+        math.exp(rng.uniform(math.log(min_plate_width), math.log(max_plate_width))) * W
+        for _ in range(n_plates)
+    )
     placed: list[tuple[Box, str, str]] = []
     bodies: list[tuple[float, float, float, float]] = []
     for target in widths:
@@ -1415,15 +1833,23 @@ def render_scene(
         sprite, quad = veh.sprite, veh.plate_quad
         x0, _, x1, _ = veh.plate_box
         s = target / (x1 - x0)
-        sprite = cv2.resize(sprite, (max(4, int(sprite.shape[1] * s)), max(4, int(sprite.shape[0] * s))), interpolation=cv2.INTER_AREA)
+        sprite = cv2.resize(
+            sprite,
+            (max(4, int(sprite.shape[1] * s)), max(4, int(sprite.shape[0] * s))),
+            interpolation=cv2.INTER_AREA,
+        )
         quad = quad * (sprite.shape[1] / veh.sprite.shape[1], sprite.shape[0] / veh.sprite.shape[0])
         if rng.random() < 0.7 * strength:  # view angle
-            sprite, quad = perspective_warp(sprite, rng, strength=0.07, points=quad, border=cv2.BORDER_CONSTANT)
+            sprite, quad = perspective_warp(
+                sprite, rng, strength=0.07, points=quad, border=cv2.BORDER_CONSTANT
+            )
         assert quad is not None
         qx0, qy0 = quad.min(axis=0)
         qx1, qy1 = quad.max(axis=0)
         # Perspective: bigger plates sit lower in the frame (nearer the camera), loosely.
-        depth = math.log(target / (min_plate_width * W)) / max(1e-6, math.log(max_plate_width / min_plate_width))
+        depth = math.log(target / (min_plate_width * W)) / max(
+            1e-6, math.log(max_plate_width / min_plate_width)
+        )
         for _ in range(25):
             ox = rng.uniform(-qx0, W - qx1)
             cy = H * (0.12 + 0.8 * depth) + rng.normal(0, 0.12 * H)
@@ -1467,8 +1893,16 @@ class _Pass:
 
 
 def make_video(
-    path: str | Path, seed: int, width: int = 1280, height: int = 720, fps: int = 15, seconds: float = 8.0,
-    vehicles: int = 3, regions: Sequence[str] = REGIONS, codec: str = "h264", crf: int = 20,
+    path: str | Path,
+    seed: int,
+    width: int = 1280,
+    height: int = 720,
+    fps: int = 15,
+    seconds: float = 8.0,
+    vehicles: int = 3,
+    regions: Sequence[str] = REGIONS,
+    codec: str = "h264",
+    crf: int = 20,
 ) -> dict[str, Any]:
     """Render a synthetic two-lane traffic video and return its ground truth.
 
@@ -1543,14 +1977,20 @@ def make_video(
                     _paste_rgba(frame, sprite[0], sprite[1], sprite[2])
                 kx, ky = sw / p.vehicle.sprite.shape[1], sh / p.vehicle.sprite.shape[0]
                 bx0, by0, bx1, by1 = p.vehicle.plate_box
-                box = [int(math.floor(xi + bx0 * kx)), int(math.floor(yi + by0 * ky)),
-                       int(math.ceil(xi + bx1 * kx)), int(math.ceil(yi + by1 * ky))]
+                box = [
+                    int(math.floor(xi + bx0 * kx)),
+                    int(math.floor(yi + by0 * ky)),
+                    int(math.ceil(xi + bx1 * kx)),
+                    int(math.ceil(yi + by1 * ky)),
+                ]
                 body = (xi, yi + p.vehicle.body_top * ky, xi + sw, yi + sh * 0.97)
                 rects.append((k, box, body))
             for i, (k, box, _) in enumerate(rects):
                 inside = box[0] >= 0 and box[1] >= 0 and box[2] <= W and box[3] <= H
-                hidden = any(_overlap(body, Box(box[0], box[1], box[2] - box[0], box[3] - box[1]))
-                             for _, _, body in rects[i + 1 :])
+                hidden = any(
+                    _overlap(body, Box(box[0], box[1], box[2] - box[0], box[3] - box[1]))
+                    for _, _, body in rects[i + 1 :]
+                )
                 if inside and not hidden:
                     frames_truth[k][fi] = [box[0], box[1], box[2] - box[0], box[3] - box[1]]
             frame = _add_sensor_noise(cv2.LUT(frame, light), noise[fi % len(noise)])
@@ -1565,12 +2005,25 @@ def make_video(
     for p, boxes in zip(passes, frames_truth, strict=True):
         if not boxes:
             continue
-        out_vehicles.append({
-            "plate": normalize(p.text), "text": p.text, "region": p.region,
-            "first_frame": min(boxes), "last_frame": max(boxes), "boxes": boxes,
-        })
+        out_vehicles.append(
+            {
+                "plate": normalize(p.text),
+                "text": p.text,
+                "region": p.region,
+                "first_frame": min(boxes),
+                "last_frame": max(boxes),
+                "boxes": boxes,
+            }
+        )
     out_vehicles.sort(key=lambda v: v["first_frame"])
-    return {"video": path.name, "fps": fps, "width": W, "height": H, "frames": n_frames, "vehicles": out_vehicles}
+    return {
+        "video": path.name,
+        "fps": fps,
+        "width": W,
+        "height": H,
+        "frames": n_frames,
+        "vehicles": out_vehicles,
+    }
 
 
 def _import_av() -> Any:
@@ -1604,7 +2057,12 @@ def _video_stream(container: Any, codec: str, W: int, H: int, fps: int, crf: int
 
 
 def _plan_passes(
-    rng: np.random.Generator, W: int, H: int, seconds: float, vehicles: int, regions: Sequence[str],
+    rng: np.random.Generator,
+    W: int,
+    H: int,
+    seconds: float,
+    vehicles: int,
+    regions: Sequence[str],
 ) -> list[_Pass]:
     """Vehicles alternate between two lanes; in a lane they are spaced so the follower's
     plate is never behind the leader, and every pass fits inside the video."""
@@ -1642,12 +2100,25 @@ def _plan_passes(
         s_near = 1.0
         t0 = start[lane] + count[lane] * gap * duration[lane]
         count[lane] += 1
-        passes.append(_Pass(veh, text, region, lanes[lane], t0, duration[lane], approaching[lane], s_near,
-                            float(rng.uniform(-0.02, 0.02) * W)))
+        passes.append(
+            _Pass(
+                veh,
+                text,
+                region,
+                lanes[lane],
+                t0,
+                duration[lane],
+                approaching[lane],
+                s_near,
+                float(rng.uniform(-0.02, 0.02) * W),
+            )
+        )
     return passes
 
 
-def _scaled_sprite(sprite: np.ndarray, sw: int, sh: int, x: int, y: int, W: int, H: int) -> tuple[np.ndarray, int, int] | None:
+def _scaled_sprite(
+    sprite: np.ndarray, sw: int, sh: int, x: int, y: int, W: int, H: int
+) -> tuple[np.ndarray, int, int] | None:
     """Resize only the part of the sprite that lands inside the frame (speed)."""
     if x >= W or y >= H or x + sw <= 0 or y + sh <= 0:
         return None
@@ -1664,7 +2135,9 @@ def _light_lut(rng: np.random.Generator) -> np.ndarray:
     return lut.astype(np.uint8)[:, None, :]
 
 
-def _noise_frames(rng: np.random.Generator, H: int, W: int, count: int = 4) -> list[tuple[np.ndarray, np.ndarray]]:
+def _noise_frames(
+    rng: np.random.Generator, H: int, W: int, count: int = 4
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Pre-computed sensor noise as (add, subtract) uint8 pairs so each frame costs two
     saturating adds, and the encoder has real (non-static) content to code."""
     field = np.clip(np.round(rng.normal(0, 1.4, (H + 8, W + 8, 3))), -12, 12).astype(np.int8)

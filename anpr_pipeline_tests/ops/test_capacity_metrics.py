@@ -18,14 +18,20 @@ def _samples(collector) -> dict:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(collector)
     text = generate_latest(registry).decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def _seed(store: EventStore) -> None:
     now = datetime.now(UTC)
-    for camera, at in (("cam-a", now - timedelta(minutes=5)), ("cam-b", now - timedelta(minutes=50)),
-                       ("cam-c", now - timedelta(hours=3))):
+    for camera, at in (
+        ("cam-a", now - timedelta(minutes=5)),
+        ("cam-b", now - timedelta(minutes=50)),
+        ("cam-c", now - timedelta(hours=3)),
+    ):
         video = f"uploads/{camera}/{at:%Y%m%dT%H%M%SZ}.mp4"
         store.replace_video_events(video, [event_row(at, plate="AB123", camera=camera, video_key=video)])
 
@@ -63,8 +69,10 @@ def test_capacity_gauges_postgres(fresh_postgres_url, tmp_path):
     m = check(fresh_postgres_url, tmp_path)
     relations = {labels[0][1] for (name, labels) in m if name == "anpr_database_size_bytes"}
     assert "events_default" in relations and any(r.startswith("events_y") for r in relations)
-    assert sum(v for (name, _), v in m.items() if name == "anpr_database_size_bytes") <= \
-        m[("anpr_database_total_bytes", ())]
+    assert (
+        sum(v for (name, _), v in m.items() if name == "anpr_database_size_bytes")
+        <= m[("anpr_database_total_bytes", ())]
+    )
 
 
 def test_unreadable_sources_do_not_break_the_scrape(tmp_path):
@@ -72,7 +80,9 @@ def test_unreadable_sources_do_not_break_the_scrape(tmp_path):
         def list(self, prefix=""):
             raise OSError("bucket unreachable")
 
-    collector = CapacityCollector(EventStore("postgresql+psycopg://nobody@127.0.0.1:1/none", retries=0), Broken())
+    collector = CapacityCollector(
+        EventStore("postgresql+psycopg://nobody@127.0.0.1:1/none", retries=0), Broken()
+    )
     collector.refresh_storage(wait=True)
     assert _samples(collector) == {}
     assert storage_class("uploads/cam/x.mp4") == "videos" and storage_class("weird") == "other"

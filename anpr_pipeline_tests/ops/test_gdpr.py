@@ -27,8 +27,10 @@ def _two_videos(backend) -> tuple[list[dict], list[dict]]:
     now = datetime.now(UTC).replace(microsecond=0)
     v1 = "uploads/cam1/" + (now - timedelta(days=3)).strftime("%Y%m%dT%H%M%SZ") + ".mp4"
     v2 = "uploads/cam2/" + (now - timedelta(days=1)).strftime("%Y%m%dT%H%M%SZ") + ".mp4"
-    rows1 = [event_row(now - timedelta(days=3) + timedelta(seconds=5), PLATE, "cam1", v1, 0),
-             event_row(now - timedelta(days=3) + timedelta(seconds=9), OTHER, "cam1", v1, 1)]
+    rows1 = [
+        event_row(now - timedelta(days=3) + timedelta(seconds=5), PLATE, "cam1", v1, 0),
+        event_row(now - timedelta(days=3) + timedelta(seconds=9), OTHER, "cam1", v1, 1),
+    ]
     rows2 = [event_row(now - timedelta(days=1) + timedelta(seconds=2), PLATE, "cam2", v2, 0)]
     store_video(backend, rows1)
     store_video(backend, rows2)
@@ -48,7 +50,8 @@ def test_export_then_erase_leaves_no_trace(backend):
             materialize_step_output(backend, instance, partition_key_of(row["video_key"]), io_dir)
     resources = resources_for(backend, gdpr_salt=SALT, io_manager_dir=io_dir)
     result = export_plate_job.execute_in_process(
-        run_config={"ops": {"export_plate_op": {"config": {"plate": "ab-123 cd"}}}}, resources=resources)
+        run_config={"ops": {"export_plate_op": {"config": {"plate": "ab-123 cd"}}}}, resources=resources
+    )
     summary = result.output_for_node("export_plate_op")
     assert (summary["events"], summary["parquet_rows"], summary["crops"]) == (2, 2, 2)
     assert PLATE not in summary["key"] and summary["key"].startswith("exports/")
@@ -59,12 +62,15 @@ def test_export_then_erase_leaves_no_trace(backend):
         assert json.loads(zf.read("manifest.json"))["plate"] == PLATE
 
     dry = erase_plate_job.execute_in_process(
-        run_config={"ops": {"erase_plate_op": {"config": {"plate": PLATE, "dry_run": True}}}}, resources=resources)
+        run_config={"ops": {"erase_plate_op": {"config": {"plate": PLATE, "dry_run": True}}}},
+        resources=resources,
+    )
     assert dry.output_for_node("erase_plate_op")["events_deleted"] == 2
     assert len(backend.events.search(PLATE)) == 2
 
     result = erase_plate_job.execute_in_process(
-        run_config={"ops": {"erase_plate_op": {"config": {"plate": PLATE}}}}, resources=resources)
+        run_config={"ops": {"erase_plate_op": {"config": {"plate": PLATE}}}}, resources=resources
+    )
     erased = result.output_for_node("erase_plate_op")
     assert erased["events_deleted"] == 2 and erased["crops_deleted"] == 2
     assert erased["parquet_rows_deleted"] == 2
@@ -91,10 +97,15 @@ def test_empty_salt_refused_in_production_warned_otherwise(backend):
     _two_videos(backend)
     result = erase_plate_job.execute_in_process(
         run_config={"ops": {"erase_plate_op": {"config": {"plate": PLATE}}}},
-        resources=resources_for(backend, gdpr_salt=""), raise_on_error=False)
+        resources=resources_for(backend, gdpr_salt=""),
+        raise_on_error=False,
+    )
     if backend.events.dialect == "postgresql":
         assert not result.success
-        assert "ANPR_GDPR_SALT is empty" in result.failure_data_for_node("erase_plate_op").user_failure_data.description
+        assert (
+            "ANPR_GDPR_SALT is empty"
+            in result.failure_data_for_node("erase_plate_op").user_failure_data.description
+        )
         assert len(backend.events.search(PLATE)) == 2
     else:
         assert result.success and backend.events.search(PLATE) == []
@@ -133,8 +144,11 @@ def test_erase_takes_every_crop_of_the_pass_not_only_the_best(backend):
 
     def row(plate, n, first_s, best_s, last_s):
         r = event_row(start + timedelta(seconds=best_s), plate, "cam7", video, n)
-        r.update(first_seen_at=start + timedelta(seconds=first_s), last_seen_at=start + timedelta(seconds=last_s),
-                 crop_key=f"{prefix}{best_s * fps:06d}_0.jpg")
+        r.update(
+            first_seen_at=start + timedelta(seconds=first_s),
+            last_seen_at=start + timedelta(seconds=last_s),
+            crop_key=f"{prefix}{best_s * fps:06d}_0.jpg",
+        )
         return r
 
     mine, other = row(PLATE, 0, 2, 3, 4), row(OTHER, 1, 6, 7, 8)
@@ -145,7 +159,8 @@ def test_erase_takes_every_crop_of_the_pass_not_only_the_best(backend):
         backend.store.put_bytes(key, b"\xff\xd8jpeg")
     erased = erase_plate_job.execute_in_process(
         run_config={"ops": {"erase_plate_op": {"config": {"plate": PLATE}}}},
-        resources=resources_for(backend, gdpr_salt=SALT)).output_for_node("erase_plate_op")
+        resources=resources_for(backend, gdpr_salt=SALT),
+    ).output_for_node("erase_plate_op")
     assert erased["crops_deleted"] == len(my_crops)
     assert not any(backend.store.exists(k) for k in my_crops)
     assert all(backend.store.exists(k) for k in other_crops | {other["crop_key"]})

@@ -38,11 +38,14 @@ def materialize_step_output(backend, instance, partition_key: str, io_dir: str) 
 
         io_manager = S3PickleIOManager(
             s3_resource=S3Resource(endpoint_url=backend.bucket_kwargs["s3_endpoint_url"]),
-            s3_bucket=backend.bucket_kwargs["s3_bucket"], s3_prefix="dagster-io")
+            s3_bucket=backend.bucket_kwargs["s3_bucket"],
+            s3_prefix="dagster-io",
+        )
     else:
         io_manager = FilesystemIOManager(base_dir=io_dir)
-    assert materialize([plate_reads], partition_key=partition_key, instance=instance,
-                       resources={"io_manager": io_manager}).success
+    assert materialize(
+        [plate_reads], partition_key=partition_key, instance=instance, resources={"io_manager": io_manager}
+    ).success
 
 
 def _step_metadata(result, node: str) -> dict:
@@ -56,18 +59,33 @@ def test_retention_job_deletes_old_video_its_partition_and_keeps_new(backend):
     new = store_video(backend, [event_row(now - timedelta(days=2), "NEW222", camera="camB")])
     old_pk, new_pk = (k.split("/", 1)[1].rsplit(".", 1)[0] for k in (old, new))
     io_dir = str(backend.store.uri("")) + "-dagster-io" if backend.bucket_kwargs["kind"] == "local" else ""
-    resources = resources_for(backend, retention_videos_days=30, retention_crops_days=30,
-                              retention_events_days=30, retention_parquet_days=30, io_manager_dir=io_dir)
+    resources = resources_for(
+        backend,
+        retention_videos_days=30,
+        retention_crops_days=30,
+        retention_events_days=30,
+        retention_parquet_days=30,
+        io_manager_dir=io_dir,
+    )
     with instance_for_test() as instance:
         instance.add_dynamic_partitions("videos", [old_pk, new_pk])
         for pk in (old_pk, new_pk):
             materialize_step_output(backend, instance, pk, io_dir)
         dry = retention_sweep_job.execute_in_process(
             run_config={"ops": {"retention_sweep_op": {"config": {"dry_run": True}}}},
-            instance=instance, resources=resources)
+            instance=instance,
+            resources=resources,
+        )
         summary = dry.output_for_node("retention_sweep_op")
-        assert summary["videos_expired"] == 1 and summary["crops_expired"] == 1 and summary["events_expired"] == 1
-        assert backend.store.exists(old) and set(instance.get_dynamic_partitions("videos")) == {old_pk, new_pk}
+        assert (
+            summary["videos_expired"] == 1
+            and summary["crops_expired"] == 1
+            and summary["events_expired"] == 1
+        )
+        assert backend.store.exists(old) and set(instance.get_dynamic_partitions("videos")) == {
+            old_pk,
+            new_pk,
+        }
 
         result = retention_sweep_job.execute_in_process(instance=instance, resources=resources)
         assert result.success
@@ -80,12 +98,15 @@ def test_retention_job_deletes_old_video_its_partition_and_keeps_new(backend):
             from pathlib import Path
 
             assert [p.relative_to(io_dir).as_posix() for p in Path(io_dir).rglob("*") if p.is_file()] == [
-                f"plate_reads/{new_pk}"]
+                f"plate_reads/{new_pk}"
+            ]
         else:
             assert [o.key for o in backend.store.list("dagster-io/")] == [f"dagster-io/plate_reads/{new_pk}"]
         assert instance.get_dynamic_partitions("videos") == [new_pk]
     assert not backend.store.exists(old) and backend.store.exists(new)
-    assert [o.key for o in backend.store.list("crops/")] == [event_row(now - timedelta(days=2), camera="camB")["crop_key"]]
+    assert [o.key for o in backend.store.list("crops/")] == [
+        event_row(now - timedelta(days=2), camera="camB")["crop_key"]
+    ]
     assert [e["normalized_plate"] for e in backend.events.search("NEW222")] == ["NEW222"]
     assert backend.events.search("OLD111") == []
     assert all("camera_id=camB" in o.key for o in backend.store.list("parquet/"))
@@ -93,7 +114,10 @@ def test_retention_job_deletes_old_video_its_partition_and_keeps_new(backend):
 
 def test_db_maintenance_job_vacuums_and_creates_partitions(backend):
     now = datetime.now(UTC)
-    rows = [event_row(now - timedelta(minutes=i), video_key="uploads/cam1/20250101T000000Z.mp4", n=i) for i in range(30)]
+    rows = [
+        event_row(now - timedelta(minutes=i), video_key="uploads/cam1/20250101T000000Z.mp4", n=i)
+        for i in range(30)
+    ]
     backend.events.replace_video_events(rows[0]["video_key"], rows)
     backend.events.replace_video_events(rows[0]["video_key"], rows[:5])  # 25 dead rows
     result = db_maintenance_job.execute_in_process(resources=resources_for(backend))
@@ -133,4 +157,8 @@ def test_cli_runs_ops_jobs_and_records_them(local_backend, monkeypatch, tmp_path
     assert cli.main(["ops", "restore_test"]) == 1  # no backup yet: fails loudly
     assert "no complete backup" in capsys.readouterr().out
     with DagsterInstance.get() as instance:
-        assert sorted(r.job_name for r in instance.get_runs()) == ["restore_test", "retention_sweep", "retention_sweep"]
+        assert sorted(r.job_name for r in instance.get_runs()) == [
+            "restore_test",
+            "retention_sweep",
+            "retention_sweep",
+        ]

@@ -40,8 +40,11 @@ def _failing_video_job():
 def _scrape(port: int) -> dict[tuple[str, tuple], float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
         text = resp.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def test_exporter_scrape_reports_runs_events_queue_and_stage_durations(local_backend, dagster_instance):
@@ -49,7 +52,9 @@ def test_exporter_scrape_reports_runs_events_queue_and_stage_durations(local_bac
 
     video_job = define_asset_job("process_video", selection=["plate_events"])
     defs = Definitions(assets=[_plate_events], jobs=[video_job])
-    rows = [event_row(datetime.now(UTC), n=i, video_key="uploads/cam1/20250101T000000Z.mp4") for i in range(4)]
+    rows = [
+        event_row(datetime.now(UTC), n=i, video_key="uploads/cam1/20250101T000000Z.mp4") for i in range(4)
+    ]
     local_backend.events.replace_video_events(rows[0]["video_key"], rows)
     instance = dagster_instance
     job_def = defs.resolve_job_def("process_video")

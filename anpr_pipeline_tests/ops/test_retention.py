@@ -26,8 +26,12 @@ CASES = {"local+sqlite": 50, "s3+postgres": 20}
 
 def _policy(rng: random.Random) -> Settings:
     pick = lambda: rng.choice([0, 1, 7, 30, 90, 400])  # noqa: E731 - 0 = keep forever
-    return Settings(retention_videos_days=pick(), retention_crops_days=pick(),
-                    retention_events_days=pick(), retention_parquet_days=pick())
+    return Settings(
+        retention_videos_days=pick(),
+        retention_crops_days=pick(),
+        retention_events_days=pick(),
+        retention_parquet_days=pick(),
+    )
 
 
 def _moment(rng: random.Random, now: datetime, days: int) -> datetime:
@@ -59,7 +63,9 @@ def _populate(rng, backend, now, policy) -> dict[str, datetime]:
         t = _moment(rng, now, policy.retention_parquet_days)
         day = t.date()
         end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
-        times[f"parquet/events/date={day.isoformat()}/camera_id=cam{i}/x{i}.parquet"] = end - timedelta(microseconds=1)
+        times[f"parquet/events/date={day.isoformat()}/camera_id=cam{i}/x{i}.parquet"] = end - timedelta(
+            microseconds=1
+        )
     for key in times:
         store.put_bytes(key, b"x" * rng.randint(1, 50))
     # Names that break the contract: aged by LastModified (the real wall clock, now-ish).
@@ -125,12 +131,14 @@ def test_retention_deletes_exactly_the_expired_set(backend):
         kept_ids = {r["event_id"] for r in backend.events.events_for_video(rows[0]["video_key"])}
         assert kept_ids == expected_rows_kept, context
         assert result.events_deleted == len(rows) - len(expected_rows_kept), context
-        assert set(result.video_partitions) == {
-            pk for key in expected if (pk := partition_key_of(key))
-        }, context
+        assert set(result.video_partitions) == {pk for key in expected if (pk := partition_key_of(key))}, (
+            context
+        )
         if backend.events.dialect == "postgresql" and policy.retention_events_days:
             # Whole expired months went as partitions, the rest by row deletes.
-            assert set(result.partitions_dropped) == set(expired_partitions(partitions_before, cutoff)), context
+            assert set(result.partitions_dropped) == set(expired_partitions(partitions_before, cutoff)), (
+                context
+            )
             assert not set(result.partitions_dropped) & set(backend.events.partitions()), context
         _reset(backend)
 
@@ -151,7 +159,10 @@ def test_ages_come_from_the_name_contract_and_fall_back_to_mtime():
     parquet = ObjectInfo("parquet/events/date=2024-01-02/camera_id=cam1/x.parquet", 1, mtime)
     assert object_time(parquet, "parquet")[0] == datetime(2024, 1, 3, tzinfo=UTC) - timedelta(microseconds=1)
     assert object_time(ObjectInfo("uploads/cam1/bad.mp4", 1, mtime), "videos") == (mtime, "mtime")
-    plan = plan_retention(datetime(2024, 2, 15, tzinfo=UTC), [video, crop, parquet],
-                          Settings(retention_videos_days=30, retention_crops_days=0, retention_parquet_days=43))
+    plan = plan_retention(
+        datetime(2024, 2, 15, tzinfo=UTC),
+        [video, crop, parquet],
+        Settings(retention_videos_days=30, retention_crops_days=0, retention_parquet_days=43),
+    )
     assert plan.expired_keys() == {video.key, parquet.key}  # crops: 0 = keep forever
     assert plan.video_partitions == ["cam1/20240102T030405Z"]

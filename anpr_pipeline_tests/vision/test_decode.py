@@ -242,7 +242,10 @@ def test_fuzzed_files_decode_or_fail_cleanly(videos: dict[str, Path], tmp_path: 
         path = tmp_path / f"fuzz{i}{rng.choice(['.mp4', '.mkv', '.avi', '.mov', '.bin'])}"
         path.write_bytes(_fuzz(rng.choice(sources), rng))
         started = time.monotonic()
-        for action in (lambda p=path: probe(p, timeout_s=10), lambda p=path: list(iter_frames(p, stall_timeout_s=10))):
+        for action in (
+            lambda p=path: probe(p, timeout_s=10),
+            lambda p=path: list(iter_frames(p, stall_timeout_s=10)),
+        ):
             try:
                 action()
                 outcomes["ok"] = outcomes.get("ok", 0) + 1

@@ -21,7 +21,9 @@ from anpr_pipeline.vision.plates import (
 )
 
 
-def one_hot_probs(text: str, conf: float = 0.9, alternatives: dict[int, dict[str, float]] | None = None) -> np.ndarray:
+def one_hot_probs(
+    text: str, conf: float = 0.9, alternatives: dict[int, dict[str, float]] | None = None
+) -> np.ndarray:
     """(N, 36) probabilities: ``conf`` on each char of ``text``, rest spread evenly.
 
     ``alternatives`` overrides single positions: {position: {char: prob, ...}}.

@@ -38,7 +38,12 @@ def test_unknown_region_is_an_error() -> None:
 
 @pytest.mark.parametrize(
     ("region", "text", "aspect"),
-    [("us", "ABC 1234", 2.0), ("eu", "AB-123-CD", 520 / 112), ("br", "ABC-1234", 400 / 130), ("br", "ABC1D23", 400 / 130)],
+    [
+        ("us", "ABC 1234", 2.0),
+        ("eu", "AB-123-CD", 520 / 112),
+        ("br", "ABC-1234", 400 / 130),
+        ("br", "ABC1D23", 400 / 130),
+    ],
 )
 def test_render_plate_has_the_real_aspect_and_is_deterministic(region: str, text: str, aspect: float) -> None:
     a = synth.render_plate(text, region, np.random.default_rng(5), two_row=False)
@@ -159,11 +164,17 @@ def test_make_video_ground_truth_is_consistent(small_video: tuple[Path, dict]) -
         assert 50 <= np.median(widths) <= 120  # ~100-220 px at 1280 wide, scaled to 640
 
 
-def test_make_video_ground_truth_is_deterministic_per_seed(small_video: tuple[Path, dict], tmp_path: Path) -> None:
+def test_make_video_ground_truth_is_deterministic_per_seed(
+    small_video: tuple[Path, dict], tmp_path: Path
+) -> None:
     _, truth = small_video
-    again = synth.make_video(tmp_path / "cam.mp4", seed=42, width=640, height=360, fps=10, seconds=4.0, vehicles=3)
+    again = synth.make_video(
+        tmp_path / "cam.mp4", seed=42, width=640, height=360, fps=10, seconds=4.0, vehicles=3
+    )
     assert again == truth
-    other = synth.make_video(tmp_path / "other.mp4", seed=43, width=640, height=360, fps=10, seconds=4.0, vehicles=3)
+    other = synth.make_video(
+        tmp_path / "other.mp4", seed=43, width=640, height=360, fps=10, seconds=4.0, vehicles=3
+    )
     assert [v["plate"] for v in other["vehicles"]] != [v["plate"] for v in truth["vehicles"]]
 
 

@@ -60,7 +60,9 @@ def car(
 
 
 def summary(tracks: list[Track]) -> list[tuple[int, str, int, float, float]]:
-    return [(t.track_id, t.text, t.frames_seen, round(t.first_pts_s, 2), round(t.last_pts_s, 2)) for t in tracks]
+    return [
+        (t.track_id, t.text, t.frames_seen, round(t.first_pts_s, 2), round(t.last_pts_s, 2)) for t in tracks
+    ]
 
 
 def test_two_cars_noisy_reads_and_a_dropped_frame() -> None:

@@ -70,8 +70,9 @@ def test_static_frames_skip_the_detector_and_carry_detections_forward():
     images = [still, still.copy(), moving]
     detector = BoxDetector([Box(40, 200, 80, 30)])
     crops = []
-    records, stats = process_video_frames(_frames(images), detector, batch_size=8, static_threshold=4.0,
-                                          on_crop=crops.append)
+    records, stats = process_video_frames(
+        _frames(images), detector, batch_size=8, static_threshold=4.0, on_crop=crops.append
+    )
     assert [r.skipped_static for r in records] == [False, True, False]
     assert detector.calls == [2]  # one batch, without the static frame
     assert [r.detections for r in records] == [1, 1, 1]
@@ -88,12 +89,18 @@ def test_changed_pixels_in_the_same_box_are_read_again():
     b = _scene(rng)
     b[205:225, 50:110] = 20  # different characters on the "plate" in the same place
     crops = []
-    _, stats = process_video_frames(_frames([a, b]), BoxDetector([Box(40, 200, 80, 30)]),
-                                    static_threshold=4.0, on_crop=crops.append)
+    _, stats = process_video_frames(
+        _frames([a, b]), BoxDetector([Box(40, 200, 80, 30)]), static_threshold=4.0, on_crop=crops.append
+    )
     assert [c.reuse_of for c in crops] == [None, None]
     crops.clear()
-    _, stats = process_video_frames(_frames([a, a.copy()]), BoxDetector([Box(40, 200, 80, 30)]),
-                                    static_threshold=0.0, reuse_static_detections=False, on_crop=crops.append)
+    _, stats = process_video_frames(
+        _frames([a, a.copy()]),
+        BoxDetector([Box(40, 200, 80, 30)]),
+        static_threshold=0.0,
+        reuse_static_detections=False,
+        on_crop=crops.append,
+    )
     assert [c.reuse_of for c in crops] == [None, None] and stats.skipped_static == 0
 
 
