@@ -1,0 +1,87 @@
+"""`anpr read`: rendered street scenes read by the shipped detector and reader."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from anpr_pipeline.cli import main as anpr
+from anpr_pipeline.vision.synth import render_scene
+from anpr_pipeline.vision.types import Box
+
+EXIF_ORIENTATION = 0x0112
+
+
+def _scene(seed: int) -> tuple[np.ndarray, dict[str, Box]]:
+    img, plates = render_scene(
+        np.random.default_rng(seed), 1280, 720, n_plates=2, min_plate_width=0.1, max_plate_width=0.2
+    )
+    return img, {text: box for box, text, _ in plates}
+
+
+def _found(photo: dict, truth: dict[str, Box]) -> set[str]:
+    """Truth plates reported with their text and a box on the plate (IoU >= 0.5)."""
+    return {
+        p["plate"]
+        for p in photo["plates"]
+        if p["reported"] and p["plate"] in truth and Box(**p["box"]).iou(truth[p["plate"]]) >= 0.5
+    }
+
+
+def test_read_a_folder_reports_plates_annotates_and_skips_a_broken_file(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    truths = {}
+    for seed in (11, 12):
+        img, truths[f"scene{seed}"] = _scene(seed)
+        cv2.imwrite(str(photos / f"scene{seed}.png"), img[:, :, ::-1])
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    (photos / "notes.txt").write_text("not an image name: skipped")
+    out, annotated = tmp_path / "read.json", tmp_path / "annotated"
+
+    assert anpr(["read", str(photos), "--json", str(out), "--annotate", str(annotated)]) == 1
+
+    report = json.loads(out.read_text())
+    by_name = {Path(p["file"]).stem: p for p in report["photos"]}
+    assert sorted(by_name) == ["broken", "scene11", "scene12"]
+    assert "not an image" in by_name["broken"]["error"] and by_name["broken"]["plates"] == []
+    for name in ("scene11", "scene12"):
+        photo = by_name[name]
+        assert photo["error"] is None and (photo["width"], photo["height"]) == (1280, 720)
+        assert _found(photo, truths[name]) == set(truths[name]), photo["plates"]
+    assert report["reader"].startswith("crnn-") and report["min_read_confidence"] == 0.3
+    # One annotated copy per readable photo, with boxes drawn on it.
+    drawn = sorted(annotated.iterdir())
+    assert [p.name for p in drawn] == ["0002_scene11_anpr.jpg", "0003_scene12_anpr.jpg"]
+    original = cv2.imread(str(photos / "scene11.png")).astype(int)
+    assert np.abs(cv2.imread(str(drawn[0])).astype(int) - original).max() > 100
+
+
+def test_read_applies_exif_orientation_like_a_photo_viewer(tmp_path: Path, capsys) -> None:
+    img, truth = _scene(13)
+    # Stored sideways with "rotate 90° clockwise to view": the upright scene on screen.
+    path = tmp_path / "phone.jpg"
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    Image.fromarray(np.ascontiguousarray(np.rot90(img))).save(path, quality=95, exif=exif)
+
+    assert anpr(["read", str(path), "--json", "-", "--all"]) == 0
+    photo = json.loads(capsys.readouterr().out)["photos"][0]
+    assert (photo["width"], photo["height"]) == (1280, 720)
+    assert _found(photo, truth) == set(truth), photo["plates"]
+
+
+def test_read_rejects_bad_input_clearly(tmp_path: Path, capsys) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert anpr(["read", str(empty)]) == 2
+    assert "no image files" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        anpr(["read", str(empty), "--regions", "us,mars"])
+    assert exit_info.value.code == 2
+    assert "unknown region(s) mars" in capsys.readouterr().err
