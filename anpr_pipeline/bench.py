@@ -163,7 +163,12 @@ def run_end_to_end(
     from anpr_pipeline.resources.pipeline_config import PipelineConfig
     from anpr_pipeline.vision.decode import iter_frames
     from anpr_pipeline.vision.tracker import track_reads
-    from anpr_pipeline.vision.video_pipeline import make_image_uploader, process_video_frames, read_crops
+    from anpr_pipeline.vision.video_pipeline import (
+        detection_row,
+        make_image_uploader,
+        process_video_frames,
+        read_crops,
+    )
 
     store = LocalObjectStore(workdir / "bucket")
     events_db = EventStore(database_url or f"sqlite:///{workdir / 'events.db'}")
@@ -176,20 +181,7 @@ def run_end_to_end(
         key = f"{prefix}{source_index:06d}_{det_index}.jpg"
         if crop.reuse_of is None:
             uploader.submit_image(key, crop.image)
-        box = crop.detection.box
-        det_rows.append(
-            {
-                "sample_index": crop.sample_index,
-                "det_index": crop.det_index,
-                "pts_s": crop.pts_s,
-                "x": box.x,
-                "y": box.y,
-                "w": box.w,
-                "h": box.h,
-                "score": float(crop.detection.score),
-                "crop_key": key,
-            }
-        )
+        det_rows.append(detection_row(crop, key))
 
     t_start, c_start = time.perf_counter(), time.process_time()
     # Stage 1: decode -> gate -> detect -> crops (+ JPEG encode/upload in background threads).

@@ -21,7 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("anpr_pipeline.evaluation:main", "detection + reading accuracy on a labelled photo folder"),
     "eval-crops": ("anpr_pipeline.evaluation:main_crops", "reading accuracy on labelled plate crops"),
     "eval-boxes": ("anpr_pipeline.evaluation:main_boxes", "reading from tight and loose boxes (synthetic)"),
-    "read": ("anpr_pipeline.read_cli:main", "read the plates in photos (files or folders) like the pipeline"),
+    "read": (
+        "anpr_pipeline.read_cli:main",
+        "read the plates in photos and videos (files or folders) like the pipeline",
+    ),
     "train": (
         "anpr_pipeline.vision.train:main",
         "train the plate reader or detector (anpr train reader|detector)",

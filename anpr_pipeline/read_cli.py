@@ -1,11 +1,14 @@
-"""`anpr read PHOTO|FOLDER ...`: the plates in photos, read the way the pipeline reads frames.
+"""`anpr read PHOTO|VIDEO|FOLDER ...`: the plates in photos and clips, read like the pipeline.
 
 For a quick answer to "what does the system read here?": a camera's still, a frame grab
-attached to a complaint, a photo to check a watchlist hit against. It runs the same
-detector and reader as the pipeline (:func:`~anpr_pipeline.vision.recognize.read_plates`,
-the path `anpr eval` measures), configured by the same ``ANPR_*`` settings (detector,
-reader, device, plate regions, text-row re-read, ``ANPR_MIN_READ_CONFIDENCE``); the flags
-override them for one call.
+attached to a complaint, a photo to check a watchlist hit against, or a clip from a new
+camera before it is connected. Photos go through the same detector and reader as the
+pipeline (:func:`~anpr_pipeline.vision.recognize.read_plates`, the path `anpr eval`
+measures); a video goes through the pipeline's own per-video code (sampling, static gate,
+detection, reading, tracking, the event rules of ``plate_events``) and gives the events the
+pipeline would store, without a bucket, database or Dagster. Both are configured by the
+same ``ANPR_*`` settings (detector, reader, device, plate regions, text-row re-read,
+``ANPR_MIN_READ_CONFIDENCE``, ``ANPR_SAMPLE_FPS``); the flags override some for one call.
 
 Prints one line per plate (file, plate, confidence, region, box); ``--json`` writes every
 image's result; ``--annotate DIR`` writes each photo with its boxes and reads drawn on it.
@@ -13,24 +16,28 @@ Only plates the pipeline would report are listed (:func:`~anpr_pipeline.vision.p
 ``--all`` adds every other detector box with whatever was read there. Photos are read as
 viewers show them (EXIF orientation applied), so boxes match the annotated copies.
 
-A folder stands for the images directly inside it. A file that is missing or is not an
-image is reported and skipped; the rest are still read, and the exit code is 1.
+A folder stands for the images and videos directly inside it. A file that is missing, not
+an image, or a corrupt or truncated video is reported and skipped; the rest are still read,
+and the exit code is 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from anpr_pipeline.vision.types import Detection, PlateRead
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".ts", ".webm", ".m4v"}
 # Photos read per detector/reader call: batching pays, but a handful of 12-megapixel
 # photos is already a few hundred MB.
 CHUNK = 8
@@ -45,19 +52,33 @@ class PhotoResult:
     error: str | None = None
 
 
-def photo_paths(inputs: Sequence[str]) -> list[Path]:
-    """Each input file, or the image files directly inside each input folder (sorted)."""
+@dataclass
+class VideoResult:
+    file: str
+    duration_s: float = 0.0
+    sampled_frames: int = 0
+    events: list[dict] = field(default_factory=list)
+    error: str | None = None
+
+
+def input_paths(inputs: Sequence[str]) -> list[Path]:
+    """Each input file, or the image and video files directly inside each input folder (sorted)."""
     paths: list[Path] = []
+    suffixes = IMAGE_SUFFIXES | VIDEO_SUFFIXES
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes and p.is_file())
             if not found:
-                raise FileNotFoundError(f"{path}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+                raise FileNotFoundError(f"{path}: no image or video files ({', '.join(sorted(suffixes))})")
             paths.extend(found)
         else:
             paths.append(path)
     return paths
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_SUFFIXES
 
 
 def load_photo(path: Path) -> np.ndarray:
@@ -123,6 +144,63 @@ def read_photos(
             yield result, image
 
 
+def read_video(
+    path: Path, detector, reader, pipeline, detector_batch: int = 8, reader_batch: int = 32
+) -> VideoResult:
+    """The events the pipeline would store for this clip (``pipeline``: a ``PipelineConfig``),
+    each with its time span in the clip; crops stay in memory."""
+    import pandas as pd
+
+    from anpr_pipeline.assets.events import frame_reads, keep_track
+    from anpr_pipeline.assets.reads import with_reads
+    from anpr_pipeline.vision.decode import iter_frames, probe
+    from anpr_pipeline.vision.tracker import track_reads
+    from anpr_pipeline.vision.video_pipeline import detection_row, process_video_frames, read_crops
+
+    info = probe(path)
+    crops: dict[str, np.ndarray] = {}
+    rows: list[dict] = []
+
+    def on_crop(crop) -> None:
+        key = "{}_{}".format(*(crop.reuse_of or (crop.source_index, crop.det_index)))
+        if crop.reuse_of is None:
+            crops[key] = crop.image.copy()  # a view into the frame: keep only the crop
+        rows.append(detection_row(crop, key))
+
+    records, _ = process_video_frames(
+        iter_frames(path, sample_fps=pipeline.sample_fps),
+        detector,
+        batch_size=detector_batch,
+        static_threshold=pipeline.static_frame_threshold,
+        crop_padding=pipeline.crop_padding,
+        on_crop=on_crop,
+    )
+    reads = read_crops([r["crop_key"] for r in rows], crops.__getitem__, reader, reader_batch)
+    table = with_reads(pd.DataFrame(rows), reads, (info.width, info.height), pipeline.crop_padding)
+    tracks = track_reads(frame_reads(table)) if len(table) else []
+    events = [_event(t) for t in tracks if keep_track(t, pipeline)]
+    return VideoResult(
+        str(path),
+        duration_s=round(info.duration_s, 3),
+        sampled_frames=len(records),
+        events=sorted(events, key=lambda e: e["first_seen_s"]),
+    )
+
+
+def _event(track) -> dict:
+    best = track.best
+    return {
+        "plate": track.text,
+        "confidence": round(float(track.confidence), 4),
+        "region": track.region,
+        "frames_seen": track.frames_seen,
+        "first_seen_s": round(track.first_pts_s, 3),
+        "last_seen_s": round(track.last_pts_s, 3),
+        "best_frame_s": round(best.pts_s, 3),
+        "box": {"x": best.box.x, "y": best.box.y, "w": best.box.w, "h": best.box.h},
+    }
+
+
 def annotate(image: np.ndarray, plates: Sequence[dict]) -> np.ndarray:
     """A BGR copy of ``image`` with each plate's box and read drawn (green: reported)."""
     import cv2
@@ -142,9 +220,17 @@ def annotate(image: np.ndarray, plates: Sequence[dict]) -> np.ndarray:
     return out
 
 
-def _line(result: PhotoResult) -> list[str]:
+def _line(result: PhotoResult | VideoResult) -> list[str]:
     if result.error:
         return [f"ERROR {result.error}"]
+    if isinstance(result, VideoResult):
+        if not result.events:
+            return [f"{result.file}: no plate events ({result.sampled_frames} frames sampled)"]
+        return [
+            f"{result.file} @{e['first_seen_s']:.1f}-{e['last_seen_s']:.1f}s: {e['plate']:10s} "
+            f"conf {e['confidence']:.2f}  region {e['region'] or '-':3s} frames {e['frames_seen']}"
+            for e in result.events
+        ]
     if not result.plates:
         return [f"{result.file}: no plate"]
     lines = []
@@ -159,16 +245,27 @@ def _line(result: PhotoResult) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    """`anpr read PHOTO|FOLDER ... [--json OUT] [--annotate DIR] [--all] [--detector ...]`."""
+@dataclass(frozen=True)
+class ReadSetup:
+    """What one ``anpr read`` call reads with: settings, overridden by its flags."""
+
+    detector: Any
+    reader: Any
+    pipeline: Any  # PipelineConfig: the video event rules
+    min_read_confidence: float
+    detector_batch: int
+    reader_batch: int
+
+
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="anpr read",
-        description="Read the plates in photos with the pipeline's detector and reader.",
+        description="Read the plates in photos and videos with the pipeline's detector and reader.",
     )
-    ap.add_argument("inputs", nargs="+", help="image files, or folders of them")
-    ap.add_argument("--json", dest="out", help="write every photo's result here ('-' for stdout)")
+    ap.add_argument("inputs", nargs="+", help="image or video files, or folders of them")
+    ap.add_argument("--json", dest="out", help="write every file's result here ('-' for stdout)")
     ap.add_argument("--annotate", metavar="DIR", help="write each photo with its boxes and reads drawn here")
-    ap.add_argument("--all", action="store_true", help="also list detector boxes whose read is not reported")
+    ap.add_argument("--all", action="store_true", help="photos: also list boxes whose read is not reported")
     ap.add_argument("--detector", help="default: ANPR_DETECTOR")
     ap.add_argument("--reader", help="default: ANPR_READER")
     ap.add_argument("--device", help="auto | cpu | cuda (default: ANPR_DEVICE)")
@@ -178,8 +275,14 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help="reads less sure are not reported (default: ANPR_MIN_READ_CONFIDENCE)",
     )
-    args = ap.parse_args(argv)
+    ap.add_argument(
+        "--sample-fps", type=float, help="video frames read per second (default: ANPR_SAMPLE_FPS)"
+    )
+    return ap
 
+
+def _setup(args: argparse.Namespace, ap: argparse.ArgumentParser) -> ReadSetup:
+    from anpr_pipeline.resources.pipeline_config import PipelineConfig
     from anpr_pipeline.settings import PLATE_REGIONS, load_settings, parse_regions
     from anpr_pipeline.vision.detector import build_detector
     from anpr_pipeline.vision.reader import build_reader
@@ -191,37 +294,79 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(
             f"--regions: unknown region(s) {', '.join(unknown)}; expected some of {', '.join(PLATE_REGIONS)}"
         )
-    paths = photo_paths(args.inputs)
-    device = args.device or settings.device
-    detector = build_detector(args.detector or settings.detector, device=device)
-    reader = build_reader(
-        args.reader or settings.reader,
-        device=device,
-        models_dir=settings.models_dir or None,
-        regions=regions,
-        text_row=settings.reader_text_row,
+    if args.sample_fps is not None and not 0 < args.sample_fps <= 120:
+        ap.error(f"--sample-fps {args.sample_fps}: expected 0 < fps <= 120")
+    overrides = {
+        "min_read_confidence": args.min_read_confidence,
+        "sample_fps": args.sample_fps,
+        "detector": args.detector,
+        "reader": args.reader,
+        "device": args.device,
+    }
+    settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    return ReadSetup(
+        detector=build_detector(settings.detector, device=settings.device),
+        reader=build_reader(
+            settings.reader,
+            device=settings.device,
+            models_dir=settings.models_dir or None,
+            regions=regions,
+            text_row=settings.reader_text_row,
+        ),
+        pipeline=PipelineConfig.from_settings(settings),
+        min_read_confidence=settings.min_read_confidence,
+        detector_batch=settings.detector_batch_size,
+        reader_batch=settings.reader_batch_size,
     )
-    min_conf = settings.min_read_confidence if args.min_read_confidence is None else args.min_read_confidence
+
+
+def _read_all(
+    paths: Sequence[Path], setup: ReadSetup, include_all: bool, annotate_dir: Path | None
+) -> Iterator:
+    """Each file's result, videos first; annotated photos written as they are read."""
+    from anpr_pipeline.vision.decode import VideoDecodeError
+
+    for path in (p for p in paths if is_video(p)):
+        try:
+            yield read_video(
+                path, setup.detector, setup.reader, setup.pipeline, setup.detector_batch, setup.reader_batch
+            )
+        except VideoDecodeError as exc:
+            yield VideoResult(str(path), error=str(exc))
+    photos = [p for p in paths if not is_video(p)]
+    for n, (result, image) in enumerate(
+        read_photos(photos, setup.detector, setup.reader, setup.min_read_confidence, include_all), 1
+    ):
+        if annotate_dir and image is not None:
+            import cv2
+
+            # Numbered, so photos of the same name from different folders never overwrite.
+            name = f"{n:04d}_{Path(result.file).stem}_anpr.jpg"
+            cv2.imwrite(str(annotate_dir / name), annotate(image, result.plates))
+        yield result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`anpr read PHOTO|VIDEO|FOLDER ... [--json OUT] [--annotate DIR] [--all] [--detector ...]`."""
+    ap = _parser()
+    args = ap.parse_args(argv)
+    setup = _setup(args, ap)
+    paths = input_paths(args.inputs)
     annotate_dir = Path(args.annotate) if args.annotate else None
     if annotate_dir:
         annotate_dir.mkdir(parents=True, exist_ok=True)
 
     results = []
-    for result, image in read_photos(paths, detector, reader, min_conf, args.all):
+    for result in _read_all(paths, setup, args.all, annotate_dir):
         results.append(result)
         if args.out != "-":
             print("\n".join(_line(result)))
-        if annotate_dir and image is not None:
-            import cv2
-
-            # Numbered, so photos of the same name from different folders never overwrite.
-            name = f"{len(results):04d}_{Path(result.file).stem}_anpr.jpg"
-            cv2.imwrite(str(annotate_dir / name), annotate(image, result.plates))
     report = {
-        "detector": detector.version,
-        "reader": reader.version,
-        "min_read_confidence": min_conf,
-        "photos": [result.__dict__ for result in results],
+        "detector": setup.detector.version,
+        "reader": setup.reader.version,
+        "min_read_confidence": setup.min_read_confidence,
+        "photos": [r.__dict__ for r in results if isinstance(r, PhotoResult)],
+        "videos": [r.__dict__ for r in results if isinstance(r, VideoResult)],
     }
     if args.out == "-":
         print(json.dumps(report, indent=2))

@@ -76,12 +76,36 @@ def test_read_applies_exif_orientation_like_a_photo_viewer(tmp_path: Path, capsy
     assert _found(photo, truth) == set(truth), photo["plates"]
 
 
+def test_read_a_video_gives_the_events_the_pipeline_would_store(tmp_path: Path) -> None:
+    from anpr_pipeline.vision.synth import make_video
+
+    truth = make_video(tmp_path / "clip.mp4", seed=7, width=960, height=540, seconds=5, vehicles=2)
+    (tmp_path / "cut.mp4").write_bytes((tmp_path / "clip.mp4").read_bytes()[:5000])
+    out = tmp_path / "read.json"
+
+    assert anpr(["read", str(tmp_path / "clip.mp4"), str(tmp_path / "cut.mp4"), "--json", str(out)]) == 1
+
+    clip, cut = json.loads(out.read_text())["videos"]
+    assert clip["error"] is None and clip["duration_s"] == 5.0 and clip["sampled_frames"] == 25
+    events = {e["plate"]: e for e in clip["events"]}
+    for vehicle in truth["vehicles"]:
+        event = events[vehicle["plate"]]  # one event per vehicle, seen in several frames
+        assert event["frames_seen"] >= 3
+        fps = truth["fps"]
+        assert vehicle["first_frame"] / fps - 0.5 <= event["first_seen_s"] <= event["last_seen_s"]
+        assert event["last_seen_s"] <= vehicle["last_frame"] / fps + 0.5
+    assert "cut.mp4" in cut["error"] and cut["events"] == []
+
+
 def test_read_rejects_bad_input_clearly(tmp_path: Path, capsys) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     assert anpr(["read", str(empty)]) == 2
-    assert "no image files" in capsys.readouterr().err
+    assert "no image or video files" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         anpr(["read", str(empty), "--regions", "us,mars"])
     assert exit_info.value.code == 2
     assert "unknown region(s) mars" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        anpr(["read", str(empty), "--sample-fps", "0"])
+    assert "--sample-fps 0.0: expected 0 < fps <= 120" in capsys.readouterr().err

@@ -17,7 +17,12 @@ from anpr_pipeline.resources.models import ModelsResource
 from anpr_pipeline.resources.object_store import ObjectStoreResource
 from anpr_pipeline.resources.pipeline_config import PipelineConfig
 from anpr_pipeline.vision.decode import VideoDecodeError, iter_frames
-from anpr_pipeline.vision.video_pipeline import PlateCrop, make_image_uploader, process_video_frames
+from anpr_pipeline.vision.video_pipeline import (
+    PlateCrop,
+    detection_row,
+    make_image_uploader,
+    process_video_frames,
+)
 
 FRAME_COLUMNS = ["sample_index", "source_index", "pts_s", "captured_at", "detections", "skipped_static"]
 DETECTION_COLUMNS = [
@@ -82,21 +87,7 @@ def frames_and_detections(
         key = f"{prefix}{source_index:06d}_{det_index}.jpg"
         if crop.reuse_of is None and key not in existing_crops:
             uploader.submit_image(key, crop.image)  # JPEG-encoded in the uploader's threads
-        box = crop.detection.box
-        det_rows.append(
-            {
-                "sample_index": crop.sample_index,
-                "det_index": crop.det_index,
-                "pts_s": crop.pts_s,
-                "captured_at": started_at + timedelta(seconds=crop.pts_s),
-                "x": box.x,
-                "y": box.y,
-                "w": box.w,
-                "h": box.h,
-                "score": float(crop.detection.score),
-                "crop_key": key,
-            }
-        )
+        det_rows.append(detection_row(crop, key, started_at + timedelta(seconds=crop.pts_s)))
 
     # The per-video loop is shared with `anpr bench` (vision/video_pipeline.py).
     with local_copy(store, video["video_key"]) as path, make_image_uploader(store) as uploader:

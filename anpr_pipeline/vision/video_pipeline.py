@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from itertools import islice
 from typing import TypeVar
 
@@ -338,6 +339,26 @@ def process_video_frames(
         stats.detected_frames += len(moving)
     stats.total_s = time.perf_counter() - t_start
     return records, stats
+
+
+def detection_row(crop: PlateCrop, crop_key: str, captured_at: datetime | None = None) -> dict:
+    """One row of the detections table (the ``frames_and_detections`` asset, ``anpr bench``,
+    ``anpr read``): where the detection is, in which sampled frame (and, for a video with a
+    known start, at what time), and the key of the crop its read comes from."""
+    box = crop.detection.box
+    when = {} if captured_at is None else {"captured_at": captured_at}
+    return {
+        "sample_index": crop.sample_index,
+        "det_index": crop.det_index,
+        "pts_s": crop.pts_s,
+        **when,
+        "x": box.x,
+        "y": box.y,
+        "w": box.w,
+        "h": box.h,
+        "score": float(crop.detection.score),
+        "crop_key": crop_key,
+    }
 
 
 def read_crops(
