@@ -155,7 +155,7 @@ def run_end_to_end(
     """One video through the pipeline's per-video code; returns (timings, event rows)."""
     import pandas as pd
 
-    from anpr_pipeline.assets.events import event_row, frame_reads, keep_track, video_span
+    from anpr_pipeline.assets.events import event_row, event_tracks, frame_reads, video_span
     from anpr_pipeline.assets.reads import load_crop, with_reads
     from anpr_pipeline.resources.event_store import EventStore
     from anpr_pipeline.resources.object_store import LocalObjectStore
@@ -215,7 +215,8 @@ def run_end_to_end(
     }
     pipeline = PipelineConfig()
     tracks = track_reads(frame_reads(df)) if len(df) else []
-    rows = [event_row(t, video, detector.version, reader.version) for t in tracks if keep_track(t, pipeline)]
+    kept = event_tracks(tracks, pipeline, (info.width, info.height))
+    rows = [event_row(t, video, detector.version, reader.version) for t in kept]
     rows.sort(key=lambda r: r["captured_at"])
     t_tracked = time.perf_counter()
     written = events_db.replace_video_events(video["video_key"], rows)

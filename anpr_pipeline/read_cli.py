@@ -151,20 +151,28 @@ def read_video(
     each with its time span in the clip; crops stay in memory."""
     import pandas as pd
 
-    from anpr_pipeline.assets.events import frame_reads, keep_track
+    from anpr_pipeline.assets.events import event_tracks, frame_reads
     from anpr_pipeline.assets.reads import with_reads
     from anpr_pipeline.vision.decode import iter_frames, probe
     from anpr_pipeline.vision.tracker import track_reads
-    from anpr_pipeline.vision.video_pipeline import detection_row, process_video_frames, read_crops
+    from anpr_pipeline.vision.video_pipeline import (
+        detection_row,
+        jpeg_bytes,
+        process_video_frames,
+        read_crops,
+        rgb_from_jpeg,
+    )
 
     info = probe(path)
-    crops: dict[str, np.ndarray] = {}
+    # Crops as the pipeline stores them (JPEG, quality 90) and reads them back: the reads,
+    # and so the events, are those of an upload of this clip.
+    crops: dict[str, bytes] = {}
     rows: list[dict] = []
 
     def on_crop(crop) -> None:
         key = "{}_{}".format(*(crop.reuse_of or (crop.source_index, crop.det_index)))
         if crop.reuse_of is None:
-            crops[key] = crop.image.copy()  # a view into the frame: keep only the crop
+            crops[key] = jpeg_bytes(crop.image)
         rows.append(detection_row(crop, key))
 
     records, _ = process_video_frames(
@@ -175,10 +183,12 @@ def read_video(
         crop_padding=pipeline.crop_padding,
         on_crop=on_crop,
     )
-    reads = read_crops([r["crop_key"] for r in rows], crops.__getitem__, reader, reader_batch)
+    reads = read_crops(
+        [r["crop_key"] for r in rows], lambda key: rgb_from_jpeg(crops[key]), reader, reader_batch
+    )
     table = with_reads(pd.DataFrame(rows), reads, (info.width, info.height), pipeline.crop_padding)
     tracks = track_reads(frame_reads(table)) if len(table) else []
-    events = [_event(t) for t in tracks if keep_track(t, pipeline)]
+    events = [_event(t) for t in event_tracks(tracks, pipeline, (info.width, info.height))]
     return VideoResult(
         str(path),
         duration_s=round(info.duration_s, 3),

@@ -19,7 +19,7 @@ from anpr_pipeline.resources.object_store import ObjectStoreResource
 from anpr_pipeline.resources.parquet_dataset import write_video_events
 from anpr_pipeline.resources.pipeline_config import PipelineConfig
 from anpr_pipeline.vision.plates import normalize, reportable
-from anpr_pipeline.vision.tracker import FrameRead, Track, track_reads
+from anpr_pipeline.vision.tracker import FrameRead, Track, inside_another, seen_only_at_edge, track_reads
 from anpr_pipeline.vision.types import Box, PlateRead
 
 # Fixed namespace: event ids must be the same on every re-run and every machine.
@@ -90,6 +90,18 @@ def keep_track(track: Track, pipeline: PipelineConfig) -> bool:
     return formatted and track.confidence >= pipeline.single_frame_min_confidence
 
 
+def event_tracks(tracks: list[Track], pipeline: PipelineConfig, frame_size: tuple[int, int]) -> list[Track]:
+    """The tracks that become events: those :func:`keep_track` keeps, less plates only ever
+    seen cut by the frame edge and text inside another plate's boxes (``PipelineConfig``
+    ``drop_edge_tracks`` / ``drop_nested_tracks``). ``frame_size``: (width, height)."""
+    kept = [t for t in tracks if keep_track(t, pipeline)]
+    if pipeline.drop_edge_tracks:
+        kept = [t for t in kept if not seen_only_at_edge(t, *frame_size)]
+    if pipeline.drop_nested_tracks:
+        kept = [t for t in kept if inside_another(t, kept) is None]
+    return kept
+
+
 def video_span(video: dict) -> tuple[datetime, datetime]:
     start = datetime.fromisoformat(video["started_at"])
     # One frame of slack: the last sampled frame's pts can equal the declared duration.
@@ -149,7 +161,7 @@ def plate_events(
     detector_version = models.get_detector().version
     reader_version = models.get_reader().version
     tracks = track_reads(frame_reads(plate_reads)) if len(plate_reads) else []
-    kept = [t for t in tracks if keep_track(t, pipeline)]
+    kept = event_tracks(tracks, pipeline, (video["width"], video["height"]))
     rows = sorted(
         (event_row(t, video, detector_version, reader_version) for t in kept), key=lambda r: r["captured_at"]
     )

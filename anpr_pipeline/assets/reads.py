@@ -1,12 +1,10 @@
 """``plate_reads``: OCR every detected crop in batches (text, per-character confidence, format)."""
 
-import io
 import time
 
 import numpy as np
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
-from PIL import Image
 
 from anpr_pipeline.assets.common import mask_plate
 from anpr_pipeline.checks import READS_CONFIDENCE, check_read_confidence
@@ -20,14 +18,13 @@ from anpr_pipeline.vision.plates import FORMATS
 from anpr_pipeline.vision.reader import with_regions
 from anpr_pipeline.vision.recognize import plate_box
 from anpr_pipeline.vision.types import Box, PlateRead
-from anpr_pipeline.vision.video_pipeline import read_crops
+from anpr_pipeline.vision.video_pipeline import read_crops, rgb_from_jpeg
 
 READ_COLUMNS = ["plate_text", "normalized_plate", "read_confidence", "char_confidences", "region"]
 
 
 def load_crop(store: ObjectStore, key: str) -> np.ndarray:
-    with Image.open(io.BytesIO(store.get_bytes(key))) as image:
-        return np.asarray(image.convert("RGB"))
+    return rgb_from_jpeg(store.get_bytes(key))
 
 
 def with_reads(

@@ -22,6 +22,13 @@ class PipelineConfig(ConfigurableResource):
     # ... and must read as some plate format: a lone read that fits none is most often frame
     # or car text (a state name, a slogan) or a fragment of a plate read in full elsewhere.
     single_frame_needs_format: bool = True
+    # A track whose every box touches the frame edge is a plate never seen whole (entering or
+    # leaving the picture): its reads are of part of it. Turn off for a camera framed so
+    # tightly that plates always touch the edge.
+    drop_edge_tracks: bool = True
+    # A track whose boxes lie inside a stronger track's boxes in the same frames is text on
+    # or around that plate (state name, slogan, dealer line) read as a plate of its own.
+    drop_nested_tracks: bool = True
     # Dagster's event log cannot be erased per plate (GDPR erase_plate), so run metadata
     # shows plates masked (AB***1) unless the operator opts in.
     show_plates_in_ui: bool = False

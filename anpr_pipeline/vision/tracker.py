@@ -309,3 +309,38 @@ def track_reads(
     for i, t in enumerate(kept):
         t.track_id = i
     return kept
+
+
+def seen_only_at_edge(track: Track, width: int, height: int) -> bool:
+    """Whether every read of ``track`` has its box at the frame's edge: a plate entering or
+    leaving the picture, never seen whole, so its reads are of part of it."""
+    return all(r.box.touches_edge(width, height) for r in track.reads)
+
+
+def inside_another(
+    track: Track, tracks: Sequence[Track], min_cover: float = 0.5, min_share: float = 0.5
+) -> Track | None:
+    """The stronger track whose boxes hold ``track``'s, if any: in at least ``min_share`` of
+    its reads, a read of that track in the same frame covers ``min_cover`` of its box.
+
+    That is text on or around another plate read as a plate of its own: a state name
+    (``IOWA``, ``NORTHCAR``), a slogan, a dealer line, a second box on part of the plate.
+    Stronger = seen in more frames, then surer, then earlier, so of two tracks holding each
+    other only the weaker goes.
+    """
+
+    def strength(t: Track) -> tuple[int, float, int]:
+        return (t.frames_seen, t.confidence, -t.track_id)
+
+    for other in tracks:
+        if other is track or strength(other) <= strength(track):
+            continue
+        boxes: dict[int, list[Box]] = defaultdict(list)
+        for r in other.reads:
+            boxes[r.frame_index].append(r.box)
+        inside = sum(
+            any(r.box.cover(b) >= min_cover for b in boxes.get(r.frame_index, ())) for r in track.reads
+        )
+        if inside >= min_share * len(track.reads):
+            return other
+    return None

@@ -31,6 +31,21 @@ class Box:
         union = self.area + other.area - inter
         return inter / union if union > 0 else 0.0
 
+    def cover(self, other: Box) -> float:
+        """Share of this box's area that ``other`` covers (1.0: wholly inside it)."""
+        ix = max(0, min(self.x + self.w, other.x + other.w) - max(self.x, other.x))
+        iy = max(0, min(self.y + self.h, other.y + other.h) - max(self.y, other.y))
+        return ix * iy / self.area if self.area else 0.0
+
+    def touches_edge(self, width: int, height: int, margin: int = 2) -> bool:
+        """Whether this box reaches within ``margin`` px of a width x height frame's edge."""
+        return (
+            self.x <= margin
+            or self.y <= margin
+            or self.x + self.w >= width - margin
+            or self.y + self.h >= height - margin
+        )
+
     def clip(self, width: int, height: int) -> Box:
         x0, y0 = max(0, self.x), max(0, self.y)
         x1, y1 = min(width, self.x + self.w), min(height, self.y + self.h)

@@ -388,6 +388,14 @@ def jpeg_bytes(image: np.ndarray, quality: int = 90) -> bytes:
     return buffer.getvalue()
 
 
+def rgb_from_jpeg(data: bytes) -> np.ndarray:
+    """The RGB image in JPEG (or any Pillow-readable) bytes: how stored crops are read back."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
 def make_image_uploader(store, max_workers: int = 2, quality: int = 90):
     """An :class:`~anpr_pipeline.resources.object_store.AsyncUploader` that also encodes.
 

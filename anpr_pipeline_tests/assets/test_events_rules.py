@@ -1,6 +1,6 @@
 """Which tracks become events (pure rule, no Dagster run needed)."""
 
-from anpr_pipeline.assets.events import keep_track
+from anpr_pipeline.assets.events import event_tracks, keep_track
 from anpr_pipeline.resources.pipeline_config import PipelineConfig
 from anpr_pipeline.vision.tracker import FrameRead, track_reads
 from anpr_pipeline.vision.types import Box, PlateRead
@@ -43,3 +43,34 @@ def test_single_frame_reads_must_fit_a_plate_format():
         assert keep_track(lone, config.model_copy(update={"single_frame_needs_format": False}))
         assert keep_track(_track(text, [0.9, 0.9]), config)  # seen twice: kept (vanity plates)
     assert _track("ABC1234", [0.95]).region is not None
+
+
+def _reads(
+    text: str, frames: range, box: tuple[int, int, int, int], confidence: float = 0.9
+) -> list[FrameRead]:
+    return [
+        FrameRead(
+            frame_index=f,
+            pts_s=f * 0.2,
+            box=Box(*box),
+            read=PlateRead(
+                text=text, normalized=text, confidence=confidence, char_confidences=(confidence,) * len(text)
+            ),
+            detection_score=0.9,
+        )
+        for f in frames
+    ]
+
+
+def test_events_leave_out_plates_cut_by_the_frame_edge_and_text_inside_other_plates():
+    config = PipelineConfig()
+    plate = _reads("ABC1234", range(6), (500, 300, 160, 50))
+    state = _reads("IOWA", range(2, 5), (520, 290, 80, 20), confidence=0.7)  # on the plate's header
+    edge = _reads("XYZ789", range(3), (1180, 660, 100, 60))  # right and bottom edges of 1280x720
+    tracks = track_reads(plate + state + edge)
+    assert {t.text for t in tracks} == {"ABC1234", "IOWA", "XYZ789"}
+    assert [t.text for t in event_tracks(tracks, config, (1280, 720))] == ["ABC1234"]
+    everything = config.model_copy(update={"drop_edge_tracks": False, "drop_nested_tracks": False})
+    assert {t.text for t in event_tracks(tracks, everything, (1280, 720))} == {"ABC1234", "IOWA", "XYZ789"}
+    # The same plate in a larger frame is not at its edge.
+    assert {t.text for t in event_tracks(tracks, config, (1920, 1080))} == {"ABC1234", "XYZ789"}

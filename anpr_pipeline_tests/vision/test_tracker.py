@@ -7,7 +7,14 @@ import random
 import pytest
 
 from anpr_pipeline.vision.plates import normalize
-from anpr_pipeline.vision.tracker import FrameRead, Track, track_reads, vote
+from anpr_pipeline.vision.tracker import (
+    FrameRead,
+    Track,
+    inside_another,
+    seen_only_at_edge,
+    track_reads,
+    vote,
+)
 from anpr_pipeline.vision.types import Box, PlateRead
 
 FPS = 10.0
@@ -174,3 +181,43 @@ def test_agreeing_reads_raise_confidence() -> None:
     many = vote([fr(i, "ABC1234", (0, 0, 1, 1), conf=0.5) for i in range(5)])
     assert one[2] == pytest.approx(0.5)
     assert many[2] == pytest.approx(1 - 0.5**5)
+
+
+def test_box_cover_and_frame_edge() -> None:
+    plate, header = Box(100, 100, 200, 60), Box(120, 95, 100, 20)
+    assert header.cover(plate) == pytest.approx(15 / 20) and plate.cover(header) == pytest.approx(
+        1500 / 12000
+    )
+    assert Box(0, 0, 0, 0).cover(plate) == 0.0
+    assert Box(1100, 690, 150, 30).touches_edge(1280, 720)  # bottom edge
+    assert Box(1, 300, 150, 30).touches_edge(1280, 720)  # left edge, within the 2 px margin
+    assert not Box(10, 10, 150, 30).touches_edge(1280, 720)
+
+
+def test_a_plate_only_ever_cut_by_the_frame_edge() -> None:
+    entering = Track(0, [fr(f, "2D7569", (1150 + 20 * f, 690, 140, 30)) for f in range(3)])
+    assert seen_only_at_edge(entering, 1280, 720)
+    # Seen whole in one frame: a real pass that also touched the edge.
+    passing = Track(1, entering.reads + [fr(3, "2D75696", (900, 600, 140, 30))])
+    assert not seen_only_at_edge(passing, 1280, 720)
+
+
+def test_text_inside_a_stronger_plate_track_is_flagged() -> None:
+    plate = car("769NAP", range(10), 900, 500, -10)  # 100x30 boxes
+    state = [fr(f, "NORTHCAR", (905 - 10 * f, 498, 60, 10), conf=0.55) for f in (6, 7)]
+    elsewhere = [fr(f, "IOWA", (100, 100, 60, 10)) for f in (6, 7)]
+    tracks = track_reads(plate + state + elsewhere)
+    by_text = {t.text: t for t in tracks}
+    assert set(by_text) == {"769NAP", "NORTHCAR", "IOWA"}
+    assert inside_another(by_text["NORTHCAR"], tracks) is by_text["769NAP"]
+    assert inside_another(by_text["769NAP"], tracks) is None  # the plate holds it, not the reverse
+    assert inside_another(by_text["IOWA"], tracks) is None  # same frames, elsewhere in them
+    # Boxes at the same place in other frames (a car that has gone) do not hold it.
+    later = Track(9, [fr(f, "NORTHCAR", (845, 498, 60, 10)) for f in (20, 21)])
+    assert inside_another(later, [*tracks, later]) is None
+
+
+def test_of_two_tracks_holding_each_other_only_the_weaker_is_flagged() -> None:
+    a = Track(0, [fr(f, "ABC1234", (100, 100, 100, 30), conf=0.9) for f in range(4)])
+    b = Track(1, [fr(f, "ABC1284", (102, 100, 100, 30), conf=0.6) for f in range(4)])
+    assert inside_another(b, [a, b]) is a and inside_another(a, [a, b]) is None
