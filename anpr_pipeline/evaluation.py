@@ -6,9 +6,10 @@
 overall and per group (the image's parent folder name, e.g. us/eu/br):
 
 - ``detection_recall``: share of labelled plates with a predicted box at IoU >= 0.5. The
-  predicted boxes are the plates the pipeline reports: detections whose read is long and
-  sure enough to become an event (:func:`~anpr_pipeline.vision.plates.reportable`: at
-  least 4 characters, confidence at least ``ANPR_MIN_READ_CONFIDENCE``), each box where
+  predicted boxes are the plates the pipeline reports
+  (:func:`~anpr_pipeline.vision.recognize.reported_plates`): detections whose read is long
+  and sure enough to become an event (at least 4 characters, confidence at least
+  ``ANPR_MIN_READ_CONFIDENCE``) and not inside a surer reported read's box, each box where
   the reader placed the plate (the detector's box, or where the reader re-read a crop at
   its character row, the plate that row implies:
   :func:`~anpr_pipeline.vision.recognize.located`); ``--reader none`` scores every
@@ -59,7 +60,7 @@ from pathlib import Path
 import numpy as np
 
 from anpr_pipeline.vision.labels import LabelsError, read_label_rows
-from anpr_pipeline.vision.plates import MIN_READ_CONFIDENCE, reportable
+from anpr_pipeline.vision.plates import MIN_READ_CONFIDENCE
 from anpr_pipeline.vision.types import Box, Detection, PlateDetector, PlateReader
 
 IOU_THRESHOLD = 0.5
@@ -226,8 +227,7 @@ def evaluate(
 
     plates_out: list[dict] = []
     per_group: dict[str, dict] = defaultdict(lambda: dict.fromkeys(COUNTS, 0))
-    candidates: list[tuple[str, list[tuple[float, str, float]]]] = []
-    strays: list[tuple[str, float]] = []
+    scored_photos: list[tuple[list[LabelledPlate], list]] = []
     for group, chunk in chunks:
         images = [load_rgb(root / f) for f in chunk]
         t0 = time.perf_counter()
@@ -244,8 +244,7 @@ def evaluate(
             g["boxes"] += len(boxes)
             g["true_boxes"] += _hits(boxes, labs)
             plates_out.extend(_score_plate(lab, reported, boxes, reader is not None) for lab in labs)
-            candidates.extend((lab.plate, _read_candidates(lab, boxes)) for lab in labs)
-            strays.extend(_stray_reads(boxes, labs))
+            scored_photos.append((labs, boxes))
 
     groups = sorted(per_group)
     report = {
@@ -264,51 +263,32 @@ def evaluate(
         ],
     }
     if reader is not None:
-        n_images = report["overall"]["images"]
         thresholds = sorted({*OPERATING_THRESHOLDS, min_read_confidence})
-        report["operating_points"] = operating_points(candidates, thresholds, strays, n_images)
+        report["operating_points"] = operating_points(scored_photos, thresholds, count_spurious=True)
     return report
 
 
-def _read_candidates(lab: LabelledPlate, boxes: Sequence) -> list[tuple[float, str, float]]:
-    """``(iou, read, confidence)`` of every read box overlapping ``lab``."""
-    out = []
-    for det, read in boxes:
-        iou = det.box.iou(lab.box)
-        if read is not None and iou > 0:
-            out.append((iou, read.normalized, float(read.confidence)))
-    return out
-
-
-def _stray_reads(boxes: Sequence, labels: Sequence[LabelledPlate]) -> list[tuple[str, float]]:
-    """``(read, confidence)`` of every read box that hits no labelled plate."""
-    return [
-        (read.normalized, float(read.confidence))
-        for det, read in boxes
-        if read is not None and not any(_hit(det, lab) for lab in labels)
-    ]
-
-
 def operating_points(
-    candidates: Sequence[tuple[str, Sequence[tuple[float, str, float]]]],
+    photos: Sequence[tuple[Sequence[LabelledPlate], Sequence]],
     thresholds: Sequence[float],
-    strays: Sequence[tuple[str, float]] | None = None,
-    images: int = 0,
+    count_spurious: bool = False,
 ) -> list[dict]:
-    """Scores at each read-confidence threshold. ``candidates``: per labelled plate, its
-    text and the ``(iou, read, confidence)`` of the boxes over it (the reportable one with
-    the best IoU is its read, as in ``plate_accuracy``); ``strays``: reads on no labelled
-    plate (counted per image when given)."""
+    """Scores at each read-confidence threshold. ``photos``: each image's labelled plates
+    and its ``(detection, read)`` pairs; at each threshold the pairs are reported as the
+    pipeline would (:func:`_reported`) and each labelled plate takes the read of the reported
+    box with the best IoU, as in ``plate_accuracy``. ``count_spurious``: also reported boxes
+    on no labelled plate, per image."""
     points = []
-    n = len(candidates)
+    n = sum(len(labs) for labs, _ in photos)
     for threshold in thresholds:
-        right = wrong = 0
-        for plate, cands in candidates:
-            kept = [c for c in cands if reportable(c[1], c[2], min_confidence=threshold)]
-            if kept:
-                read = max(kept)[1]
-                right += read == plate
-                wrong += read != plate
+        right = wrong = spurious = 0
+        for labs, pairs in photos:
+            reported = _reported(pairs, threshold)
+            for lab in labs:
+                read = _score_plate(lab, reported, pairs, with_reader=True)["read"]
+                right += bool(read) and read == lab.plate
+                wrong += bool(read) and read != lab.plate
+            spurious += len(reported) - _hits(reported, labs)
         point = {
             "min_read_confidence": threshold,
             "read_right": _ratio(right, n),
@@ -316,21 +296,18 @@ def operating_points(
             "not_reported": _ratio(n - right - wrong, n),
             "wrong_share_of_reads": _ratio(wrong, right + wrong),
         }
-        if strays is not None:
-            spurious = sum(reportable(text, conf, min_confidence=threshold) for text, conf in strays)
-            point["spurious_per_image"] = _ratio(spurious, images)
+        if count_spurious:
+            point["spurious_per_image"] = _ratio(spurious, len(photos))
         points.append(point)
     return points
 
 
 def _reported(boxes: Sequence, min_read_confidence: float) -> list:
     """The ``(detection, read)`` pairs the pipeline would report as plates (all of them
-    when there is no reader)."""
-    return [
-        (d, r)
-        for d, r in boxes
-        if r is None or reportable(r.normalized, r.confidence, min_confidence=min_read_confidence)
-    ]
+    when there is no reader): :func:`~anpr_pipeline.vision.recognize.reported_plates`."""
+    from anpr_pipeline.vision.recognize import reported_plates
+
+    return reported_plates(boxes, min_read_confidence)
 
 
 def _hits(boxes: Sequence, labels: Sequence[LabelledPlate]) -> int:
@@ -406,7 +383,8 @@ def evaluate_crops(
         }
 
     groups = sorted({r["group"] for r in rows})
-    candidates = [(r["plate"], [(1.0, r["read"], r["confidence"])]) for r in rows]
+    # Each crop is a photo of one plate, read over its whole box.
+    as_photos = [([lab], [(Detection(lab.box, 1.0), read)]) for lab, read in zip(labels, reads, strict=True)]
     return {
         "labels": str(crops_csv),
         "reader": reader.version,
@@ -414,7 +392,7 @@ def evaluate_crops(
         "overall": summary(rows),
         "groups": {g: summary([r for r in rows if r["group"] == g]) for g in groups},
         "misses": [{k: v for k, v in r.items() if k != "exact"} for r in rows if not r["exact"]],
-        "operating_points": operating_points(candidates, OPERATING_THRESHOLDS),
+        "operating_points": operating_points(as_photos, OPERATING_THRESHOLDS),
     }
 
 

@@ -12,8 +12,9 @@ same ``ANPR_*`` settings (detector, reader, device, plate regions, text-row re-r
 
 Prints one line per plate (file, plate, confidence, region, box); ``--json`` writes every
 image's result; ``--annotate DIR`` writes each photo with its boxes and reads drawn on it.
-Only plates the pipeline would report are listed (:func:`~anpr_pipeline.vision.plates.reportable`);
-``--all`` adds every other detector box with whatever was read there. Photos are read as
+Only plates the pipeline would report are listed
+(:func:`~anpr_pipeline.vision.recognize.reported_plates`); ``--all`` adds every other
+detector box with whatever was read there. Photos are read as
 viewers show them (EXIF orientation applied), so boxes match the annotated copies.
 
 A folder stands for the images and videos directly inside it. A file that is missing, not
@@ -96,14 +97,14 @@ def load_photo(path: Path) -> np.ndarray:
 def plate_rows(
     pairs: Sequence[tuple[Detection, PlateRead | None]], min_confidence: float, include_all: bool
 ) -> list[dict]:
-    """The reported plates (and with ``include_all`` every other box), surest first."""
-    from anpr_pipeline.vision.plates import reportable
+    """The reported plates (:func:`~anpr_pipeline.vision.recognize.reported_plates`; with
+    ``include_all`` every other box too), surest first."""
+    from anpr_pipeline.vision.recognize import reported_plates
 
+    reported_ids = {id(det) for det, _ in reported_plates(pairs, min_confidence)}
     rows = []
     for det, read in pairs:
-        reported = read is not None and reportable(
-            read.normalized, read.confidence, min_confidence=min_confidence
-        )
+        reported = read is not None and id(det) in reported_ids
         if not (reported or include_all):
             continue
         rows.append(

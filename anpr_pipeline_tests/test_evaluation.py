@@ -49,8 +49,11 @@ def test_plate_takes_the_read_of_the_best_iou_box() -> None:
 
 def test_only_reads_the_pipeline_would_report_count_as_found_plates() -> None:
     def pair(text: str, confidence: float) -> tuple[Detection, PlateRead]:
-        return Detection(Box(0, 0, 80, 40), 0.9), PlateRead(text, evaluation.normalize(text), confidence)
+        x = 100 * len(pairs)  # side by side: none inside another
+        pairs.append(text)
+        return Detection(Box(x, 0, 80, 40), 0.9), PlateRead(text, evaluation.normalize(text), confidence)
 
+    pairs: list[str] = []
     boxes = [pair("ABC123", 0.9), pair("AB1", 0.99), pair("ABC-123", 0.2), pair("SLOGAN", 0.5)]
     kept = evaluation._reported(boxes, min_read_confidence=0.3)
     assert [r.text for _, r in kept] == ["ABC123", "SLOGAN"]  # too short and too unsure dropped
@@ -59,29 +62,57 @@ def test_only_reads_the_pipeline_would_report_count_as_found_plates() -> None:
     assert evaluation._reported(no_reader, 0.3) == no_reader  # --reader none: every box
 
 
+def _pair(box: tuple[int, int, int, int], text: str, confidence: float) -> tuple[Detection, PlateRead]:
+    return Detection(Box(*box), 0.9), PlateRead(text, evaluation.normalize(text), confidence)
+
+
 def test_operating_points_trade_wrong_reads_for_unreported_plates() -> None:
-    candidates = [
-        ("ABC123", [(0.8, "ABC123", 0.95)]),  # sure and right
-        ("XYZ789", [(0.7, "XYZ780", 0.55), (0.4, "XYZ789", 0.9)]),  # best-IoU read is wrong
-        ("DEF456", [(0.9, "DEF458", 0.35)]),  # unsure and wrong
-        ("GHI111", []),  # not found
+    def lab(plate: str, box: tuple[int, int, int, int]) -> evaluation.LabelledPlate:
+        return evaluation.LabelledPlate("us/a.jpg", Box(*box), plate)
+
+    photos = [
+        ([lab("ABC123", (100, 100, 80, 40))], [_pair((100, 100, 80, 40), "ABC123", 0.95)]),  # sure, right
+        (
+            [lab("XYZ789", (100, 100, 80, 40))],  # the best-IoU read is wrong; a shifted box reads it right
+            [_pair((104, 100, 80, 40), "XYZ780", 0.55), _pair((150, 100, 80, 40), "XYZ789", 0.9)],
+        ),
+        ([lab("DEF456", (100, 100, 80, 40))], [_pair((100, 100, 80, 40), "DEF458", 0.35)]),  # unsure, wrong
+        (
+            [lab("GHI111", (100, 100, 80, 40))],  # not found; stray text elsewhere
+            [_pair((400, 300, 80, 20), "SLOGAN", 0.65), _pair((500, 300, 40, 20), "AB1", 0.99)],
+        ),
     ]
-    strays = [("SLOGAN", 0.65), ("AB1", 0.99)]  # the short one is never reported
-    low, mid, high = evaluation.operating_points(candidates, (0.3, 0.6, 0.92), strays, images=2)
+    low, mid, high = evaluation.operating_points(photos, (0.3, 0.6, 0.92), count_spurious=True)
     assert low == {
         "min_read_confidence": 0.3,
         "read_right": 0.25,
         "read_wrong": 0.5,
         "not_reported": 0.25,
         "wrong_share_of_reads": round(2 / 3, 4),
-        "spurious_per_image": 0.5,
+        "spurious_per_image": 0.5,  # SLOGAN and the shifted box (IoU 0.23); AB1 is too short
     }
-    # At 0.6 the unsure wrong reads drop; XYZ789's only sure read is the looser box's.
+    # At 0.6 the unsure reads drop; XYZ789 takes the shifted box's sure read. (At 0.3 that
+    # box is reported too, but the plate takes the read of the best-IoU box.)
     assert (mid["read_right"], mid["read_wrong"], mid["wrong_share_of_reads"]) == (0.5, 0.0, 0.0)
     assert mid["spurious_per_image"] == 0.5
     assert (high["read_right"], high["not_reported"], high["spurious_per_image"]) == (0.25, 0.75, 0.0)
-    no_reads = evaluation.operating_points([("ABC123", [])], (0.3,))
+    no_reads = evaluation.operating_points([([lab("ABC123", (0, 0, 10, 10))], [])], (0.3,))
     assert no_reads[0]["wrong_share_of_reads"] is None and "spurious_per_image" not in no_reads[0]
+
+
+def test_text_inside_a_surer_plate_read_is_not_reported() -> None:
+    plate = _pair((100, 100, 200, 60), "ABC1234", 0.98)
+    state = _pair((120, 96, 100, 20), "IOWA", 0.7)  # the plate's header line
+    unsure_plate_in_sure_frame = _pair((100, 100, 200, 60), "ABC1234", 0.6)
+    dealer_frame = _pair((80, 80, 240, 110), "CARBRAXX", 0.99)
+    assert evaluation._reported([plate, state], 0.3) == [plate]
+    # Only a surer read holds one back: a confident read of a loose frame box would drop
+    # the plate inside it, but not the reverse.
+    assert evaluation._reported([unsure_plate_in_sure_frame, dealer_frame], 0.3) == [dealer_frame]
+    assert evaluation._reported([plate, _pair((80, 80, 240, 110), "CARBRAXX", 0.5)], 0.3) == [
+        plate,
+        _pair((80, 80, 240, 110), "CARBRAXX", 0.5),
+    ]
 
 
 def _labelled_folder(root: Path) -> Path:
@@ -203,10 +234,10 @@ LOCATED_RECALL_FLOOR = 0.97  # 35/36
 # end to end 0.750 exact (27/36; us 0.70, eu 0.80, br 0.83), char 0.938 (0.898 without the
 # text-row re-read); crops 0.92, char 0.987.
 PLATE_ACCURACY_FLOOR = 0.69  # 25/36
-# Reported plates (reads of >= 4 characters at confidence >= 0.3) among all boxes: measured
-# 0.610 (36 of 59); every detector box, 0.429 (36 of 84). Unlabelled plates and car text
+# Reported plates (reads of >= 4 characters at confidence >= 0.3, not inside a surer read's
+# box) among all boxes: measured 0.632 (36 of 57); every detector box, 0.429 (36 of 84). Unlabelled plates and car text
 # (dealer names, badges) count against both.
-DETECTION_PRECISION_FLOOR = 0.57
+DETECTION_PRECISION_FLOOR = 0.6
 CHAR_ACCURACY_FLOOR = 0.925
 CROPS_ACCURACY_FLOOR = 0.89
 

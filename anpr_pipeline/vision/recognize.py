@@ -73,3 +73,24 @@ def plate_box(box: Box, read: PlateRead, width: int, height: int, pad: float) ->
         return box
     origin = box.padded(pad, width, height)
     return read.box.shifted(origin.x, origin.y)
+
+
+def reported_plates(
+    pairs: Sequence[tuple[Detection, PlateRead | None]], min_confidence: float, min_cover: float = 0.5
+) -> list[tuple[Detection, PlateRead | None]]:
+    """The ``(detection, read)`` pairs of one image that are reported as plates: reads
+    :func:`~anpr_pipeline.vision.plates.reportable` (long and sure enough), less those whose
+    box lies inside (``min_cover`` of it) a surer reported read's box: a state name, slogan
+    or dealer line on a plate read as a plate of its own (the photo form of the events'
+    nested-track rule). Without a reader (``read`` None) every pair is kept.
+    """
+    from anpr_pipeline.vision.plates import reportable
+
+    if any(read is None for _, read in pairs):
+        return list(pairs)
+    sure = [(d, r) for d, r in pairs if reportable(r.normalized, r.confidence, min_confidence=min_confidence)]
+    return [
+        (d, r)
+        for d, r in sure
+        if not any(r2.confidence > r.confidence and d.box.cover(d2.box) >= min_cover for d2, r2 in sure)
+    ]
