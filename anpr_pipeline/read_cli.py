@@ -149,44 +149,50 @@ def read_video(
     path: Path, detector, reader, pipeline, detector_batch: int = 8, reader_batch: int = 32
 ) -> VideoResult:
     """The events the pipeline would store for this clip (``pipeline``: a ``PipelineConfig``),
-    each with its time span in the clip; crops stay in memory."""
+    each with its time span in the clip.
+
+    Crops go where the pipeline puts them, as JPEG through its uploader, here into a
+    temporary local bucket, and are read back from there: the reads, and so the events, are
+    those of an upload of this clip, and a long clip's crops sit on disk, not in memory.
+    """
+    import tempfile
+
     import pandas as pd
 
     from anpr_pipeline.assets.events import event_tracks, frame_reads
-    from anpr_pipeline.assets.reads import with_reads
+    from anpr_pipeline.assets.reads import load_crop, with_reads
+    from anpr_pipeline.resources.object_store import LocalObjectStore
     from anpr_pipeline.vision.decode import iter_frames, probe
     from anpr_pipeline.vision.tracker import track_reads
     from anpr_pipeline.vision.video_pipeline import (
         detection_row,
-        jpeg_bytes,
+        make_image_uploader,
         process_video_frames,
         read_crops,
-        rgb_from_jpeg,
     )
 
     info = probe(path)
-    # Crops as the pipeline stores them (JPEG, quality 90) and reads them back: the reads,
-    # and so the events, are those of an upload of this clip.
-    crops: dict[str, bytes] = {}
     rows: list[dict] = []
+    with tempfile.TemporaryDirectory(prefix="anpr-read-") as scratch:
+        store = LocalObjectStore(Path(scratch))
 
-    def on_crop(crop) -> None:
-        key = "{}_{}".format(*(crop.reuse_of or (crop.source_index, crop.det_index)))
-        if crop.reuse_of is None:
-            crops[key] = jpeg_bytes(crop.image)
-        rows.append(detection_row(crop, key))
+        def on_crop(crop) -> None:
+            key = "crops/{:06d}_{}.jpg".format(*(crop.reuse_of or (crop.source_index, crop.det_index)))
+            if crop.reuse_of is None:
+                uploader.submit_image(key, crop.image)
+            rows.append(detection_row(crop, key))
 
-    records, _ = process_video_frames(
-        iter_frames(path, sample_fps=pipeline.sample_fps),
-        detector,
-        batch_size=detector_batch,
-        static_threshold=pipeline.static_frame_threshold,
-        crop_padding=pipeline.crop_padding,
-        on_crop=on_crop,
-    )
-    reads = read_crops(
-        [r["crop_key"] for r in rows], lambda key: rgb_from_jpeg(crops[key]), reader, reader_batch
-    )
+        with make_image_uploader(store) as uploader:
+            records, _ = process_video_frames(
+                iter_frames(path, sample_fps=pipeline.sample_fps),
+                detector,
+                batch_size=detector_batch,
+                static_threshold=pipeline.static_frame_threshold,
+                crop_padding=pipeline.crop_padding,
+                on_crop=on_crop,
+            )
+        keys = [r["crop_key"] for r in rows]
+        reads = read_crops(keys, lambda key: load_crop(store, key), reader, reader_batch)
     table = with_reads(pd.DataFrame(rows), reads, (info.width, info.height), pipeline.crop_padding)
     tracks = track_reads(frame_reads(table)) if len(table) else []
     events = [_event(t) for t in event_tracks(tracks, pipeline, (info.width, info.height))]
