@@ -6,12 +6,12 @@ camera before it is connected. Photos go through the same detector and reader as
 pipeline (:func:`~anpr_pipeline.vision.recognize.read_plates`, the path `anpr eval`
 measures); a video goes through the pipeline's own per-video code (sampling, static gate,
 detection, reading, tracking, the event rules of ``plate_events``) and gives the events the
-pipeline would store, without a bucket, database or Dagster. Both are configured by the
+pipeline would store, without the deployment's bucket, database or Dagster (its crops go to
+a temporary folder). Both are configured by the
 same ``ANPR_*`` settings (detector, reader, device, plate regions, text-row re-read,
 ``ANPR_MIN_READ_CONFIDENCE``, ``ANPR_SAMPLE_FPS``); the flags override some for one call.
 
-Prints one line per plate (file, plate, confidence, region, box); ``--json`` writes every
-image's result; ``--annotate DIR`` writes each photo with its boxes and reads drawn on it.
+Prints one line per plate or event; ``--json`` writes every file's result; ``--annotate DIR`` writes each photo with its boxes and reads drawn on it.
 Only plates the pipeline would report are listed
 (:func:`~anpr_pipeline.vision.recognize.reported_plates`); ``--all`` adds every other
 detector box with whatever was read there. Photos are read as
