@@ -156,55 +156,41 @@ def run_end_to_end(
     import pandas as pd
 
     from anpr_pipeline.assets.events import event_row, event_tracks, frame_reads, video_span
-    from anpr_pipeline.assets.reads import load_crop, with_reads
+    from anpr_pipeline.assets.reads import with_reads
     from anpr_pipeline.resources.event_store import EventStore
     from anpr_pipeline.resources.object_store import LocalObjectStore
     from anpr_pipeline.resources.parquet_dataset import write_video_events
     from anpr_pipeline.resources.pipeline_config import PipelineConfig
     from anpr_pipeline.vision.decode import iter_frames
     from anpr_pipeline.vision.tracker import track_reads
-    from anpr_pipeline.vision.video_pipeline import (
-        detection_row,
-        make_image_uploader,
-        process_video_frames,
-        read_crops,
-    )
+    from anpr_pipeline.vision.video_pipeline import detect_and_read
 
     store = LocalObjectStore(workdir / "bucket")
     events_db = EventStore(database_url or f"sqlite:///{workdir / 'events.db'}")
     events_db.init_schema()
     prefix = f"crops/{CAMERA}/{STARTED_AT.date().isoformat()}/{secrets.token_hex(4)}/"
-    det_rows: list[dict] = []
-
-    def on_crop(crop) -> None:
-        source_index, det_index = crop.reuse_of or (crop.source_index, crop.det_index)
-        key = f"{prefix}{source_index:06d}_{det_index}.jpg"
-        if crop.reuse_of is None:
-            uploader.submit_image(key, crop.image)
-        det_rows.append(detection_row(crop, key))
 
     t_start, c_start = time.perf_counter(), time.process_time()
-    # Stage 1: decode -> gate -> detect -> crops (+ JPEG encode/upload in background threads).
-    with make_image_uploader(store) as uploader:
-        records, stats = process_video_frames(
-            iter_frames(path, sample_fps=sample_fps, threads=decode_threads),
-            detector,
-            batch_size=detector_batch,
-            static_threshold=static_threshold,
-            crop_padding=crop_padding,
-            reuse_static_detections=reuse,
-            prefetch_frames=prefetch_frames,
-            on_crop=on_crop,
-        )
-        t_wait = time.perf_counter()
-    upload_wait_s = time.perf_counter() - t_wait
-    t_detected, c_detected = time.perf_counter(), time.process_time()
-    # Stage 2: crops (read back from the bucket, as the plate_reads asset does) -> reader.
-    keys = [row["crop_key"] for row in det_rows]
-    reads = read_crops(keys, lambda key: load_crop(store, key), reader, reader_batch)
+    # Stage 1: decode -> gate -> detect -> crops (+ JPEG encode/upload in background threads);
+    # stage 2: crops (read back from the bucket, as the plate_reads asset does) -> reader.
+    clip = detect_and_read(
+        iter_frames(path, sample_fps=sample_fps, threads=decode_threads),
+        detector,
+        reader,
+        store,
+        crop_prefix=prefix,
+        detector_batch=detector_batch,
+        reader_batch=reader_batch,
+        static_threshold=static_threshold,
+        crop_padding=crop_padding,
+        reuse_static_detections=reuse,
+        prefetch_frames=prefetch_frames,
+    )
+    stats, keys = clip.stats, [row["crop_key"] for row in clip.detections]
+    t_detected, c_detected = clip.detected_at
     t_read, c_read = time.perf_counter(), time.process_time()
     # Stage 3: tracking + vote -> event rows -> events DB (COPY on Postgres) + Parquet.
-    df = with_reads(pd.DataFrame(det_rows), reads, (info.width, info.height), crop_padding)
+    df = with_reads(pd.DataFrame(clip.detections), clip.reads, (info.width, info.height), crop_padding)
     video = {
         "video_key": f"uploads/{CAMERA}/bench-{secrets.token_hex(4)}.mp4",
         "camera_id": CAMERA,
@@ -252,8 +238,8 @@ def run_end_to_end(
                 "detect_s": _r(stats.detect_s, 3),
                 "gate_s": _r(stats.gate_s, 3),
                 "crops_s": _r(stats.crops_s, 3),
-                "upload_wait_s": _r(upload_wait_s, 3),
-                "crop_encode_cpu_s": _r(uploader.encode_s, 3),
+                "upload_wait_s": _r(clip.upload_wait_s, 3),
+                "crop_encode_cpu_s": _r(clip.crop_encode_s, 3),
                 "detector_frames_per_s": _rate(stats.detected_frames, stats.detect_s),
                 "sampled_frames_per_s": _rate(stats.sampled, detect_wall),
             },

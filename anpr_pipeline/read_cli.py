@@ -160,46 +160,33 @@ def read_video(
     import pandas as pd
 
     from anpr_pipeline.assets.events import event_tracks, frame_reads
-    from anpr_pipeline.assets.reads import load_crop, with_reads
+    from anpr_pipeline.assets.reads import with_reads
     from anpr_pipeline.resources.object_store import LocalObjectStore
     from anpr_pipeline.vision.decode import iter_frames, probe
     from anpr_pipeline.vision.tracker import track_reads
-    from anpr_pipeline.vision.video_pipeline import (
-        detection_row,
-        make_image_uploader,
-        process_video_frames,
-        read_crops,
-    )
+    from anpr_pipeline.vision.video_pipeline import detect_and_read
 
     info = probe(path)
-    rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="anpr-read-") as scratch:
-        store = LocalObjectStore(Path(scratch))
-
-        def on_crop(crop) -> None:
-            key = "crops/{:06d}_{}.jpg".format(*(crop.reuse_of or (crop.source_index, crop.det_index)))
-            if crop.reuse_of is None:
-                uploader.submit_image(key, crop.image)
-            rows.append(detection_row(crop, key))
-
-        with make_image_uploader(store) as uploader:
-            records, _ = process_video_frames(
-                iter_frames(path, sample_fps=pipeline.sample_fps),
-                detector,
-                batch_size=detector_batch,
-                static_threshold=pipeline.static_frame_threshold,
-                crop_padding=pipeline.crop_padding,
-                on_crop=on_crop,
-            )
-        keys = [r["crop_key"] for r in rows]
-        reads = read_crops(keys, lambda key: load_crop(store, key), reader, reader_batch)
-    table = with_reads(pd.DataFrame(rows), reads, (info.width, info.height), pipeline.crop_padding)
+        clip = detect_and_read(
+            iter_frames(path, sample_fps=pipeline.sample_fps),
+            detector,
+            reader,
+            LocalObjectStore(Path(scratch)),
+            crop_prefix="crops/",
+            detector_batch=detector_batch,
+            reader_batch=reader_batch,
+            static_threshold=pipeline.static_frame_threshold,
+            crop_padding=pipeline.crop_padding,
+        )
+    frame_size = (info.width, info.height)
+    table = with_reads(pd.DataFrame(clip.detections), clip.reads, frame_size, pipeline.crop_padding)
     tracks = track_reads(frame_reads(table)) if len(table) else []
-    events = [_event(t) for t in event_tracks(tracks, pipeline, (info.width, info.height))]
+    events = [_event(t) for t in event_tracks(tracks, pipeline, frame_size)]
     return VideoResult(
         str(path),
         duration_s=round(info.duration_s, 3),
-        sampled_frames=len(records),
+        sampled_frames=len(clip.records),
         events=sorted(events, key=lambda e: e["first_seen_s"]),
     )
 

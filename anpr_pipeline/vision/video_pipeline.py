@@ -433,3 +433,61 @@ def make_image_uploader(store, max_workers: int = 2, quality: int = 90):
             self._upload(key, data, content_type)  # releases the slot
 
     return ImageUploader()
+
+
+@dataclass
+class ClipRun:
+    """One clip through :func:`detect_and_read`."""
+
+    records: list[FrameRecord]
+    stats: DetectStats
+    detections: list[dict]  # one :func:`detection_row` per detection, in frame order
+    reads: list[PlateRead]  # the read of each detection (reused ones share their original's)
+    upload_wait_s: float  # waiting for the last crop uploads after detection
+    crop_encode_s: float  # CPU seconds the uploader spent JPEG-encoding crops
+    detected_at: tuple[float, float]  # (perf_counter, process_time) when detection ended
+
+
+def detect_and_read(
+    frames: Iterable[SampledFrame],
+    detector: PlateDetector,
+    reader: PlateReader,
+    store,
+    *,
+    crop_prefix: str,
+    detector_batch: int = 8,
+    reader_batch: int = 32,
+    static_threshold: float = 0.0,
+    crop_padding: float = 0.08,
+    reuse_static_detections: bool = True,
+    prefetch_frames: int | None = None,
+) -> ClipRun:
+    """The per-video code outside Dagster (``anpr bench``, ``anpr read``): detection, with
+    each new crop uploaded as JPEG to ``store`` under ``crop_prefix``, then the crops read
+    back from ``store`` and read, as the ``plate_reads`` asset reads an upload's."""
+    rows: list[dict] = []
+
+    def on_crop(crop: PlateCrop) -> None:
+        source_index, det_index = crop.reuse_of or (crop.source_index, crop.det_index)
+        key = f"{crop_prefix}{source_index:06d}_{det_index}.jpg"
+        if crop.reuse_of is None:
+            uploader.submit_image(key, crop.image)
+        rows.append(detection_row(crop, key))
+
+    with make_image_uploader(store) as uploader:
+        records, stats = process_video_frames(
+            frames,
+            detector,
+            batch_size=detector_batch,
+            static_threshold=static_threshold,
+            crop_padding=crop_padding,
+            reuse_static_detections=reuse_static_detections,
+            prefetch_frames=prefetch_frames,
+            on_crop=on_crop,
+        )
+        t_wait = time.perf_counter()
+    upload_wait_s = time.perf_counter() - t_wait
+    detected_at = (time.perf_counter(), time.process_time())
+    keys = [row["crop_key"] for row in rows]
+    reads = read_crops(keys, lambda key: rgb_from_jpeg(store.get_bytes(key)), reader, reader_batch)
+    return ClipRun(records, stats, rows, reads, upload_wait_s, uploader.encode_s, detected_at)
