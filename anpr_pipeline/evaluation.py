@@ -61,6 +61,7 @@ import numpy as np
 
 from anpr_pipeline.vision.labels import LabelsError, read_label_rows
 from anpr_pipeline.vision.plates import MIN_READ_CONFIDENCE
+from anpr_pipeline.vision.recognize import reported_plates
 from anpr_pipeline.vision.types import Box, Detection, PlateDetector, PlateReader
 
 IOU_THRESHOLD = 0.5
@@ -235,7 +236,7 @@ def evaluate(
         elapsed = time.perf_counter() - t0
         for f, boxes in zip(chunk, results, strict=True):
             labs = by_file[f]
-            reported = _reported(boxes, min_read_confidence)
+            reported = reported_plates(boxes, min_read_confidence)
             g = per_group[labs[0].group]
             g["images"] += 1
             g["seconds"] += elapsed / len(chunk)
@@ -275,7 +276,7 @@ def operating_points(
 ) -> list[dict]:
     """Scores at each read-confidence threshold. ``photos``: each image's labelled plates
     and its ``(detection, read)`` pairs; at each threshold the pairs are reported as the
-    pipeline would (:func:`_reported`) and each labelled plate takes the read of the reported
+    pipeline would (:func:`~anpr_pipeline.vision.recognize.reported_plates`) and each labelled plate takes the read of the reported
     box with the best IoU, as in ``plate_accuracy``. ``count_spurious``: also reported boxes
     on no labelled plate, per image."""
     points = []
@@ -283,7 +284,7 @@ def operating_points(
     for threshold in thresholds:
         right = wrong = spurious = 0
         for labs, pairs in photos:
-            reported = _reported(pairs, threshold)
+            reported = reported_plates(pairs, threshold)
             for lab in labs:
                 read = _score_plate(lab, reported, pairs, with_reader=True)["read"]
                 right += bool(read) and read == lab.plate
@@ -300,14 +301,6 @@ def operating_points(
             point["spurious_per_image"] = _ratio(spurious, len(photos))
         points.append(point)
     return points
-
-
-def _reported(boxes: Sequence, min_read_confidence: float) -> list:
-    """The ``(detection, read)`` pairs the pipeline would report as plates (all of them
-    when there is no reader): :func:`~anpr_pipeline.vision.recognize.reported_plates`."""
-    from anpr_pipeline.vision.recognize import reported_plates
-
-    return reported_plates(boxes, min_read_confidence)
 
 
 def _hits(boxes: Sequence, labels: Sequence[LabelledPlate]) -> int:

@@ -47,21 +47,6 @@ def test_plate_takes_the_read_of_the_best_iou_box() -> None:
     assert unreported["boxed"] and not unreported["detected"] and unreported["read"] == ""
 
 
-def test_only_reads_the_pipeline_would_report_count_as_found_plates() -> None:
-    def pair(text: str, confidence: float) -> tuple[Detection, PlateRead]:
-        x = 100 * len(pairs)  # side by side: none inside another
-        pairs.append(text)
-        return Detection(Box(x, 0, 80, 40), 0.9), PlateRead(text, evaluation.normalize(text), confidence)
-
-    pairs: list[str] = []
-    boxes = [pair("ABC123", 0.9), pair("AB1", 0.99), pair("ABC-123", 0.2), pair("SLOGAN", 0.5)]
-    kept = evaluation._reported(boxes, min_read_confidence=0.3)
-    assert [r.text for _, r in kept] == ["ABC123", "SLOGAN"]  # too short and too unsure dropped
-    assert [r.text for _, r in evaluation._reported(boxes, 0.6)] == ["ABC123"]
-    no_reader = [(d, None) for d, _ in boxes]
-    assert evaluation._reported(no_reader, 0.3) == no_reader  # --reader none: every box
-
-
 def _pair(box: tuple[int, int, int, int], text: str, confidence: float) -> tuple[Detection, PlateRead]:
     return Detection(Box(*box), 0.9), PlateRead(text, evaluation.normalize(text), confidence)
 
@@ -98,21 +83,6 @@ def test_operating_points_trade_wrong_reads_for_unreported_plates() -> None:
     assert (high["read_right"], high["not_reported"], high["spurious_per_image"]) == (0.25, 0.75, 0.0)
     no_reads = evaluation.operating_points([([lab("ABC123", (0, 0, 10, 10))], [])], (0.3,))
     assert no_reads[0]["wrong_share_of_reads"] is None and "spurious_per_image" not in no_reads[0]
-
-
-def test_text_inside_a_surer_plate_read_is_not_reported() -> None:
-    plate = _pair((100, 100, 200, 60), "ABC1234", 0.98)
-    state = _pair((120, 96, 100, 20), "IOWA", 0.7)  # the plate's header line
-    unsure_plate_in_sure_frame = _pair((100, 100, 200, 60), "ABC1234", 0.6)
-    dealer_frame = _pair((80, 80, 240, 110), "CARBRAXX", 0.99)
-    assert evaluation._reported([plate, state], 0.3) == [plate]
-    # Only a surer read holds one back: a confident read of a loose frame box would drop
-    # the plate inside it, but not the reverse.
-    assert evaluation._reported([unsure_plate_in_sure_frame, dealer_frame], 0.3) == [dealer_frame]
-    assert evaluation._reported([plate, _pair((80, 80, 240, 110), "CARBRAXX", 0.5)], 0.3) == [
-        plate,
-        _pair((80, 80, 240, 110), "CARBRAXX", 0.5),
-    ]
 
 
 def _labelled_folder(root: Path) -> Path:

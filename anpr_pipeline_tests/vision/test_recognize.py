@@ -1,4 +1,5 @@
-"""read_plates' box placement: where the reader found the plate, in image pixels."""
+"""read_plates' box placement (where the reader found the plate, in image pixels), and
+which reads are reported as plates."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import numpy as np
 import pandas as pd
 
 from anpr_pipeline.assets.reads import with_reads
+from anpr_pipeline.vision.plates import normalize
 from anpr_pipeline.vision.reader import build_reader
-from anpr_pipeline.vision.recognize import CROP_PAD, located, plate_box
+from anpr_pipeline.vision.recognize import CROP_PAD, located, plate_box, reported_plates
 from anpr_pipeline.vision.types import Box, Detection, PlateRead
 from anpr_pipeline_tests.factories import car_with_plate, loose_box
 
@@ -60,3 +62,37 @@ def test_plate_reads_table_takes_the_located_box_and_keeps_the_rest() -> None:
     empty = with_reads(detections.iloc[:0], [], (640, 480), 0.1)
     assert empty.empty and "normalized_plate" in empty.columns
     assert np.issubdtype(table["x"].dtype, np.integer)
+
+
+def test_only_reads_the_pipeline_would_report_count_as_found_plates() -> None:
+    def pair(text: str, confidence: float) -> tuple[Detection, PlateRead]:
+        x = 100 * len(pairs)  # side by side: none inside another
+        pairs.append(text)
+        return Detection(Box(x, 0, 80, 40), 0.9), PlateRead(text, normalize(text), confidence)
+
+    pairs: list[str] = []
+    boxes = [pair("ABC123", 0.9), pair("AB1", 0.99), pair("ABC-123", 0.2), pair("SLOGAN", 0.5)]
+    kept = reported_plates(boxes, min_confidence=0.3)
+    assert [r.text for _, r in kept] == ["ABC123", "SLOGAN"]  # too short and too unsure dropped
+    assert [r.text for _, r in reported_plates(boxes, 0.6)] == ["ABC123"]
+    no_reader = [(d, None) for d, _ in boxes]
+    assert reported_plates(no_reader, 0.3) == no_reader  # --reader none: every box
+
+
+def _pair(box: tuple[int, int, int, int], text: str, confidence: float) -> tuple[Detection, PlateRead]:
+    return Detection(Box(*box), 0.9), PlateRead(text, normalize(text), confidence)
+
+
+def test_text_inside_a_surer_plate_read_is_not_reported() -> None:
+    plate = _pair((100, 100, 200, 60), "ABC1234", 0.98)
+    state = _pair((120, 96, 100, 20), "IOWA", 0.7)  # the plate's header line
+    unsure_plate_in_sure_frame = _pair((100, 100, 200, 60), "ABC1234", 0.6)
+    dealer_frame = _pair((80, 80, 240, 110), "CARBRAXX", 0.99)
+    assert reported_plates([plate, state], 0.3) == [plate]
+    # Only a surer read holds one back: a confident read of a loose frame box would drop
+    # the plate inside it, but not the reverse.
+    assert reported_plates([unsure_plate_in_sure_frame, dealer_frame], 0.3) == [dealer_frame]
+    assert reported_plates([plate, _pair((80, 80, 240, 110), "CARBRAXX", 0.5)], 0.3) == [
+        plate,
+        _pair((80, 80, 240, 110), "CARBRAXX", 0.5),
+    ]
