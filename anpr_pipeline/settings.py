@@ -44,15 +44,24 @@ def _env_float(name: str, default: float) -> float:
         raise SettingsError(f"{name}={raw!r} is not a number") from exc
 
 
+def parse_bool(raw: str | None, default: bool) -> bool:
+    """true/yes/on/1 or false/no/off/0 (any case); empty or None = ``default``; else ValueError."""
+    text = (raw or "").strip().lower()
+    if text == "":
+        return default
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{raw!r} is not a boolean (use true/false)")
+
+
 def _env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw.lower() in {"1", "true", "yes", "on"}:
-        return True
-    if raw.lower() in {"0", "false", "no", "off"}:
-        return False
-    raise SettingsError(f"{name}={raw!r} is not a boolean (use true/false)")
+    try:
+        return parse_bool(raw, default)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={exc}") from exc
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from dagster import DefaultSensorStatus, SensorEvaluationContext, SensorResult, 
 
 from anpr_pipeline.resources.event_store import EventStoreResource, fuzzy_match, normalize_plate
 from anpr_pipeline.resources.object_store import ObjectStoreResource
-from anpr_pipeline.settings import load_settings
+from anpr_pipeline.settings import load_settings, parse_bool
 
 log = logging.getLogger(__name__)
 
@@ -113,17 +113,13 @@ class Watchlist:
 
 
 def _flag(value: Any, default: bool, where: str) -> bool:
-    """A YAML boolean or a CSV cell (true/false, yes/no, 1/0; empty = ``default``)."""
+    """A YAML boolean or a CSV cell (``settings.parse_bool``: true/false, yes/no, 1/0, ...)."""
     if isinstance(value, bool):
         return value
-    text = str(value if value is not None else "").strip().lower()
-    if text == "":
-        return default
-    if text in {"true", "yes", "1"}:
-        return True
-    if text in {"false", "no", "0"}:
-        return False
-    raise WatchlistError(f"{where}: fuzzy must be true or false, got {value!r}")
+    try:
+        return parse_bool(None if value is None else str(value), default)
+    except ValueError:
+        raise WatchlistError(f"{where}: fuzzy must be true or false, got {value!r}") from None
 
 
 def _entry(raw: dict[str, Any], where: str, fuzzy_default: bool = False) -> WatchEntry:
