@@ -426,7 +426,7 @@ def add_text_row_flag(ap: argparse.ArgumentParser) -> None:
         "--no-text-row",
         dest="text_row",
         action="store_false",
-        help="read crops only as given (no re-read tightened to the character row)",
+        help="read crops only as given (no re-read of the character row or of bands of the crop)",
     )
 
 

@@ -19,6 +19,7 @@ import copy
 import dataclasses
 import math
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -247,7 +248,7 @@ class CRNNReader:
         names = "+".join(Path(p).stem for p in paths)
         self.version = (
             f"crnn-{names}+plates-1"
-            + ("+textrow2" if text_row else "")
+            + ("+textrow2+bands18" if text_row else "")
             + ("+tta3" if tta else "")
             + ("+ctcvote12" if len(paths) > 1 or tta else "")
         )
@@ -270,17 +271,59 @@ class CRNNReader:
         reads = self._read_views(crops)
         if not self.text_row:
             return reads
-        # A crop whose character row sits in a clearly smaller box (the plate boxed with
-        # its holder, or merged with a light) is read again, tightened to that row; the
-        # surer read (mean log character confidence) wins, unless it only lost characters
-        # at an end, so a partial row found on a tight crop costs nothing.
+        self._keep_row_rereads(crops, reads)
+        self._keep_band_rereads(crops, reads)
+        return reads
+
+    def _keep_row_rereads(self, crops: Sequence[np.ndarray], reads: list[PlateRead]) -> None:
+        """A crop whose character row sits in a clearly smaller box (the plate boxed with
+        its holder, or merged with a light) is read again, tightened to that row; the
+        surer read (mean log character confidence) replaces ``reads[i]``, unless it only
+        lost characters at an end, so a partial row found on a tight crop costs nothing."""
         rows = [text_row_box(c) for c in crops]
         redo = [i for i, box in enumerate(rows) if box is not None]
         rereads = self._row_rereads([crops[i] for i in redo], [rows[i] for i in redo])
         for i, (alt, box) in zip(redo, rereads, strict=True):
             if _mean_log_confidence(alt) > _mean_log_confidence(reads[i]) and not _cut_short(alt, reads[i]):
                 reads[i] = dataclasses.replace(alt, box=box)
-        return reads
+
+    def _keep_band_rereads(self, crops: Sequence[np.ndarray], reads: list[PlateRead]) -> None:
+        """A read still unsure after the row re-read (no row was found: glyphs merged with
+        a dark dealer frame, say) is read again over horizontal bands of its crop; a text
+        several bands agree on replaces ``reads[i]`` when surer, unless it only lost glyphs.
+        The plate's box stays the detector's (a band is not the plate's outline)."""
+        unsure = [
+            i
+            for i, r in enumerate(reads)
+            if r.confidence < BAND_MAX_CONFIDENCE and crops[i].shape[0] >= BAND_MIN_CROP_HEIGHT
+        ]
+        for i, alt in zip(unsure, self._band_rereads([crops[i] for i in unsure]), strict=True):
+            if (
+                alt is not None
+                and _mean_log_confidence(alt) > _mean_log_confidence(reads[i])
+                and not _only_lost(alt, reads[i])
+            ):
+                reads[i] = alt
+
+    def _band_rereads(self, crops: Sequence[np.ndarray]) -> list[PlateRead | None]:
+        """Each crop's surest read among the texts that at least ``BAND_MIN_AGREE`` of its
+        :func:`band_boxes` read alike (None where no text is read that often).
+
+        Agreement is what separates a plate's row from junk: overlapping bands of a real
+        row read the same text, while bands of a grille or a sticker read a different
+        text each, one of which may happen to look sure.
+        """
+        if not crops:
+            return []
+        bands = [band_boxes(c.shape) for c in crops]
+        reads = self._read_views([_cut(c, b) for c, bs in zip(crops, bands, strict=True) for b in bs], False)
+        out: list[PlateRead | None] = []
+        for start in range(0, len(reads), len(BAND_BOXES)):
+            mine = [r for r in reads[start : start + len(BAND_BOXES)] if r.normalized]
+            counts = Counter(r.normalized for r in mine)
+            agreed = [r for r in mine if counts[r.normalized] >= BAND_MIN_AGREE]
+            out.append(max(agreed, key=_mean_log_confidence) if agreed else None)
+        return out
 
     def _row_rereads(self, crops: Sequence[np.ndarray], rows: Sequence[Box]) -> list[tuple[PlateRead, Box]]:
         """The re-read of each crop at its character row box, with the box it read.
@@ -334,6 +377,29 @@ def text_row_box(crop: np.ndarray) -> Box | None:
     if box is None or box.w < 8 or box.h < 8 or box.area >= TEXT_ROW_MAX_AREA * crop.shape[0] * crop.shape[1]:
         return None
     return box
+
+
+# The band re-read (CRNNReader.read): reads less sure than BAND_MAX_CONFIDENCE, from crops
+# at least BAND_MIN_CROP_HEIGHT pixels high (a band of a smaller one is too few pixels to
+# read), are read again over 18 horizontal bands of the crop (height share, centre, width
+# share), and a text BAND_MIN_AGREE bands read alike may replace the read. Chosen on the
+# synthetic loose boxes (`anpr eval-boxes`, seeds 8000 and 8500) and the real_train held-out
+# crops, with the synthetic clips (spurious events) as the harm check; MODELS.md.
+BAND_MAX_CONFIDENCE = 0.7
+BAND_MIN_CROP_HEIGHT = 32
+BAND_MIN_AGREE = 3
+BAND_BOXES = tuple((h, c, w) for h in (0.4, 0.55, 0.7) for c in (0.4, 0.5, 0.6) for w in (0.8, 1.0))
+
+
+def band_boxes(shape: tuple[int, ...]) -> list[Box]:
+    """The ``BAND_BOXES`` of a crop of ``shape``: horizontally centred bands, each inside it."""
+    h, w = shape[:2]
+    out = []
+    for height_share, centre, width_share in BAND_BOXES:
+        bh, bw = max(8, round(height_share * h)), max(8, round(width_share * w))
+        y = min(max(0, round(centre * h - bh / 2)), max(0, h - bh))
+        out.append(Box((w - bw) // 2, y, bw, bh))
+    return out
 
 
 def _cut(crop: np.ndarray, box: Box) -> np.ndarray:
@@ -442,6 +508,13 @@ def _cut_short(tightened: PlateRead, original: PlateRead) -> bool:
     )
 
 
+def _only_lost(alt: PlateRead, original: PlateRead) -> bool:
+    """``alt`` is ``original`` with characters dropped anywhere (a band cut or blurred a
+    glyph): it never replaces the longer read, however sure."""
+    rest = iter(original.normalized)
+    return len(alt.normalized) < len(original.normalized) and all(ch in rest for ch in alt.normalized)
+
+
 def _mean_log_confidence(r: PlateRead) -> float:
     return float(np.mean(np.log(np.maximum(r.char_confidences, 1e-6)))) if r.char_confidences else -99.0
 
@@ -487,8 +560,9 @@ def build_reader(
       the offline package, or $ANPR_MODELS_DIR); ``"download"`` uses EasyOCR's download path.
 
     ``regions``: the plate formats to assume (e.g. ``["br"]``); None = any region.
-    ``text_row``: the CRNN readers re-read loose crops tightened to their character row
-    (:meth:`CRNNReader.read`); False reads every crop only as given.
+    ``text_row``: the CRNN readers re-read loose crops tightened to their character row,
+    and unsure reads over bands of the crop (:meth:`CRNNReader.read`); False reads every
+    crop only as given.
     """
     from anpr_pipeline.vision.device import resolve_device
 

@@ -81,10 +81,13 @@ def default_reader() -> PlateReader:
 
 
 def test_default_reader_is_the_shipped_ensemble(default_reader) -> None:
-    assert default_reader.version == "crnn-plate_crnn_v1+plate_g2_v1+plates-1+textrow2+tta3+ctcvote12"
+    assert default_reader.version == "crnn-plate_crnn_v1+plate_g2_v1+plates-1+textrow2+bands18+tta3+ctcvote12"
     assert isinstance(default_reader, PlateReader) and len(default_reader.models) == 2
     assert [cfg.backbone for _, cfg in default_reader.models] == ["crnn", "easyocr-g2"]
-    assert build_reader("crnn", device="cpu").version == "crnn-plate_crnn_v1+plates-1+textrow2+tta3+ctcvote12"
+    assert (
+        build_reader("crnn", device="cpu").version
+        == "crnn-plate_crnn_v1+plates-1+textrow2+bands18+tta3+ctcvote12"
+    )
 
 
 def test_default_reader_reads_rendered_plates_exactly(default_reader) -> None:
@@ -214,3 +217,53 @@ def test_a_models_dir_copy_overrides_the_shipped_weights_of_that_name(tmp_path) 
     reader = build_reader("default", device="cpu", models_dir=tmp_path)
     assert [cfg.backbone for _, cfg in reader.models] == ["crnn", "crnn"]
     assert [cfg.backbone for _, cfg in build_reader("default", device="cpu").models] == ["crnn", "easyocr-g2"]
+
+
+# --------------------------------------------------------------------------- band re-read
+
+
+def test_band_boxes_are_centred_bands_inside_the_crop() -> None:
+    from anpr_pipeline.vision.reader import BAND_BOXES, band_boxes
+
+    for shape in [(32, 60, 3), (68, 126, 3), (184, 258)]:
+        boxes = band_boxes(shape)
+        assert len(boxes) == len(BAND_BOXES) == 18
+        for box in boxes:
+            assert 0 <= box.x and box.x + box.w <= shape[1] and 0 <= box.y and box.y + box.h <= shape[0]
+            assert abs((box.x + box.w / 2) - shape[1] / 2) <= 1
+            assert box.h < shape[0]
+
+
+def test_a_shorter_read_that_only_dropped_glyphs_never_replaces_the_longer_one() -> None:
+    from anpr_pipeline.vision.reader import _only_lost
+    from anpr_pipeline.vision.types import PlateRead
+
+    def read(text: str) -> PlateRead:
+        return PlateRead(text, text, 0.9, (0.9,) * len(text))
+
+    assert _only_lost(read("CW7377"), read("CWJ7377"))  # a middle glyph cut
+    assert _only_lost(read("WJ7377"), read("CWJ7377"))  # an end glyph cut
+    assert not _only_lost(read("TML1U76"), read("LTXL1076"))  # frame text dropped, a new read
+    assert not _only_lost(read("CWJ7377"), read("CWJ7377"))
+
+
+# Rendered street scenes whose plates, boxed with their holder (`anpr eval-boxes`' holder
+# framing, seeds 8500-8649: the band re-read's tuning set), the reader misreads without
+# the band re-read: (scene seed, plate index, text).
+HOLDER_CASES = [(8568, 0, "667CMJ"), (8606, 1, "QMN9358")]
+
+
+def test_band_reread_reads_plates_boxed_with_their_holder(default_reader, monkeypatch) -> None:
+    from anpr_pipeline.vision import reader, synth
+
+    crops = [synth.framed_plate_crops(1, seed)["holder"][k] for seed, k, _ in HOLDER_CASES]
+    assert [text for _, text in crops] == [text for _, _, text in HOLDER_CASES]
+    reads = default_reader.read([crop for crop, _ in crops])
+    assert [r.normalized for r in reads] == [text for _, _, text in HOLDER_CASES]
+    assert all(r.confidence >= 0.9 and r.box is None for r in reads)  # the detector's box stays
+
+    trigger = reader.BAND_MAX_CONFIDENCE
+    monkeypatch.setattr(reader, "BAND_MAX_CONFIDENCE", 0.0)  # no band re-read
+    without = default_reader.read([crop for crop, _ in crops])
+    assert all(r.normalized != text for r, (_, _, text) in zip(without, HOLDER_CASES, strict=True))
+    assert all(r.confidence < trigger for r in without)
