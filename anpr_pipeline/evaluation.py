@@ -24,6 +24,9 @@ overall and per group (the image's parent folder name, e.g. us/eu/br):
 - ``char_accuracy``: mean of 1 - edit_distance(read, label) / max(len(read), len(label));
 - ``seconds_per_image``: detection + reading wall time per image (image decoding excluded);
 - ``misses``: every labelled plate not read exactly, with what was read and the IoU;
+- ``unlabelled_reports``: every predicted box on no labelled plate (file, read,
+  confidence, box): what costs precision, for a person to sort into unlabelled plates and
+  text read as a plate;
 - ``operating_points``: the same photos scored at several read-confidence thresholds, so a
   city can choose ``ANPR_MIN_READ_CONFIDENCE`` by the wrong reads it will accept (a wrong
   plate costs an operator more than a missed one): per threshold, the share of labelled
@@ -229,6 +232,7 @@ def evaluate(
     plates_out: list[dict] = []
     per_group: dict[str, dict] = defaultdict(lambda: dict.fromkeys(COUNTS, 0))
     scored_photos: list[tuple[list[LabelledPlate], list]] = []
+    unlabelled: list[dict] = []
     for group, chunk in chunks:
         images = [load_rgb(root / f) for f in chunk]
         t0 = time.perf_counter()
@@ -246,6 +250,7 @@ def evaluate(
             g["true_boxes"] += _hits(boxes, labs)
             plates_out.extend(_score_plate(lab, reported, boxes, reader is not None) for lab in labs)
             scored_photos.append((labs, boxes))
+            unlabelled.extend(_unlabelled_reports(f, labs, reported))
 
     groups = sorted(per_group)
     report = {
@@ -262,6 +267,9 @@ def evaluate(
             for p in plates_out
             if not p["exact"]
         ],
+        # What costs precision: reported boxes on no labelled plate (unlabelled plates, car
+        # and shop text read as plates), for a person to look at.
+        "unlabelled_reports": unlabelled,
     }
     if reader is not None:
         thresholds = sorted({*OPERATING_THRESHOLDS, min_read_confidence})
@@ -301,6 +309,21 @@ def operating_points(
             point["spurious_per_image"] = _ratio(spurious, len(photos))
         points.append(point)
     return points
+
+
+def _unlabelled_reports(file: str, labels: Sequence[LabelledPlate], reported: Sequence) -> list[dict]:
+    """The reported ``(detection, read)`` boxes of one image that hit no labelled plate."""
+    return [
+        {
+            "file": file,
+            "group": labels[0].group,
+            "read": read.normalized if read is not None else None,
+            "confidence": round(read.confidence, 4) if read is not None else None,
+            "box": [det.box.x, det.box.y, det.box.w, det.box.h],
+        }
+        for det, read in reported
+        if not any(_hit(det, lab) for lab in labels)
+    ]
 
 
 def _hits(boxes: Sequence, labels: Sequence[LabelledPlate]) -> int:
@@ -517,7 +540,10 @@ def main(argv: list[str] | None = None) -> int:
     if "operating_points" in report:
         print("by read-confidence threshold (labelled plates; spurious: reported boxes on none):")
         print(_operating_table(report["operating_points"]))
-    print(f"{len(report['misses'])} misses" + (f"; full report: {args.out}" if args.out else ""))
+    print(
+        f"{len(report['misses'])} misses, {len(report['unlabelled_reports'])} reported boxes on no labelled plate"
+        + (f"; full report: {args.out}" if args.out else "")
+    )
     return 0
 
 

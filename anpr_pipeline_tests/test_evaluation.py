@@ -117,6 +117,12 @@ def test_eval_detection_metrics_on_a_generated_folder(tmp_path: Path) -> None:
     assert overall["plate_accuracy"] is None  # no reader, no reading metrics
     assert [m["file"] for m in report["misses"]] == ["bb/empty.png"]
     assert overall["seconds_per_image"] > 0
+    # Every predicted box on no labelled plate is listed, and only those.
+    unlabelled = report["unlabelled_reports"]
+    assert len(unlabelled) == overall["detections"] - 3
+    for row in unlabelled:
+        x, y, w, h = row["box"]
+        assert row["read"] is None and w > 0 and h > 0
 
 
 def test_eval_cli_writes_json(tmp_path: Path) -> None:
@@ -231,6 +237,13 @@ def test_real_dev_detection_and_reading(real_dev_dir: Path, tmp_path: Path) -> N
     reads = [p["read_right"] + p["read_wrong"] for p in points]
     spurious = [p["spurious_per_image"] for p in points]
     assert reads == sorted(reads, reverse=True) and spurious == sorted(spurious, reverse=True)
+    # The boxes that cost precision are listed, each with its read, and agree with it.
+    unlabelled = report["unlabelled_reports"]
+    assert len(unlabelled) == overall["detections"] - round(
+        overall["detection_precision"] * overall["detections"]
+    )
+    assert at_default["spurious_per_image"] == pytest.approx(len(unlabelled) / overall["images"], abs=1e-4)
+    assert all(len(r["read"]) >= 4 and r["confidence"] >= report["min_read_confidence"] for r in unlabelled)
 
 
 @pytest.mark.accuracy
