@@ -263,7 +263,21 @@ def evaluate(
         "overall": _summary(plates_out, {k: sum(per_group[g][k] for g in groups) for k in COUNTS}),
         "groups": {g: _summary([p for p in plates_out if p["group"] == g], per_group[g]) for g in groups},
         "misses": [
-            {k: p[k] for k in ("file", "group", "plate", "read", "iou", "detected", "boxed", "char_accuracy")}
+            {
+                k: p[k]
+                for k in (
+                    "file",
+                    "group",
+                    "plate",
+                    "read",
+                    "iou",
+                    "detected",
+                    "boxed",
+                    "char_accuracy",
+                    "box",
+                    "read_box",
+                )
+            }
             for p in plates_out
             if not p["exact"]
         ],
@@ -319,11 +333,46 @@ def _unlabelled_reports(file: str, labels: Sequence[LabelledPlate], reported: Se
             "group": labels[0].group,
             "read": read.normalized if read is not None else None,
             "confidence": round(read.confidence, 4) if read is not None else None,
-            "box": [det.box.x, det.box.y, det.box.w, det.box.h],
+            "box": _xywh(det.box),
         }
         for det, read in reported
         if not any(_hit(det, lab) for lab in labels)
     ]
+
+
+def _xywh(box: Box) -> list[int]:
+    return [box.x, box.y, box.w, box.h]
+
+
+def write_error_images(report: dict, labels_csv: str | Path, out_dir: str | Path) -> list[Path]:
+    """Each photo of ``report`` (from :func:`evaluate`) with a miss or an unlabelled report,
+    drawn for a person to look at: labelled plates in blue (the label), the read matched to
+    them in red, boxes reported on no labelled plate in orange. Returns the files written."""
+    import cv2
+
+    from anpr_pipeline.vision.draw import draw_labelled_box, line_thickness
+
+    root = Path(labels_csv).resolve().parent
+    by_file: dict[str, list[tuple[list[int], str, tuple[int, int, int], bool]]] = defaultdict(list)
+    for miss in report["misses"]:
+        by_file[miss["file"]].append((miss["box"], f"label {miss['plate']}", (255, 120, 0), False))
+        if miss.get("read_box"):
+            by_file[miss["file"]].append((miss["read_box"], f"read {miss['read'] or '?'}", (0, 0, 230), True))
+    for extra in report.get("unlabelled_reports", []):
+        label = f"{extra['read'] or '?'} {extra['confidence'] or 0:.2f}"
+        by_file[extra["file"]].append((extra["box"], label, (0, 160, 255), True))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for file, boxes in sorted(by_file.items()):
+        image = load_rgb(root / file)
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        for box, label, colour, above in boxes:
+            draw_labelled_box(bgr, box, label, colour, line_thickness(image), above)
+        path = out / (re.sub(r"[^A-Za-z0-9._-]+", "_", str(Path(file).with_suffix(""))) + ".jpg")
+        cv2.imwrite(str(path), bgr)
+        written.append(path)
+    return written
 
 
 def _hits(boxes: Sequence, labels: Sequence[LabelledPlate]) -> int:
@@ -338,11 +387,11 @@ def _hit(detection: Detection, lab: LabelledPlate) -> bool:
 def _score_plate(lab: LabelledPlate, reported: Sequence, boxes: Sequence, with_reader: bool) -> dict:
     """Match one labelled plate to the reported box with the best IoU (``boxed``: some
     detector box, reported or not, hits it)."""
-    best_iou, best_read = 0.0, None
+    best_iou, best_read, best_box = 0.0, None, None
     for det, read in reported:
         iou = det.box.iou(lab.box)
         if iou > best_iou:
-            best_iou, best_read = iou, read
+            best_iou, best_read, best_box = iou, read, det.box
     text = (best_read.normalized if best_read is not None else "") if with_reader else None
     row = {
         "file": lab.file,
@@ -352,6 +401,8 @@ def _score_plate(lab: LabelledPlate, reported: Sequence, boxes: Sequence, with_r
         "detected": best_iou >= IOU_THRESHOLD,
         "boxed": any(_hit(d, lab) for d, _ in boxes),
         "read": text,
+        "box": _xywh(lab.box),
+        "read_box": _xywh(best_box) if best_box is not None else None,
     }
     if with_reader:
         row["exact"] = text == lab.plate
@@ -509,6 +560,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="reads less sure than this are not reported as plates (default ANPR_MIN_READ_CONFIDENCE)",
     )
+    ap.add_argument(
+        "--annotate",
+        metavar="DIR",
+        help="write each photo with a miss or a box on no labelled plate, with labels and reads drawn, here",
+    )
     add_text_row_flag(ap)
     args = ap.parse_args(argv)
     _set_threads(args.threads)
@@ -532,6 +588,9 @@ def main(argv: list[str] | None = None) -> int:
         min_read_confidence=min_conf,
     )
     _write(report, args.out)
+    if args.annotate:
+        written = write_error_images(report, args.labels_csv, args.annotate)
+        print(f"{len(written)} annotated photos in {args.annotate}")
     cols = ["images", "plates", "detection_recall", "detection_precision", "plate_accuracy", "char_accuracy"]
     if reader is not None:
         cols[4:4] = ["detector_recall", "detector_precision"]

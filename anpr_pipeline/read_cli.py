@@ -209,18 +209,15 @@ def annotate(image: np.ndarray, plates: Sequence[dict]) -> np.ndarray:
     """A BGR copy of ``image`` with each plate's box and read drawn (green: reported)."""
     import cv2
 
+    from anpr_pipeline.vision.draw import draw_labelled_box, line_thickness
+
     out = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-    thickness = max(2, round(max(image.shape[:2]) / 600))
+    thickness = line_thickness(image)
     for row in plates:
         b = row["box"]
         colour = (0, 200, 0) if row["reported"] else (0, 160, 255)
-        cv2.rectangle(out, (b["x"], b["y"]), (b["x"] + b["w"], b["y"] + b["h"]), colour, thickness)
         label = f"{row['plate'] or '?'} {row['confidence'] or 0:.2f}"
-        scale = thickness / 3
-        (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-        y = max(th + 4, b["y"] - 4)
-        cv2.rectangle(out, (b["x"], y - th - 4), (b["x"] + tw + 4, y + 2), colour, -1)
-        cv2.putText(out, label, (b["x"] + 2, y - 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thickness)
+        draw_labelled_box(out, (b["x"], b["y"], b["w"], b["h"]), label, colour, thickness)
     return out
 
 

@@ -133,6 +133,24 @@ def test_eval_cli_writes_json(tmp_path: Path) -> None:
     assert set(report["groups"]) == {"aa", "bb"} and report["detector"].startswith("classical-morph")
 
 
+def test_eval_annotate_draws_the_misses_and_unlabelled_reports(tmp_path: Path) -> None:
+    labels = _labelled_folder(tmp_path / "set")
+    out, drawn = tmp_path / "report.json", tmp_path / "drawn"
+    args = ["eval", str(labels), "--json", str(out), "--detector", "classical", "--reader", "none"]
+    assert anpr([*args, "--annotate", str(drawn)]) == 0
+    report = json.loads(out.read_text())
+    wanted = {m["file"] for m in report["misses"]} | {r["file"] for r in report["unlabelled_reports"]}
+    assert "bb/empty.png" in wanted
+    assert sorted(p.name for p in drawn.iterdir()) == sorted(
+        f.replace("/", "_").replace(".png", ".jpg") for f in wanted
+    )
+    # The missed plate's labelled box is drawn in blue where the photo was flat grey.
+    image = cv2.imread(str(drawn / "bb_empty.jpg"))
+    x, y, w, h = report["misses"][0]["box"]
+    edge = image[y + h // 2, x - 1 : x + 2].astype(int)  # across the left edge (stroke >= 2 px)
+    assert (edge[:, 0] - edge[:, 2]).max() > 100  # blue over red: the label colour, not grey
+
+
 def test_eval_cli_names_missing_images_and_bad_rows_without_a_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
