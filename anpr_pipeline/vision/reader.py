@@ -11,6 +11,10 @@ Both produce per-frame class probabilities; :func:`ctc_char_probs` collapses the
 one probability row per character over ``plates.ALPHABET`` and
 ``plates.decode_with_formats`` picks the reading that fits a regional plate format
 (this is where O/0, I/1, B/8 ... are resolved by position).
+
+The CRNN readers also re-read loose crops (``text_row``): tightened to the character row
+that ``vision.text_row`` finds, and, where a read is still unsure, over horizontal bands
+of the crop (:meth:`CRNNReader.read`).
 """
 
 from __future__ import annotations
