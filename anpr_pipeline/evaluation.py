@@ -262,25 +262,7 @@ def evaluate(
         "min_read_confidence": min_read_confidence if reader is not None else None,
         "overall": _summary(plates_out, {k: sum(per_group[g][k] for g in groups) for k in COUNTS}),
         "groups": {g: _summary([p for p in plates_out if p["group"] == g], per_group[g]) for g in groups},
-        "misses": [
-            {
-                k: p[k]
-                for k in (
-                    "file",
-                    "group",
-                    "plate",
-                    "read",
-                    "iou",
-                    "detected",
-                    "boxed",
-                    "char_accuracy",
-                    "box",
-                    "read_box",
-                )
-            }
-            for p in plates_out
-            if not p["exact"]
-        ],
+        "misses": [{k: p[k] for k in MISS_FIELDS} for p in plates_out if not p["exact"]],
         # What costs precision: reported boxes on no labelled plate (unlabelled plates, car
         # and shop text read as plates), for a person to look at.
         "unlabelled_reports": unlabelled,
@@ -325,6 +307,21 @@ def operating_points(
     return points
 
 
+# What a miss row in the report carries (a plate row less its ``exact`` flag).
+MISS_FIELDS = (
+    "file",
+    "group",
+    "plate",
+    "read",
+    "iou",
+    "detected",
+    "boxed",
+    "char_accuracy",
+    "box",
+    "read_box",
+)
+
+
 def _unlabelled_reports(file: str, labels: Sequence[LabelledPlate], reported: Sequence) -> list[dict]:
     """The reported ``(detection, read)`` boxes of one image that hit no labelled plate."""
     return [
@@ -358,7 +355,7 @@ def write_error_images(report: dict, labels_csv: str | Path, out_dir: str | Path
         by_file[miss["file"]].append((miss["box"], f"label {miss['plate']}", (255, 120, 0), False))
         if miss.get("read_box"):
             by_file[miss["file"]].append((miss["read_box"], f"read {miss['read'] or '?'}", (0, 0, 230), True))
-    for extra in report.get("unlabelled_reports", []):
+    for extra in report["unlabelled_reports"]:
         label = f"{extra['read'] or '?'} {extra['confidence'] or 0:.2f}"
         by_file[extra["file"]].append((extra["box"], label, (0, 160, 255), True))
     out = Path(out_dir)
@@ -367,8 +364,9 @@ def write_error_images(report: dict, labels_csv: str | Path, out_dir: str | Path
     for file, boxes in sorted(by_file.items()):
         image = load_rgb(root / file)
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        thickness = line_thickness(image)
         for box, label, colour, above in boxes:
-            draw_labelled_box(bgr, box, label, colour, line_thickness(image), above)
+            draw_labelled_box(bgr, box, label, colour, thickness, above)
         path = out / (re.sub(r"[^A-Za-z0-9._-]+", "_", str(Path(file).with_suffix(""))) + ".jpg")
         cv2.imwrite(str(path), bgr)
         written.append(path)

@@ -283,12 +283,12 @@ class CRNNReader:
         """A crop whose character row sits in a clearly smaller box (the plate boxed with
         its holder, or merged with a light) is read again, tightened to that row; the
         surer read (mean log character confidence) replaces ``reads[i]``, unless it only
-        lost characters at an end, so a partial row found on a tight crop costs nothing."""
+        lost characters, so a partial row found on a tight crop costs nothing."""
         rows = [text_row_box(c) for c in crops]
         redo = [i for i, box in enumerate(rows) if box is not None]
         rereads = self._row_rereads([crops[i] for i in redo], [rows[i] for i in redo])
         for i, (alt, box) in zip(redo, rereads, strict=True):
-            if _mean_log_confidence(alt) > _mean_log_confidence(reads[i]) and not _cut_short(alt, reads[i]):
+            if _mean_log_confidence(alt) > _mean_log_confidence(reads[i]) and not _only_lost(alt, reads[i]):
                 reads[i] = dataclasses.replace(alt, box=box)
 
     def _keep_band_rereads(self, crops: Sequence[np.ndarray], reads: list[PlateRead]) -> None:
@@ -504,17 +504,10 @@ def ctc_vote(reads: Sequence[PlateRead], frame_probs: Sequence[np.ndarray]) -> P
     return max((r for r in reads if r.normalized == best), key=_mean_log_confidence)
 
 
-def _cut_short(tightened: PlateRead, original: PlateRead) -> bool:
-    """The tightened read is the original with characters missing at an end: the row
-    finder missed a glyph (blurred, or merged with the rim) and the tighter crop cut it."""
-    return (
-        len(tightened.normalized) < len(original.normalized) and tightened.normalized in original.normalized
-    )
-
-
 def _only_lost(alt: PlateRead, original: PlateRead) -> bool:
-    """``alt`` is ``original`` with characters dropped anywhere (a band cut or blurred a
-    glyph): it never replaces the longer read, however sure."""
+    """``alt`` is ``original`` with characters dropped anywhere: the row finder missed a
+    glyph (blurred, or merged with the rim) and the tighter cut lost it, or a band cut or
+    blurred one. Such a re-read never replaces the longer read, however sure."""
     rest = iter(original.normalized)
     return len(alt.normalized) < len(original.normalized) and all(ch in rest for ch in alt.normalized)
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from anpr_pipeline.vision import synth
-from anpr_pipeline.vision.reader import _cut_short, _extends, _widened, build_reader, text_row_box
+from anpr_pipeline.vision.reader import _extends, _only_lost, _widened, build_reader, text_row_box
 from anpr_pipeline.vision.text_row import find_text_box
 from anpr_pipeline.vision.types import Box, PlateRead
 from anpr_pipeline_tests.factories import car_with_plate, loose_box
@@ -82,10 +82,10 @@ def _read(text: str) -> PlateRead:
 
 
 def test_a_tightened_read_that_only_lost_end_characters_does_not_replace_the_original() -> None:
-    assert _cut_short(_read("TGL04"), _read("ATGL04"))
-    assert _cut_short(_read("ATGL0"), _read("ATGL04"))
-    assert not _cut_short(_read("8P62983"), _read("BP0983"))  # a different read: may win
-    assert not _cut_short(_read("ABC1234"), _read("ABC1234"))  # same length
+    assert _only_lost(_read("TGL04"), _read("ATGL04"))
+    assert _only_lost(_read("ATGL0"), _read("ATGL04"))
+    assert not _only_lost(_read("8P62983"), _read("BP0983"))  # a different read: may win
+    assert not _only_lost(_read("ABC1234"), _read("ABC1234"))  # same length
 
 
 def test_a_wider_read_that_adds_end_characters_extends_the_row_read() -> None:
