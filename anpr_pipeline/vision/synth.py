@@ -12,7 +12,9 @@ Three consumers:
 Plates follow real regional layouts (US state plates, EU plates with the blue strip and
 square two-row variants, Brazilian grey and Mercosul plates) so a model trained here has to
 ignore the same state names, slogans, stickers, strips and screws it meets on real plates.
-Fonts are DejaVu, shipped in ``anpr_pipeline/fonts`` so a fresh machine renders the same.
+Fonts are shipped in ``anpr_pipeline/fonts`` so a fresh machine renders the same: DejaVu by
+default; ``fonts=EXTENDED_CHAR_FONTS`` adds five SIL OFL plate-like typefaces (licences
+beside them).
 
 Everything is deterministic per ``numpy.random.Generator`` / seed. Images are RGB uint8.
 """
@@ -43,13 +45,27 @@ Color = tuple[float, float, float]
 
 # Plate-character fonts: condensed bold dominates because most real plate typefaces are tall
 # and narrow; mono and wide bold add variety so a reader does not learn one glyph shape.
-CHAR_FONTS = (
+FontChoices = tuple[tuple[str, float], ...]  # (file in FONT_DIR, weight)
+CHAR_FONTS: FontChoices = (
     ("DejaVuSansCondensed-Bold.ttf", 4.0),
     ("DejaVuSans-Bold.ttf", 2.0),
     ("DejaVuSansMono-Bold.ttf", 2.0),
     ("DejaVuSansCondensed.ttf", 1.5),
     ("DejaVuSerifCondensed-Bold.ttf", 0.7),
 )
+# Extra open (SIL OFL 1.1) plate-like typefaces, used only where asked for (reader training,
+# ``fonts=EXTENDED_CHAR_FONTS``): DejaVu alone taught the readers one shape per glyph, and
+# real plates' O/D, A/4, U/V and 1/I differ from DejaVu's. Barlow Condensed is drawn after
+# California plates and highway signs; Roboto Condensed and Oswald are DIN-like grotesques.
+# The default stays DejaVu-only so every seeded scene, clip and test renders as before.
+EXTENDED_CHAR_FONTS: FontChoices = CHAR_FONTS + (
+    ("BarlowCondensed-SemiBold.ttf", 2.0),
+    ("BarlowCondensed-Bold.ttf", 1.5),
+    ("RobotoCondensed-Bold.ttf", 2.0),
+    ("Oswald-Medium.ttf", 1.5),
+    ("Oswald-SemiBold.ttf", 1.0),
+)
+FONT_SETS = {"dejavu": CHAR_FONTS, "extended": EXTENDED_CHAR_FONTS}
 SCRIPT_FONTS = ("DejaVuSerif-BoldItalic.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerifCondensed-Bold.ttf")
 SMALL_FONTS = ("DejaVuSans-Bold.ttf", "DejaVuSansCondensed-Bold.ttf", "DejaVuSansCondensed.ttf")
 
@@ -403,15 +419,20 @@ def _weighted(items: Sequence[tuple[Any, float]], rng: np.random.Generator) -> A
     return items[int(rng.choice(len(items), p=w / w.sum()))][0]
 
 
+def _is_narrow(font: str) -> bool:
+    return "Condensed" in font or font.startswith("Oswald")
+
+
 def _char_style(
     rng: np.random.Generator,
     color: Color,
+    fonts: FontChoices,
     emboss: float | None = None,
     serif: bool = False,
 ) -> _TextStyle:
     # Serif plate lettering exists only on some US plates.
-    font = _weighted([f for f in CHAR_FONTS if serif or "Serif" not in f[0]], rng)
-    condense = rng.uniform(0.72, 1.0) if "Condensed" not in font else rng.uniform(0.8, 1.08)
+    font = _weighted([f for f in fonts if serif or "Serif" not in f[0]], rng)
+    condense = rng.uniform(0.8, 1.08) if _is_narrow(font) else rng.uniform(0.72, 1.0)
     return _TextStyle(
         font=font,
         color=color,
@@ -554,7 +575,7 @@ def _us_background(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray
     return bg, text, False
 
 
-def _us_plate(text: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _us_plate(text: str, rng: np.random.Generator, fonts: FontChoices) -> tuple[np.ndarray, np.ndarray]:
     h, w = 200, 400
     canvas, color, dark = _us_background(rng, h, w)
     state, slogan = US_STATES[int(rng.integers(len(US_STATES)))]
@@ -597,7 +618,7 @@ def _us_plate(text: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
             _text_line(canvas, label, SMALL_FONTS[0], sx + sw / 2, 14, sh * 0.5, sw * 0.85, (20, 20, 20))
     for sx in (0.21 * w, 0.79 * w):
         _screw(canvas, sx + rng.uniform(-3, 3), 0.1 * h + 6 + rng.uniform(-3, 3), rng.uniform(5, 8), rng)
-    style = _char_style(rng, _jitter(color, rng, 10), emboss=float(rng.uniform(0.2, 0.9)), serif=True)
+    style = _char_style(rng, _jitter(color, rng, 10), fonts, emboss=float(rng.uniform(0.2, 0.9)), serif=True)
     top = rng.uniform(52, 60)
     bottom = rng.uniform(152, 164)
     gaps = _draw_chars(canvas, text, style, rng.uniform(12, 26), top, w - rng.uniform(12, 26), bottom, rng)
@@ -650,7 +671,7 @@ def _eu_stars(canvas: np.ndarray, cx: float, cy: float, r: float) -> None:
 
 
 def _eu_plate(
-    text: str, fmt: DisplayFormat, rng: np.random.Generator, two_row: bool
+    text: str, fmt: DisplayFormat, rng: np.random.Generator, two_row: bool, fonts: FontChoices
 ) -> tuple[np.ndarray, np.ndarray]:
     h, w = (210, 300) if two_row else (112, 520)
     yellow = fmt.country == "NL" and rng.random() < 0.5 or rng.random() < 0.03
@@ -694,7 +715,7 @@ def _eu_plate(
         _text_line(
             canvas, label, "DejaVuSans-Bold.ttf", w - sw / 2, h * 0.62, h * 0.18, sw * 0.8, (250, 250, 250)
         )
-    style = _char_style(rng, color, emboss=float(rng.uniform(0.0, 0.8)))
+    style = _char_style(rng, color, fonts, emboss=float(rng.uniform(0.0, 0.8)))
     style.condense *= 0.92
     x0 = sw + rng.uniform(6, 14)
     x1 = w - right - rng.uniform(6, 14)
@@ -722,7 +743,7 @@ def _eu_plate(
     return canvas, _rounded_mask(h, w, 10)
 
 
-def _br_old_plate(text: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _br_old_plate(text: str, rng: np.random.Generator, fonts: FontChoices) -> tuple[np.ndarray, np.ndarray]:
     h, w = 130, 400
     red = rng.random() < 0.12  # commercial vehicles: red plate, white characters
     base = np.asarray((165, 30, 35) if red else (185, 186, 188), np.float32) + rng.uniform(-25, 20)
@@ -746,7 +767,7 @@ def _br_old_plate(text: str, rng: np.random.Generator) -> tuple[np.ndarray, np.n
     )
     for sx in (0.1 * w, 0.9 * w):
         _screw(canvas, sx + rng.uniform(-4, 4), h * 0.13, h * 0.05, rng)
-    style = _char_style(rng, color, emboss=float(rng.uniform(0.4, 1.0)))
+    style = _char_style(rng, color, fonts, emboss=float(rng.uniform(0.4, 1.0)))
     style.condense *= 0.9
     _draw_chars(canvas, text, style, rng.uniform(10, 20), h * 0.27, w - rng.uniform(10, 20), h * 0.88, rng)
     _border(canvas, 8, 2, 3, color, 0.9)
@@ -765,7 +786,9 @@ def _br_flag(canvas: np.ndarray, x: int, y: int, fh: int) -> None:
     _blend(canvas, m, x, y, (20, 40, 130))
 
 
-def _br_mercosul_plate(text: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _br_mercosul_plate(
+    text: str, rng: np.random.Generator, fonts: FontChoices
+) -> tuple[np.ndarray, np.ndarray]:
     h, w = 130, 400
     white = _jitter((246, 246, 246), rng, 5)
     canvas = _vgradient(h, w, white, white)
@@ -794,7 +817,7 @@ def _br_mercosul_plate(text: str, rng: np.random.Generator) -> tuple[np.ndarray,
         _blend(canvas, s, 14 + i * 7, int(band_h * 0.55) + (i % 2) * 3, (250, 250, 250))
     _text_line(canvas, "BR", "DejaVuSans-Bold.ttf", 20, h * 0.72, h * 0.1, 30, (20, 20, 20))
     color = _weighted((((15, 15, 18), 8), ((180, 20, 30), 1), ((20, 90, 40), 0.3), ((30, 50, 140), 0.3)), rng)
-    style = _char_style(rng, color, emboss=float(rng.uniform(0.0, 0.5)))
+    style = _char_style(rng, color, fonts, emboss=float(rng.uniform(0.0, 0.5)))
     _draw_chars(canvas, text, style, rng.uniform(34, 44), h * 0.31, w - rng.uniform(14, 24), h * 0.9, rng)
     _border(canvas, 8, 2, 2, (20, 20, 20))
     return canvas, _rounded_mask(h, w, 8)
@@ -807,21 +830,24 @@ def render_plate_rgba(
     *,
     two_row: bool | None = None,
     dirt: float | None = None,
+    fonts: FontChoices = CHAR_FONTS,
 ) -> np.ndarray:
     """A plate with an alpha channel (rounded corners), RGBA uint8, about 100-210 px tall.
 
     ``two_row`` (EU only) forces/forbids the square two-row layout; None draws it at random.
+    ``fonts`` are the weighted typefaces the plate characters are drawn from.
     """
     fmt = _format_of(text, region, rng)
     if region == "us":
-        canvas, alpha = _us_plate(text, rng)
+        canvas, alpha = _us_plate(text, rng, fonts)
     elif region == "eu":
         if two_row is None:
             two_row = rng.random() < 0.2
-        canvas, alpha = _eu_plate(text, fmt, rng, two_row)
+        canvas, alpha = _eu_plate(text, fmt, rng, two_row, fonts)
     elif region == "br":
         mercosul = fmt.country == "mercosul" if fmt.country else any(c.isalpha() for c in text[3:])
-        canvas, alpha = _br_mercosul_plate(text, rng) if mercosul else _br_old_plate(text, rng)
+        draw = _br_mercosul_plate if mercosul else _br_old_plate
+        canvas, alpha = draw(text, rng, fonts)
     else:
         raise ValueError(f"unknown plate region {region!r}; known: {', '.join(REGIONS)}")
     amount = float(rng.uniform(0, 0.8) if rng.random() < 0.5 else 0.0) if dirt is None else dirt
@@ -863,11 +889,12 @@ def random_plate(
     rng: np.random.Generator,
     regions: Sequence[str] = REGIONS,
     two_row: bool | None = None,
+    fonts: FontChoices = CHAR_FONTS,
 ) -> tuple[np.ndarray, str, str]:
     """(plate RGBA, display text, region) for a random region of ``regions``."""
     region = regions[int(rng.integers(len(regions)))]
     text = random_plate_text(region, rng)
-    return render_plate_rgba(text, region, rng, two_row=two_row), text, region
+    return render_plate_rgba(text, region, rng, two_row=two_row, fonts=fonts), text, region
 
 
 # --------------------------------------------------------------------------------------

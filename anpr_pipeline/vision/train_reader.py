@@ -19,6 +19,7 @@ Example (the shipped weights; see weights/MODELS.md)::
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import time
@@ -89,8 +90,12 @@ def load_samples(path: str | Path) -> list[Sample]:
     return out
 
 
-def synthetic_samples(n: int, seed: int, regions: tuple[str, ...] = ("us", "eu", "br")) -> list[Sample]:
+def synthetic_samples(
+    n: int, seed: int, regions: tuple[str, ...] = ("us", "eu", "br"), fonts: str = "dejavu"
+) -> list[Sample]:
     """``n`` rendered plates (vision/synth.py) on a bit of random background.
+
+    ``fonts`` names a typeface set of :data:`synth.FONT_SETS` ("dejavu", "extended").
 
     Only the clean plate comes from synth; geometry and degradation are done by
     :func:`augment`, exactly as for the real crops, so both sources share one crop-jitter
@@ -100,9 +105,10 @@ def synthetic_samples(n: int, seed: int, regions: tuple[str, ...] = ("us", "eu",
     from anpr_pipeline.vision import synth
 
     rng = np.random.default_rng(seed)
+    typefaces = synth.FONT_SETS[fonts]
     out = []
     for _ in range(n):
-        rgba, text, region = synth.random_plate(rng, regions)
+        rgba, text, region = synth.random_plate(rng, regions, fonts=typefaces)
         ph = int(rng.uniform(28, 72))
         pw = max(8, int(round(rgba.shape[1] * ph / rgba.shape[0])))
         rgba = cv2.resize(rgba, (pw, ph), interpolation=cv2.INTER_AREA)
@@ -115,18 +121,22 @@ def synthetic_samples(n: int, seed: int, regions: tuple[str, ...] = ("us", "eu",
     return out
 
 
-def cached_synthetic_samples(n: int, seed: int, cache: str | Path | None) -> list[Sample]:
+def cached_synthetic_samples(
+    n: int, seed: int, cache: str | Path | None, fonts: str = "dejavu"
+) -> list[Sample]:
     """:func:`synthetic_samples`, saved to / loaded from ``cache`` (.npz) when given.
 
     Rendering thousands of plates takes minutes on a small CPU; a cache lets repeated
-    training runs (and fine-tuning) reuse them. The cache is keyed by (n, seed).
+    training runs (and fine-tuning) reuse them. The cache is keyed by (n, seed, fonts);
+    caches written before the font sets existed hold DejaVu plates.
     """
     if cache is None:
-        return synthetic_samples(n, seed)
+        return synthetic_samples(n, seed, fonts=fonts)
     path = Path(cache)
     if path.is_file():
         z = np.load(path, allow_pickle=False)
-        if int(z["n"]) == n and int(z["seed"]) == seed:
+        cached_fonts = str(z["fonts"]) if "fonts" in z.files else "dejavu"
+        if int(z["n"]) == n and int(z["seed"]) == seed and cached_fonts == fonts:
             out, offset = [], 0
             pixels = z["pixels"]  # NpzFile re-reads an array on every key access: read once
             for shape, box, text, group in zip(z["shapes"], z["boxes"], z["texts"], z["groups"], strict=True):
@@ -135,12 +145,13 @@ def cached_synthetic_samples(n: int, seed: int, cache: str | Path | None) -> lis
                 offset += size
                 out.append(Sample(img, tuple(int(v) for v in box), str(text), str(group)))
             return out
-    samples = synthetic_samples(n, seed)
+    samples = synthetic_samples(n, seed, fonts=fonts)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(
         path,
         n=n,
         seed=seed,
+        fonts=fonts,
         pixels=np.concatenate([s.image.ravel() for s in samples]) if samples else np.zeros(0, np.uint8),
         shapes=np.array([s.image.shape for s in samples], dtype=np.int32).reshape(-1, 3),
         boxes=np.array([s.box for s in samples], dtype=np.int32).reshape(-1, 4),
@@ -232,6 +243,26 @@ def pseudo_label(
 def is_holdout(text: str, fraction: float) -> bool:
     """Deterministic split by plate text, so one plate's crops never sit on both sides."""
     return (zlib.crc32(text.encode()) % 1000) < fraction * 1000
+
+
+def write_holdout_csv(data: Sequence[str], out: str | Path, fraction: float) -> int:
+    """Write the rows of ``data`` that training holds out (:func:`is_holdout`) as one labels CSV.
+
+    Paths become absolute, so ``anpr eval-crops OUT`` measures a model on exactly the crops
+    its training never saw, from anywhere. Returns the number of rows written.
+    """
+    rows = []
+    for path in data:
+        csv_path = resolve_csv(path)
+        for row in read_label_rows(csv_path):
+            if plates.normalize(row.plate) and is_holdout(plates.normalize(row.plate), fraction):
+                rows.append([str((csv_path.parent / row.file).resolve()), *row.box, row.plate])
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["file", "x", "y", "w", "h", "plate"])
+        writer.writerows(rows)
+    return len(rows)
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -382,6 +413,7 @@ class TrainConfig:
     threads: int = 1
     eval_every_s: float = 60.0
     synthetic_cache: str | None = None
+    synthetic_fonts: str = "dejavu"  # typeface set of the synthetic plates (synth.FONT_SETS)
     pseudo: tuple[str, ...] = ()  # CSVs of text-less plate boxes to pseudo-label with --init
     pseudo_min_confidence: float = 0.8
     pseudo_model: str | None = None  # the model that pseudo-labels (default: --init)
@@ -417,7 +449,11 @@ def train(
         pseudo = [s for path in tc.pseudo for s in pseudo_label(path, labeller, tc.pseudo_min_confidence)]
         print(f"pseudo-labelled: {len(pseudo)} crops from {', '.join(tc.pseudo)}", flush=True)
         train_real += pseudo
-    synth = cached_synthetic_samples(tc.synthetic, tc.seed, tc.synthetic_cache) if tc.synthetic else []
+    synth = (
+        cached_synthetic_samples(tc.synthetic, tc.seed, tc.synthetic_cache, tc.synthetic_fonts)
+        if tc.synthetic
+        else []
+    )
     framed = synthetic_framed_samples(tc.synthetic_framed, tc.seed) if tc.synthetic_framed else []
     if not train_real and not synth:
         raise SystemExit("no training samples: give --data with labelled plates or --synthetic N")
@@ -525,7 +561,12 @@ def _draw(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="anpr train reader", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", required=True, help="output folder (best.pt, last.pt, summary.json)")
+    ap.add_argument("--out", help="output folder (best.pt, last.pt, summary.json); required to train")
+    ap.add_argument(
+        "--write-holdout",
+        metavar="CSV",
+        help="write the --data rows held out for checkpoint choice to CSV (absolute paths) and stop",
+    )
     ap.add_argument(
         "--data", action="append", default=[], help="CSV or folder with file,x,y,w,h,plate (repeatable)"
     )
@@ -542,6 +583,12 @@ def main(argv: list[str] | None = None) -> int:
         help="weights that label the --pseudo crops (default: --init), so a model trained from scratch can use them",
     )
     ap.add_argument("--synthetic-cache", help="a .npz to save rendered synthetic plates to / reuse them from")
+    ap.add_argument(
+        "--synthetic-fonts",
+        choices=("dejavu", "extended"),
+        default="dejavu",
+        help="typefaces of the synthetic plates: DejaVu only, or DejaVu + the OFL plate-like fonts",
+    )
     ap.add_argument(
         "--synthetic-weight", type=float, default=0.3, help="share of each batch that is synthetic"
     )
@@ -580,6 +627,14 @@ def main(argv: list[str] | None = None) -> int:
         help="crnn: the small CRNN from scratch; easyocr-g2: fine-tune EasyOCR's english_g2 recogniser",
     )
     args = ap.parse_args(argv)
+    if args.write_holdout:
+        if not args.data:
+            ap.error("--write-holdout needs --data: the labelled CSVs to split")
+        n = write_holdout_csv(args.data, args.write_holdout, args.holdout)
+        print(f"{n} held-out rows written to {args.write_holdout}")
+        return 0
+    if not args.out:
+        ap.error("--out is required to train")
 
     from anpr_pipeline.vision.device import resolve_device
 
@@ -604,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
         eval_every_s=args.eval_every,
         aug_start=args.aug_start,
         synthetic_cache=args.synthetic_cache,
+        synthetic_fonts=args.synthetic_fonts,
         pseudo=tuple(args.pseudo),
         pseudo_min_confidence=args.pseudo_min_confidence,
         pseudo_model=args.pseudo_model,

@@ -54,6 +54,28 @@ def test_render_plate_has_the_real_aspect_and_is_deterministic(region: str, text
     assert a.std() > 30  # characters on a plate, not a flat image
 
 
+def test_every_plate_font_renders_every_plate_character() -> None:
+    """A font missing a glyph would draw an empty box or .notdef into training plates."""
+    for font, _ in synth.EXTENDED_CHAR_FONTS:
+        for ch in synth.LETTERS + synth.DIGITS:
+            glyph = synth._glyph(font, ch)
+            assert glyph.shape[0] > 80 and glyph.max() > 0.9, (font, ch)
+        assert not np.array_equal(synth._glyph(font, "0"), synth._glyph(font, "O")), font
+
+
+def test_extended_fonts_draw_other_typefaces_and_leave_the_default_as_it_was() -> None:
+    def fonts_used(fonts: synth.FontChoices) -> set[str]:
+        rng = np.random.default_rng(0)
+        return {synth._char_style(rng, (0, 0, 0), fonts, serif=True).font for _ in range(400)}
+
+    assert fonts_used(synth.CHAR_FONTS) == {f for f, _ in synth.CHAR_FONTS}
+    extended = fonts_used(synth.EXTENDED_CHAR_FONTS)
+    assert extended == {f for f, _ in synth.EXTENDED_CHAR_FONTS}
+    default = synth.render_plate("ABC 1234", "us", np.random.default_rng(5), two_row=False)
+    explicit = synth.render_plate_rgba("ABC 1234", "us", np.random.default_rng(5), fonts=synth.CHAR_FONTS)
+    assert np.array_equal(default, synth._over(explicit, (40, 40, 42)))
+
+
 def test_eu_two_row_plate_is_squarish() -> None:
     img = synth.render_plate("AB 123", "eu", np.random.default_rng(1), two_row=True)
     assert 1.2 < img.shape[1] / img.shape[0] < 1.6

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from anpr_pipeline.vision import crnn
+from anpr_pipeline.vision import crnn, plates
 from anpr_pipeline.vision.reader import build_reader
 from anpr_pipeline.vision.train_reader import (
     FRAMED_SEED_BASE,
@@ -16,6 +17,7 @@ from anpr_pipeline.vision.train_reader import (
     TrainConfig,
     _draw,
     augment,
+    cached_synthetic_samples,
     is_holdout,
     load_samples,
     main,
@@ -63,6 +65,30 @@ def test_augment_gives_model_sized_inputs_for_one_and_two_row_crops(tmp_path) ->
     square = np.zeros((50, 70), np.uint8)
     assert crnn.is_two_row(square.shape, cfg)
     assert crnn.layout(square, cfg).shape == (cfg.height, cfg.width)
+
+
+def test_synthetic_cache_is_keyed_by_the_font_set(tmp_path) -> None:
+    cache = tmp_path / "synth.npz"
+    dejavu = cached_synthetic_samples(3, 1, cache, "dejavu")
+    extended = cached_synthetic_samples(3, 1, cache, "extended")  # not the DejaVu plates again
+    assert [s.text for s in extended] == [s.text for s in dejavu]  # same texts, other typefaces
+    assert any(not np.array_equal(a.image, b.image) for a, b in zip(dejavu, extended, strict=True))
+    reloaded = cached_synthetic_samples(3, 1, cache, "extended")
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(extended, reloaded, strict=True))
+
+
+def test_write_holdout_lists_exactly_the_crops_training_holds_out(tmp_path) -> None:
+    data = _write_plates(tmp_path / "mine", n=12)
+    out = tmp_path / "heldout.csv"
+    assert main(["--data", str(data), "--holdout", "0.3", "--write-holdout", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    labelled = list(csv.DictReader((data / "labels.csv").open()))
+    expected = [r for r in labelled if is_holdout(plates.normalize(r["plate"]), 0.3)]
+    assert 0 < len(rows) == len(expected) < len(labelled)
+    assert [r["plate"] for r in rows] == [r["plate"] for r in expected]
+    assert all(Path(r["file"]).is_absolute() and Path(r["file"]).is_file() for r in rows)
+    held = load_samples(out)  # the written CSV is a labels CSV eval-crops and training read
+    assert sorted(s.text for s in held) == sorted(plates.normalize(r["plate"]) for r in expected)
 
 
 def test_holdout_split_is_by_plate_text() -> None:
