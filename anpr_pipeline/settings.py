@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from anpr_pipeline.vision.plates import MIN_READ_CONFIDENCE
+
 
 class SettingsError(ValueError):
     """A setting has a value the pipeline cannot use; the message names the variable."""
@@ -101,7 +103,7 @@ class Settings:
     show_plates_in_ui: bool = False  # full plate text in Dagster run metadata (not erasable)
     # multiprocess (default) | in_process | k8s (one pod per step: GPU steps on the GPU pool)
     executor: str = "multiprocess"
-    min_read_confidence: float = 0.3
+    min_read_confidence: float = MIN_READ_CONFIDENCE  # one default for events and `anpr eval`
     low_confidence_share_max: float = 0.5
     # --- operations ----------------------------------------------------------------------
     retention_videos_days: int = 30
@@ -162,7 +164,7 @@ def load_settings() -> Settings:
         keep_frames=_env_bool("ANPR_KEEP_FRAMES", False),
         show_plates_in_ui=_env_bool("ANPR_SHOW_PLATES_IN_UI", False),
         executor=_env_str("ANPR_EXECUTOR", "multiprocess").lower(),
-        min_read_confidence=_env_float("ANPR_MIN_READ_CONFIDENCE", 0.3),
+        min_read_confidence=_env_float("ANPR_MIN_READ_CONFIDENCE", MIN_READ_CONFIDENCE),
         low_confidence_share_max=_env_float("ANPR_LOW_CONFIDENCE_SHARE_MAX", 0.5),
         retention_videos_days=_env_int("ANPR_RETENTION_VIDEOS_DAYS", 30),
         retention_crops_days=_env_int("ANPR_RETENTION_CROPS_DAYS", 90),

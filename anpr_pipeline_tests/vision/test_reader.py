@@ -234,19 +234,6 @@ def test_band_boxes_are_centred_bands_inside_the_crop() -> None:
             assert box.h < shape[0]
 
 
-def test_a_shorter_read_that_only_dropped_glyphs_never_replaces_the_longer_one() -> None:
-    from anpr_pipeline.vision.reader import _only_lost
-    from anpr_pipeline.vision.types import PlateRead
-
-    def read(text: str) -> PlateRead:
-        return PlateRead(text, text, 0.9, (0.9,) * len(text))
-
-    assert _only_lost(read("CW7377"), read("CWJ7377"))  # a middle glyph cut
-    assert _only_lost(read("WJ7377"), read("CWJ7377"))  # an end glyph cut
-    assert not _only_lost(read("TML1U76"), read("LTXL1076"))  # frame text dropped, a new read
-    assert not _only_lost(read("CWJ7377"), read("CWJ7377"))
-
-
 # Rendered street scenes whose plates, boxed with their holder (`anpr eval-boxes`' holder
 # framing, seeds 8500-8649: the band re-read's tuning set), the reader misreads without
 # the band re-read: (scene seed, plate index, text).

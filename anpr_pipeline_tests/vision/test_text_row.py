@@ -81,10 +81,14 @@ def _read(text: str) -> PlateRead:
     return PlateRead(text, text, 0.9, (0.9,) * len(text))
 
 
-def test_a_tightened_read_that_only_lost_end_characters_does_not_replace_the_original() -> None:
+def test_a_re_read_that_only_lost_glyphs_does_not_replace_the_original() -> None:
+    """The guard both re-reads (text row and bands) share: a shorter read that is the
+    original with glyphs cut away (at an end or in the middle) never wins."""
     assert _only_lost(_read("TGL04"), _read("ATGL04"))
     assert _only_lost(_read("ATGL0"), _read("ATGL04"))
+    assert _only_lost(_read("CW7377"), _read("CWJ7377"))  # a middle glyph cut
     assert not _only_lost(_read("8P62983"), _read("BP0983"))  # a different read: may win
+    assert not _only_lost(_read("TML1U76"), _read("LTXL1076"))  # frame text dropped, a new read
     assert not _only_lost(_read("ABC1234"), _read("ABC1234"))  # same length
 
 
