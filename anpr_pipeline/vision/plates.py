@@ -274,6 +274,10 @@ def match_region(normalized: str, hint: str | None = None) -> str | None:
 # this unsure is noise an operator cannot act on.
 MIN_PLATE_CHARS = 4
 MIN_READ_CONFIDENCE = 0.3
+# No plate of any region we know is longer than its longest format (9: Irish 191-D-12345),
+# so a longer read is a plate run into frame text, or a dealer or city line, never a plate:
+# reporting it would only be reporting a wrong plate.
+MAX_PLATE_CHARS = max(len(f.pattern) for formats in FORMATS.values() for f in formats)
 
 
 def reportable(
@@ -282,8 +286,8 @@ def reportable(
     min_chars: int = MIN_PLATE_CHARS,
     min_confidence: float = MIN_READ_CONFIDENCE,
 ) -> bool:
-    """Whether a (voted) read is long and sure enough to report as a plate."""
-    return len(normalized) >= min_chars and confidence >= min_confidence
+    """Whether a (voted) read is long (not too long) and sure enough to report as a plate."""
+    return min_chars <= len(normalized) <= MAX_PLATE_CHARS and confidence >= min_confidence
 
 
 def edit_distance(a: str, b: str) -> int:

@@ -99,6 +99,8 @@ def test_reportable_needs_a_plate_length_and_some_confidence() -> None:
     assert not reportable("AB1", 0.99)  # a fragment, however sure (a German LLD plate too)
     assert not reportable("ABC123", 0.29) and reportable("ABC123", 0.3)
     assert reportable("AB1", 0.5, min_chars=3) and not reportable("ABC123", 0.5, min_confidence=0.6)
+    assert reportable("191D12345", 0.9)  # the longest plate we know (Irish)
+    assert not reportable("LANDOFLINCOLN", 0.99)  # a slogan is longer than any plate
 
 
 def test_edit_distance_and_similarity() -> None:
