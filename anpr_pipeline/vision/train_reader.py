@@ -196,7 +196,7 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 def pseudo_label(
     csv_path: str | Path,
-    weights: str | Path,
+    weights: str | Path | Sequence[str | Path],
     min_confidence: float = 0.8,
     regions: tuple[str, ...] = ("eu",),
 ) -> list[Sample]:
@@ -416,7 +416,7 @@ class TrainConfig:
     synthetic_fonts: str = "dejavu"  # typeface set of the synthetic plates (synth.FONT_SETS)
     pseudo: tuple[str, ...] = ()  # CSVs of text-less plate boxes to pseudo-label with --init
     pseudo_min_confidence: float = 0.8
-    pseudo_model: str | None = None  # the model that pseudo-labels (default: --init)
+    pseudo_model: str | None = None  # the model(s) that pseudo-label, comma-separated (default: --init)
     aug_start: float = 0.3  # augmentation strength at the start (ramps to 1.0 by 40 % of the run)
     synthetic_framed: int = 0  # rendered scenes whose plates are cut as loose detector boxes
     framed_weight: float = 0.1  # share of each batch drawn from those loose crops
@@ -446,7 +446,8 @@ def train(
             raise SystemExit(
                 "--pseudo needs --pseudo-model or --init: the model that labels the unlabelled crops"
             )
-        pseudo = [s for path in tc.pseudo for s in pseudo_label(path, labeller, tc.pseudo_min_confidence)]
+        models = labeller.split(",")  # "A.pt,B.pt": an ensemble labels, as the default reader reads
+        pseudo = [s for path in tc.pseudo for s in pseudo_label(path, models, tc.pseudo_min_confidence)]
         print(f"pseudo-labelled: {len(pseudo)} crops from {', '.join(tc.pseudo)}", flush=True)
         train_real += pseudo
     synth = (
@@ -580,7 +581,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pseudo-min-confidence", type=float, default=0.8)
     ap.add_argument(
         "--pseudo-model",
-        help="weights that label the --pseudo crops (default: --init), so a model trained from scratch can use them",
+        help="weights that label the --pseudo crops (default: --init; A.pt,B.pt: an ensemble), "
+        "so a model trained from scratch can use them",
     )
     ap.add_argument("--synthetic-cache", help="a .npz to save rendered synthetic plates to / reuse them from")
     ap.add_argument(
