@@ -21,6 +21,7 @@ from anpr_pipeline.vision.train_reader import (
     is_holdout,
     load_samples,
     main,
+    pseudo_label,
     synthetic_framed_samples,
 )
 from anpr_pipeline_tests.factories import write_labels_csv
@@ -111,6 +112,41 @@ def test_framed_samples_are_loose_boxes_around_a_plate_from_unseen_scenes() -> N
     for s, (crop, _) in zip([s for s in samples if s.group == "framed-holder"], tight, strict=True):
         assert s.box == (0, 0, s.image.shape[1], s.image.shape[0])
         assert s.image.shape[0] > crop.shape[0]  # the holder box is taller than the plate
+
+
+def _write_unlabelled_eu_plates(folder: Path, n: int = 6) -> tuple[Path, list[str]]:
+    """Photos holding a clean single-row EU plate each, boxed in a CSV with no text column."""
+    from anpr_pipeline.vision import synth
+
+    rng = np.random.default_rng(11)
+    folder.mkdir(parents=True)
+    rows, truth = [], []
+    for i in range(n):
+        text = synth.random_plate_text("eu", rng)
+        plate = cv2.resize(synth.render_plate(text, "eu", rng, two_row=False, dirt=0.0), (260, 56))
+        photo = np.full((140, 340, 3), 70, np.uint8)
+        photo[40:96, 40:300] = plate
+        cv2.imwrite(str(folder / f"{i}.png"), photo[:, :, ::-1])
+        rows.append(f"{i}.png,40,40,260,56")
+        truth.append(plates.normalize(text))
+    (folder / "boxes.csv").write_text("file,x,y,w,h\n" + "\n".join(rows) + "\n")
+    return folder / "boxes.csv", truth
+
+
+def test_pseudo_labels_are_confident_reads_of_one_model_or_an_ensemble(tmp_path) -> None:
+    """--pseudo: text-less boxes labelled by the reader where every view agrees and fits a
+    format; --pseudo-model A,B labels with the ensemble the default reader is."""
+    from anpr_pipeline.vision.reader import DEFAULT_READER_WEIGHTS, WEIGHTS_DIR
+
+    boxes, truth = _write_unlabelled_eu_plates(tmp_path / "unlabelled")
+    crnn_only = pseudo_label(boxes, WEIGHTS_DIR / DEFAULT_READER_WEIGHTS[0])
+    ensemble = pseudo_label(boxes, [WEIGHTS_DIR / w for w in DEFAULT_READER_WEIGHTS])
+    for labelled in (crnn_only, ensemble):
+        assert len(labelled) >= len(truth) // 2  # clean plates: most are kept
+        assert {s.text for s in labelled} <= set(truth)  # ... and every kept label is right
+        assert all(s.group == "pseudo-unlabelled" for s in labelled)
+    strict = pseudo_label(boxes, [WEIGHTS_DIR / w for w in DEFAULT_READER_WEIGHTS], min_confidence=1.01)
+    assert strict == []  # nothing is ever that sure: the confidence gate is applied
 
 
 def test_batches_mix_real_synthetic_and_framed_in_the_configured_shares() -> None:
