@@ -200,7 +200,7 @@ def pseudo_label(
     min_confidence: float = 0.8,
     regions: tuple[str, ...] = ("eu",),
 ) -> list[Sample]:
-    """Label plate boxes that have no text (``file,x,y,w,h``) with an existing reader.
+    """Label plate boxes that have no text (``file,x,y,w,h[,split]``) with an existing reader.
 
     Self-training on real crops of a layout the labelled data lacks (e.g. single-row EU
     plates). Only confident reads are kept: all three TTA views agree, every character
@@ -212,7 +212,9 @@ def pseudo_label(
 
     reader = CRNNReader(weights, tta=False)
     p = resolve_csv(csv_path)
-    rows = read_label_rows(p)
+    # A split column (a detection set's) keeps its held-out rows out of training, as in
+    # `anpr train detector`.
+    rows = [r for r in read_label_rows(p) if (r.split or "train") == "train"]
     out: list[Sample] = []
     for start in range(0, len(rows), 64):
         chunk, crops = [], []
