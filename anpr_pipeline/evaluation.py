@@ -22,6 +22,9 @@ overall and per group (the image's parent folder name, e.g. us/eu/br):
   normalisation (upper case, A-Z0-9 only). The read of a labelled plate is the read of the
   predicted box with the best IoU to it ("" when no box overlaps it);
 - ``char_accuracy``: mean of 1 - edit_distance(read, label) / max(len(read), len(label));
+- ``watchlist_match``: share of labelled plates whose read a fuzzy watchlist entry of the
+  true plate would match (``plates.fuzzy_match``: one edit after folding O/0-style
+  look-alikes): the plates an operator's fuzzy alert still catches when the read is wrong;
 - ``seconds_per_image``: detection + reading wall time per image (image decoding excluded);
 - ``misses``: every labelled plate not read exactly, with what was read and the IoU;
 - ``unlabelled_reports``: every predicted box on no labelled plate (file, read,
@@ -63,7 +66,7 @@ from pathlib import Path
 import numpy as np
 
 from anpr_pipeline.vision.labels import LabelsError, read_label_rows
-from anpr_pipeline.vision.plates import MIN_READ_CONFIDENCE
+from anpr_pipeline.vision.plates import MIN_READ_CONFIDENCE, fuzzy_match
 from anpr_pipeline.vision.recognize import reported_plates
 from anpr_pipeline.vision.types import Box, Detection, PlateDetector, PlateReader
 
@@ -170,6 +173,7 @@ def _summary(plates: list[dict], counts: dict) -> dict:
         "detector_precision": _ratio(counts["true_boxes"], counts["boxes"]),
         "plate_accuracy": _ratio(sum(p["exact"] for p in read), len(read)) if read else None,
         "char_accuracy": _ratio(sum(p["char_accuracy"] for p in read), len(read)) if read else None,
+        "watchlist_match": _ratio(sum(p["watchlist_match"] for p in read), len(read)) if read else None,
         "seconds_per_image": round(seconds / n_images, 4) if n_images else None,
     }
 
@@ -405,9 +409,11 @@ def _score_plate(lab: LabelledPlate, reported: Sequence, boxes: Sequence, with_r
     if with_reader:
         row["exact"] = text == lab.plate
         row["char_accuracy"] = round(char_accuracy(text or "", lab.plate), 4)
+        row["watchlist_match"] = bool(text) and fuzzy_match(lab.plate, text)
     else:  # detection-only: a "miss" is a plate not found
         row["exact"] = row["detected"]
         row["char_accuracy"] = None
+        row["watchlist_match"] = None
     return row
 
 
@@ -435,6 +441,7 @@ def evaluate_crops(
             "confidence": round(float(r.confidence), 4),
             "exact": r.normalized == lab.plate,
             "char_accuracy": round(char_accuracy(r.normalized, lab.plate), 4),
+            "watchlist_match": bool(r.normalized) and fuzzy_match(lab.plate, r.normalized),
         }
         for lab, r in zip(labels, reads, strict=True)
     ]
@@ -444,6 +451,7 @@ def evaluate_crops(
             "crops": len(sel),
             "plate_accuracy": _ratio(sum(r["exact"] for r in sel), len(sel)),
             "char_accuracy": _ratio(sum(r["char_accuracy"] for r in sel), len(sel)),
+            "watchlist_match": _ratio(sum(r["watchlist_match"] for r in sel), len(sel)),
             "seconds_per_crop": round(elapsed / len(rows), 4) if rows else None,
         }
 
@@ -589,7 +597,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.annotate:
         written = write_error_images(report, args.labels_csv, args.annotate)
         print(f"{len(written)} annotated photos in {args.annotate}")
-    cols = ["images", "plates", "detection_recall", "detection_precision", "plate_accuracy", "char_accuracy"]
+    cols = [
+        "images",
+        "plates",
+        "detection_recall",
+        "detection_precision",
+        "plate_accuracy",
+        "char_accuracy",
+        "watchlist_match",
+    ]
     if reader is not None:
         cols[4:4] = ["detector_recall", "detector_precision"]
     print(f"detector {report['detector']}  reader {report['reader']}  regions {report['regions']}")
@@ -624,7 +640,7 @@ def main_crops(argv: list[str] | None = None) -> int:
     report = evaluate_crops(args.crops_csv, reader, limit=args.limit, regions=args.regions)
     _write(report, args.out)
     print(f"reader {report['reader']}  regions {report['regions']}")
-    print(_table(report, ["crops", "plate_accuracy", "char_accuracy", "seconds_per_crop"]))
+    print(_table(report, ["crops", "plate_accuracy", "char_accuracy", "watchlist_match", "seconds_per_crop"]))
     print("by read-confidence threshold:")
     print(_operating_table(report["operating_points"]))
     print(f"{len(report['misses'])} misses" + (f"; full report: {args.out}" if args.out else ""))

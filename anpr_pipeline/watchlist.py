@@ -45,9 +45,10 @@ from typing import Any
 import yaml
 from dagster import DefaultSensorStatus, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
-from anpr_pipeline.resources.event_store import EventStoreResource, fuzzy_match, normalize_plate
+from anpr_pipeline.resources.event_store import EventStoreResource, normalize_plate
 from anpr_pipeline.resources.object_store import ObjectStoreResource
 from anpr_pipeline.settings import load_settings, parse_bool
+from anpr_pipeline.vision.plates import fuzzy_match
 
 log = logging.getLogger(__name__)
 

@@ -40,8 +40,12 @@ def test_plate_takes_the_read_of_the_best_iou_box() -> None:
     assert row["detected"] and row["boxed"] and row["read"] == "ABC128" and not row["exact"]
     assert row["iou"] == pytest.approx(Box(110, 100, 80, 40).iou(lab.box), abs=1e-3)
     assert row["char_accuracy"] == pytest.approx(5 / 6, abs=1e-4)
+    assert row["watchlist_match"]  # one slip from the plate: a fuzzy watchlist entry still alerts
     missed = evaluation._score_plate(lab, res[:1], res[:1], with_reader=True)
     assert missed == {**missed, "detected": False, "boxed": False, "read": "", "exact": False, "iou": 0.0}
+    assert missed["watchlist_match"] is False
+    far = [(Detection(Box(110, 100, 80, 40), 0.9), read("ABX-12Y"))]  # two real slips
+    assert not evaluation._score_plate(lab, far, far, with_reader=True)["watchlist_match"]
     # Boxed by the detector but not reported (the reader dropped it): not detected.
     unreported = evaluation._score_plate(lab, res[:1], res, with_reader=True)
     assert unreported["boxed"] and not unreported["detected"] and unreported["read"] == ""
@@ -228,11 +232,13 @@ LOCATED_RECALL_FLOOR = 0.97  # 35/36
 # end to end 0.806 exact (29/36; us 0.80, eu 0.80, br 0.83), char 0.967 (0.898 without the
 # re-reads); crops 0.92, char 0.987.
 PLATE_ACCURACY_FLOOR = 0.75  # 27/36
-# Reported plates (reads of >= 4 characters at confidence >= 0.3, not inside a surer read's
-# box) among all boxes: measured 0.643 (36 of 56); every detector box, 0.429 (36 of 84).
+# Reported plates (reads of 4-9 characters at confidence >= 0.3, not inside a surer read's
+# box) among all boxes: measured 0.655 (36 of 55); every detector box, 0.429 (36 of 84).
 # Unlabelled plates and car text (dealer names, badges) count against both.
 DETECTION_PRECISION_FLOOR = 0.6
 CHAR_ACCURACY_FLOOR = 0.95
+# Share of plates a fuzzy watchlist entry catches (measured 1.00 end to end, 0.99 on crops).
+WATCHLIST_MATCH_FLOOR = 0.94
 CROPS_ACCURACY_FLOOR = 0.89
 
 
@@ -248,6 +254,7 @@ def test_real_dev_detection_and_reading(real_dev_dir: Path, tmp_path: Path) -> N
     assert overall["detection_precision"] > overall["detector_precision"]
     assert overall["plate_accuracy"] >= PLATE_ACCURACY_FLOOR
     assert overall["char_accuracy"] >= CHAR_ACCURACY_FLOOR
+    assert overall["watchlist_match"] >= max(WATCHLIST_MATCH_FLOOR, overall["plate_accuracy"])
     points = report["operating_points"]
     at_default = next(p for p in points if p["min_read_confidence"] == report["min_read_confidence"])
     assert at_default["read_right"] == overall["plate_accuracy"]
@@ -277,4 +284,6 @@ def test_real_dev_crops_reading(real_dev_dir: Path, tmp_path: Path) -> None:
         pytest.skip("reader accuracy floor not set yet")
     out = tmp_path / "crops.json"
     assert anpr(["eval-crops", str(real_dev_dir / "ocr_crops.csv"), "--json", str(out)]) == 0
-    assert json.loads(out.read_text())["overall"]["plate_accuracy"] >= CROPS_ACCURACY_FLOOR
+    overall = json.loads(out.read_text())["overall"]
+    assert overall["plate_accuracy"] >= CROPS_ACCURACY_FLOOR
+    assert overall["watchlist_match"] >= max(WATCHLIST_MATCH_FLOOR, overall["plate_accuracy"])

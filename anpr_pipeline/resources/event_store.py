@@ -35,6 +35,8 @@ from dagster import ConfigurableResource
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import URL, Connection, Engine
 
+from anpr_pipeline.vision.plates import fuzzy_match
+
 if TYPE_CHECKING:
     from anpr_pipeline.settings import Settings
 
@@ -42,8 +44,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SCHEMA_VERSION = 1
-# Characters OCR confuses; fuzzy search treats each pair as equal.
-CONFUSIONS = str.maketrans("OIBSZG", "018526")
 
 
 class EventStoreError(RuntimeError):
@@ -144,22 +144,6 @@ REQUIRED_KEYS = frozenset(EVENT_COLUMNS) - {"region", "crop_key", "created_at", 
 def normalize_plate(text: str) -> str:
     """A–Z0–9 only, upper case (same contract as vision.plates.normalize)."""
     return re.sub(r"[^A-Z0-9]", "", text.upper())
-
-
-def fuzzy_match(query: str, candidate: str) -> bool:
-    """Edit distance ≤ 1 after folding OCR confusions (O/0, I/1, B/8, S/5, Z/2, G/6)."""
-    a, b = query.translate(CONFUSIONS), candidate.translate(CONFUSIONS)
-    if a == b:
-        return True
-    if abs(len(a) - len(b)) > 1:
-        return False
-    if len(a) == len(b):
-        return sum(x != y for x, y in zip(a, b, strict=True)) <= 1
-    short, long_ = (a, b) if len(a) < len(b) else (b, a)
-    i = 0
-    while i < len(short) and short[i] == long_[i]:
-        i += 1
-    return short[i:] == long_[i + 1 :]
 
 
 def _add_months(d: date, n: int) -> date:

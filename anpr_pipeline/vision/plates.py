@@ -324,6 +324,25 @@ def confusion_key(normalized: str) -> str:
     return "".join(_SEARCH_SWAP[c] if c in _DIGITS and c in _SEARCH_SWAP else c for c in normalized)
 
 
+def fuzzy_match(query: str, candidate: str) -> bool:
+    """Edit distance <= 1 after folding OCR look-alikes (O/0, I/1, B/8, S/5, Z/2, G/6).
+
+    What a fuzzy watchlist entry and ``anpr search --fuzzy`` count as the same plate.
+    """
+    a, b = confusion_key(query), confusion_key(candidate)
+    if a == b:
+        return True
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b, strict=True)) <= 1
+    short, long_ = (a, b) if len(a) < len(b) else (b, a)
+    i = 0
+    while i < len(short) and short[i] == long_[i]:
+        i += 1
+    return short[i:] == long_[i + 1 :]
+
+
 def confusion_variants(normalized: str, limit: int = 4096) -> list[str]:
     """Every spelling reachable by swapping O<->0, I<->1, B<->8, S<->5, Z<->2, G<->6.
 

@@ -13,6 +13,7 @@ from anpr_pipeline.vision.plates import (
     confusion_variants,
     decode_with_formats,
     edit_distance,
+    fuzzy_match,
     match_region,
     matching_formats,
     normalize,
@@ -190,3 +191,15 @@ def test_decode_edge_cases() -> None:
         decode_with_formats(np.zeros((7, 35)))
     # Unknown region -> no formats -> argmax.
     assert decode_with_formats(one_hot_probs("0BC1234"), regions=["mars"])[2] is None
+
+
+def test_fuzzy_match_rules() -> None:
+    assert fuzzy_match("AB123CD", "AB123CD")
+    assert fuzzy_match("AB123CD", "A8123CD")  # B/8 confusion
+    assert fuzzy_match("AB123CD", "A8I23CO")  # several confusions, no real edit
+    assert fuzzy_match("AB123CD", "AB123CE")  # one substitution
+    assert fuzzy_match("AB123CD", "AB12CD")  # one deletion
+    assert fuzzy_match("AB123CD", "AB1234CD")  # one insertion
+    assert not fuzzy_match("AB123CD", "AB1CD")
+    assert not fuzzy_match("AB123CD", "XB123CE")
+    assert fuzzy_match("OZG3580", "DZG3580")  # one real edit (D/O is not folded)
