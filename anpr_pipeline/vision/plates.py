@@ -330,17 +330,7 @@ def fuzzy_match(query: str, candidate: str) -> bool:
     What a fuzzy watchlist entry and ``anpr search --fuzzy`` count as the same plate.
     """
     a, b = confusion_key(query), confusion_key(candidate)
-    if a == b:
-        return True
-    if abs(len(a) - len(b)) > 1:
-        return False
-    if len(a) == len(b):
-        return sum(x != y for x, y in zip(a, b, strict=True)) <= 1
-    short, long_ = (a, b) if len(a) < len(b) else (b, a)
-    i = 0
-    while i < len(short) and short[i] == long_[i]:
-        i += 1
-    return short[i:] == long_[i + 1 :]
+    return abs(len(a) - len(b)) <= 1 and edit_distance(a, b) <= 1
 
 
 def confusion_variants(normalized: str, limit: int = 4096) -> list[str]:

@@ -257,7 +257,8 @@ def write_holdout_csv(data: Sequence[str], out: str | Path, fraction: float) -> 
     for path in data:
         csv_path = resolve_csv(path)
         for row in read_label_rows(csv_path):
-            if plates.normalize(row.plate) and is_holdout(plates.normalize(row.plate), fraction):
+            text = plates.normalize(row.plate)
+            if text and is_holdout(text, fraction):
                 rows.append([str((csv_path.parent / row.file).resolve()), *row.box, row.plate])
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="", encoding="utf-8") as fh:
