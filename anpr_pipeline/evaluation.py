@@ -213,9 +213,12 @@ def evaluate(
     batch_size: int = 4,
     regions: str | None = None,
     min_read_confidence: float = MIN_READ_CONFIDENCE,
+    require_format: bool = False,
 ) -> dict:
-    """Run detection (+ reading) on the labelled images; the report described above."""
-    from anpr_pipeline.vision.recognize import read_plates
+    """Run detection (+ reading) on the labelled images; the report described above.
+    ``require_format``: report only reads fitting a format of the image's regions, as the
+    pipeline does with ``ANPR_REQUIRE_PLATE_FORMAT``."""
+    from anpr_pipeline.vision.recognize import fitting_formats, read_plates
 
     root = Path(labels_csv).resolve().parent
     labels = load_labels(labels_csv)
@@ -244,7 +247,8 @@ def evaluate(
         elapsed = time.perf_counter() - t0
         for f, boxes in zip(chunk, results, strict=True):
             labs = by_file[f]
-            reported = reported_plates(boxes, min_read_confidence)
+            candidates = fitting_formats(boxes, _regions_for(regions, group)) if require_format else boxes
+            reported = reported_plates(candidates, min_read_confidence)
             g = per_group[labs[0].group]
             g["images"] += 1
             g["seconds"] += elapsed / len(chunk)
@@ -253,7 +257,7 @@ def evaluate(
             g["boxes"] += len(boxes)
             g["true_boxes"] += _hits(boxes, labs)
             plates_out.extend(_score_plate(lab, reported, boxes, reader is not None) for lab in labs)
-            scored_photos.append((labs, boxes))
+            scored_photos.append((labs, candidates))
             unlabelled.extend(_unlabelled_reports(f, labs, reported))
 
     groups = sorted(per_group)
@@ -264,6 +268,7 @@ def evaluate(
         "regions": regions or "all",
         "iou_threshold": IOU_THRESHOLD,
         "min_read_confidence": min_read_confidence if reader is not None else None,
+        "require_format": require_format,
         "overall": _summary(plates_out, {k: sum(per_group[g][k] for g in groups) for k in COUNTS}),
         "groups": {g: _summary([p for p in plates_out if p["group"] == g], per_group[g]) for g in groups},
         "misses": [{k: p[k] for k in MISS_FIELDS} for p in plates_out if not p["exact"]],
@@ -567,6 +572,11 @@ def main(argv: list[str] | None = None) -> int:
         help="reads less sure than this are not reported as plates (default ANPR_MIN_READ_CONFIDENCE)",
     )
     ap.add_argument(
+        "--require-format",
+        action="store_true",
+        help="report only reads that fit a plate format of the regions (default ANPR_REQUIRE_PLATE_FORMAT)",
+    )
+    ap.add_argument(
         "--annotate",
         metavar="DIR",
         help="write each photo with a miss or a box on no labelled plate, with labels and reads drawn, here",
@@ -582,9 +592,10 @@ def main(argv: list[str] | None = None) -> int:
     reader = None
     if args.reader != "none":
         reader = _reader_from(args)
+    settings = load_settings()
     min_conf = args.min_read_confidence
     if min_conf is None:
-        min_conf = load_settings().min_read_confidence
+        min_conf = settings.min_read_confidence
     report = evaluate(
         args.labels_csv,
         detector,
@@ -592,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         limit=args.limit,
         regions=args.regions,
         min_read_confidence=min_conf,
+        require_format=args.require_format or settings.require_plate_format,
     )
     _write(report, args.out)
     if args.annotate:
@@ -608,7 +620,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if reader is not None:
         cols[4:4] = ["detector_recall", "detector_precision"]
-    print(f"detector {report['detector']}  reader {report['reader']}  regions {report['regions']}")
+    strict = "  (only reads that fit a format)" if report["require_format"] else ""
+    print(f"detector {report['detector']}  reader {report['reader']}  regions {report['regions']}{strict}")
     print(_table(report, [*cols, "seconds_per_image"]))
     if "operating_points" in report:
         print("by read-confidence threshold (labelled plates; spurious: reported boxes on none):")

@@ -95,13 +95,19 @@ def load_photo(path: Path) -> np.ndarray:
 
 
 def plate_rows(
-    pairs: Sequence[tuple[Detection, PlateRead | None]], min_confidence: float, include_all: bool
+    pairs: Sequence[tuple[Detection, PlateRead | None]],
+    min_confidence: float,
+    include_all: bool,
+    require_format: bool = False,
+    regions: Sequence[str] | None = None,
 ) -> list[dict]:
     """The reported plates (:func:`~anpr_pipeline.vision.recognize.reported_plates`; with
-    ``include_all`` every other box too), surest first."""
-    from anpr_pipeline.vision.recognize import reported_plates
+    ``require_format`` only reads fitting a format of ``regions``; with ``include_all``
+    every other box too), surest first."""
+    from anpr_pipeline.vision.recognize import fitting_formats, reported_plates
 
-    reported_ids = {id(det) for det, _ in reported_plates(pairs, min_confidence)}
+    candidates = fitting_formats(pairs, regions) if require_format else pairs
+    reported_ids = {id(det) for det, _ in reported_plates(candidates, min_confidence)}
     rows = []
     for det, read in pairs:
         reported = read is not None and id(det) in reported_ids
@@ -123,9 +129,15 @@ def plate_rows(
 
 
 def read_photos(
-    paths: Sequence[Path], detector, reader, min_confidence: float, include_all: bool = False
+    paths: Sequence[Path],
+    detector,
+    reader,
+    min_confidence: float,
+    include_all: bool = False,
+    require_format: bool = False,
 ) -> Iterator[tuple[PhotoResult, np.ndarray | None]]:
-    """Each photo's result (and its pixels, for annotation), in order, chunk by chunk."""
+    """Each photo's result (and its pixels, for annotation), in order, chunk by chunk.
+    ``require_format``: report only reads fitting a format of the reader's regions."""
     from anpr_pipeline.vision.recognize import read_plates
 
     for start in range(0, len(paths), CHUNK):
@@ -141,7 +153,13 @@ def read_photos(
         per_image = iter(read_plates(images, detector, reader) if images else [])
         for result, image in loaded:
             if image is not None:
-                result.plates = plate_rows(next(per_image), min_confidence, include_all)
+                result.plates = plate_rows(
+                    next(per_image),
+                    min_confidence,
+                    include_all,
+                    require_format,
+                    getattr(reader, "regions", None),
+                )
             yield result, image
 
 
@@ -182,7 +200,8 @@ def read_video(
     frame_size = (info.width, info.height)
     table = with_reads(pd.DataFrame(clip.detections), clip.reads, frame_size, pipeline.crop_padding)
     tracks = track_reads(frame_reads(table)) if len(table) else []
-    events = [_event(t) for t in event_tracks(tracks, pipeline, frame_size)]
+    regions = getattr(reader, "regions", None)
+    events = [_event(t) for t in event_tracks(tracks, pipeline, frame_size, regions)]
     return VideoResult(
         str(path),
         duration_s=round(info.duration_s, 3),
@@ -277,6 +296,12 @@ def _parser() -> argparse.ArgumentParser:
         help="reads less sure are not reported (default: ANPR_MIN_READ_CONFIDENCE)",
     )
     ap.add_argument(
+        "--require-format",
+        action="store_true",
+        default=None,
+        help="report only reads that fit a plate format of the regions (default: ANPR_REQUIRE_PLATE_FORMAT)",
+    )
+    ap.add_argument(
         "--sample-fps", type=float, help="video frames read per second (default: ANPR_SAMPLE_FPS)"
     )
     return ap
@@ -303,6 +328,7 @@ def _setup(args: argparse.Namespace, ap: argparse.ArgumentParser) -> ReadSetup:
         "detector": args.detector,
         "reader": args.reader,
         "device": args.device,
+        "require_plate_format": args.require_format,
     }
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     return ReadSetup(
@@ -336,7 +362,15 @@ def _read_all(
             yield VideoResult(str(path), error=str(exc))
     photos = [p for p in paths if not is_video(p)]
     for n, (result, image) in enumerate(
-        read_photos(photos, setup.detector, setup.reader, setup.min_read_confidence, include_all), 1
+        read_photos(
+            photos,
+            setup.detector,
+            setup.reader,
+            setup.min_read_confidence,
+            include_all,
+            setup.pipeline.require_plate_format,
+        ),
+        1,
     ):
         if annotate_dir and image is not None:
             import cv2
@@ -366,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         "detector": setup.detector.version,
         "reader": setup.reader.version,
         "min_read_confidence": setup.min_read_confidence,
+        "require_format": setup.pipeline.require_plate_format,
         "photos": [r.__dict__ for r in results if isinstance(r, PhotoResult)],
         "videos": [r.__dict__ for r in results if isinstance(r, VideoResult)],
     }

@@ -99,6 +99,9 @@ class Settings:
     # list of us, eu, br); empty = any region. A known country resolves O/0-style
     # confusions that another region's formats would allow.
     plate_regions: str = ""
+    # Report only reads that fit a format of those regions (any region's when none is set):
+    # for countries whose plates all follow them (br); not for the US (vanity plates).
+    require_plate_format: bool = False
     keep_frames: bool = False  # keep sampled frames as JPEG for audit
     show_plates_in_ui: bool = False  # full plate text in Dagster run metadata (not erasable)
     # multiprocess (default) | in_process | k8s (one pod per step: GPU steps on the GPU pool)
@@ -161,6 +164,7 @@ def load_settings() -> Settings:
         reader_text_row=_env_bool("ANPR_READER_TEXT_ROW", True),
         models_dir=_env_str("ANPR_MODELS_DIR", ""),
         plate_regions=_env_str("ANPR_PLATE_REGIONS", "").lower(),
+        require_plate_format=_env_bool("ANPR_REQUIRE_PLATE_FORMAT", False),
         keep_frames=_env_bool("ANPR_KEEP_FRAMES", False),
         show_plates_in_ui=_env_bool("ANPR_SHOW_PLATES_IN_UI", False),
         executor=_env_str("ANPR_EXECUTOR", "multiprocess").lower(),

@@ -76,6 +76,25 @@ def test_read_applies_exif_orientation_like_a_photo_viewer(tmp_path: Path, capsy
     assert _found(photo, truth) == set(truth), photo["plates"]
 
 
+def test_read_with_required_format_reports_only_format_fitting_reads(tmp_path: Path, capsys) -> None:
+    from anpr_pipeline.vision.plates import fits_format
+
+    img, truth = _scene(18)  # two plates and a shop sign the reader reads as letters
+    path = tmp_path / "street.png"
+    cv2.imwrite(str(path), img[:, :, ::-1])
+
+    def reported(*flags: str) -> list[str]:
+        assert anpr(["read", str(path), "--json", "-", *flags]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["require_format"] is ("--require-format" in flags)
+        photo = report["photos"][0]
+        assert _found(photo, truth) == set(truth), photo["plates"]  # rendered plates follow formats
+        return [p["plate"] for p in photo["plates"] if p["reported"]]
+
+    assert not all(fits_format(plate) for plate in reported())
+    assert sorted(reported("--require-format")) == sorted(truth)
+
+
 def test_read_a_video_gives_the_events_the_pipeline_would_store(tmp_path: Path) -> None:
     from anpr_pipeline.vision.synth import make_video
 

@@ -44,6 +44,15 @@ def test_plate_regions_reach_the_reader(monkeypatch, tmp_path):
     assert models.get_reader().regions == ["br", "eu"]
 
 
+def test_required_plate_format_is_off_by_default_and_reaches_the_event_rules(monkeypatch, tmp_path):
+    from anpr_pipeline.resources.pipeline_config import PipelineConfig
+
+    monkeypatch.setenv("ANPR_DATA_DIR", str(tmp_path))
+    assert PipelineConfig.from_settings(load_settings()).require_plate_format is False
+    monkeypatch.setenv("ANPR_REQUIRE_PLATE_FORMAT", "yes")
+    assert PipelineConfig.from_settings(load_settings()).require_plate_format is True
+
+
 def test_text_row_reread_is_on_by_default_and_can_be_turned_off(monkeypatch, tmp_path):
     from anpr_pipeline.resources.models import ModelsResource
 

@@ -5,12 +5,14 @@ video's rows in one transaction, and the video's Parquet files are replaced whol
 """
 
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import pandas as pd
 from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
 
 from anpr_pipeline.assets.common import mask_plate
+from anpr_pipeline.assets.reads import video_regions
 from anpr_pipeline.checks import EVENTS_CONSISTENT, check_events
 from anpr_pipeline.partitions import videos_partitions
 from anpr_pipeline.resources.event_store import EventStoreResource
@@ -18,7 +20,8 @@ from anpr_pipeline.resources.models import ModelsResource
 from anpr_pipeline.resources.object_store import ObjectStoreResource
 from anpr_pipeline.resources.parquet_dataset import write_video_events
 from anpr_pipeline.resources.pipeline_config import PipelineConfig
-from anpr_pipeline.vision.plates import normalize, reportable
+from anpr_pipeline.settings import parse_regions
+from anpr_pipeline.vision.plates import fits_format, normalize, reportable
 from anpr_pipeline.vision.tracker import FrameRead, Track, inside_another, seen_only_at_edge, track_reads
 from anpr_pipeline.vision.types import Box, PlateRead
 
@@ -74,15 +77,19 @@ def event_row(track: Track, video: dict, detector_version: str, reader_version: 
     }
 
 
-def keep_track(track: Track, pipeline: PipelineConfig) -> bool:
+def keep_track(track: Track, pipeline: PipelineConfig, regions: Sequence[str] | None = None) -> bool:
     """Drop what cannot be a plate: too short to be any format, or read too unsure to act on.
 
     A vehicle passing a camera is sampled several times; a read seen in a single frame is
     kept only when it is confident (the demo's spurious events were all single-frame reads
     below 0.6) and fits a plate format (lone unformatted reads were state names and plate
-    fragments: `NORTHCAROLINA` pieces, `7743` of `JTC7743`).
+    fragments: `NORTHCAROLINA` pieces, `7743` of `JTC7743`). With
+    ``pipeline.require_plate_format`` every track must fit a format of ``regions`` (the
+    video's plate regions; None: any region's).
     """
     if not reportable(track.text, track.confidence, pipeline.min_plate_chars, pipeline.min_read_confidence):
+        return False
+    if pipeline.require_plate_format and not fits_format(track.text, regions):
         return False
     if track.frames_seen > 1:
         return True
@@ -90,11 +97,17 @@ def keep_track(track: Track, pipeline: PipelineConfig) -> bool:
     return formatted and track.confidence >= pipeline.single_frame_min_confidence
 
 
-def event_tracks(tracks: list[Track], pipeline: PipelineConfig, frame_size: tuple[int, int]) -> list[Track]:
+def event_tracks(
+    tracks: list[Track],
+    pipeline: PipelineConfig,
+    frame_size: tuple[int, int],
+    regions: Sequence[str] | None = None,
+) -> list[Track]:
     """The tracks that become events: those :func:`keep_track` keeps, less plates only ever
     seen cut by the frame edge and text inside another plate's boxes (``PipelineConfig``
-    ``drop_edge_tracks`` / ``drop_nested_tracks``). ``frame_size``: (width, height)."""
-    kept = [t for t in tracks if keep_track(t, pipeline)]
+    ``drop_edge_tracks`` / ``drop_nested_tracks``). ``frame_size``: (width, height);
+    ``regions``: the video's plate regions (None: any)."""
+    kept = [t for t in tracks if keep_track(t, pipeline, regions)]
     if pipeline.drop_edge_tracks:
         kept = [t for t in kept if not seen_only_at_edge(t, *frame_size)]
     if pipeline.drop_nested_tracks:
@@ -161,7 +174,8 @@ def plate_events(
     detector_version = models.get_detector().version
     reader_version = models.get_reader().version
     tracks = track_reads(frame_reads(plate_reads)) if len(plate_reads) else []
-    kept = event_tracks(tracks, pipeline, (video["width"], video["height"]))
+    regions = video_regions(video.get("region"), parse_regions(models.plate_regions))
+    kept = event_tracks(tracks, pipeline, (video["width"], video["height"]), regions)
     rows = sorted(
         (event_row(t, video, detector_version, reader_version) for t in kept), key=lambda r: r["captured_at"]
     )

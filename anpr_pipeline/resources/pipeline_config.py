@@ -22,6 +22,11 @@ class PipelineConfig(ConfigurableResource):
     # ... and must read as some plate format: a lone read that fits none is most often frame
     # or car text (a state name, a slogan) or a fragment of a plate read in full elsewhere.
     single_frame_needs_format: bool = True
+    # Every event must fit a plate format of the video's regions (ANPR_PLATE_REGIONS or the
+    # upload's region): off by default, as US vanity and specialty plates follow no list
+    # (30 % of real_train's US crops fit none); on suits a country whose plates all follow
+    # its formats (all of real_train's Brazilian crops do), where it drops car and shop text.
+    require_plate_format: bool = False
     # A track whose every box touches the frame edge is a plate never seen whole (entering or
     # leaving the picture): its reads are of part of it. Turn off for a camera framed so
     # tightly that plates always touch the edge.
@@ -46,5 +51,6 @@ class PipelineConfig(ConfigurableResource):
             keep_frames=settings.keep_frames,
             min_read_confidence=settings.min_read_confidence,
             low_confidence_share_max=settings.low_confidence_share_max,
+            require_plate_format=settings.require_plate_format,
             show_plates_in_ui=settings.show_plates_in_ui,
         )

@@ -252,6 +252,11 @@ def matching_formats(normalized: str, regions: Sequence[str] | None = None) -> l
     return [f for f in _formats_for(regions) if f.matches(normalized)]
 
 
+def fits_format(normalized: str, regions: Sequence[str] | None = None) -> bool:
+    """Whether ``normalized`` fits some format of ``regions`` (default: of any region)."""
+    return any(f.matches(normalized) for f in _formats_for(regions))
+
+
 def match_region(normalized: str, hint: str | None = None) -> str | None:
     """The region whose formats ``normalized`` fits; ``hint`` wins when it fits too.
 

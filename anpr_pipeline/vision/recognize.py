@@ -75,6 +75,17 @@ def plate_box(box: Box, read: PlateRead, width: int, height: int, pad: float) ->
     return read.box.shifted(origin.x, origin.y)
 
 
+def fitting_formats(
+    pairs: Sequence[tuple[Detection, PlateRead | None]], regions: Sequence[str] | None = None
+) -> list[tuple[Detection, PlateRead | None]]:
+    """The pairs whose read fits a plate format of ``regions`` (None: any region's): what is
+    left to report where every plate is known to follow its country's formats
+    (``ANPR_REQUIRE_PLATE_FORMAT``). Pairs without a read are kept."""
+    from anpr_pipeline.vision.plates import fits_format
+
+    return [(d, r) for d, r in pairs if r is None or fits_format(r.normalized, regions)]
+
+
 def reported_plates(
     pairs: Sequence[tuple[Detection, PlateRead | None]], min_confidence: float, min_cover: float = 0.5
 ) -> list[tuple[Detection, PlateRead | None]]:

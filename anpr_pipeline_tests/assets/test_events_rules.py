@@ -45,6 +45,15 @@ def test_single_frame_reads_must_fit_a_plate_format():
     assert _track("ABC1234", [0.95]).region is not None
 
 
+def test_required_format_drops_every_track_no_format_of_the_video_regions_fits():
+    strict = PipelineConfig(require_plate_format=True)
+    vanity, gb_plate = _track("XSTASY", [0.9, 0.9, 0.9]), _track("AB12CDE", [0.9, 0.9])
+    assert keep_track(vanity, PipelineConfig()) and not keep_track(vanity, strict)
+    assert keep_track(gb_plate, strict) and keep_track(gb_plate, strict, ["eu"])
+    assert not keep_track(gb_plate, strict, ["br"])  # a camera in Brazil: no Brazilian format
+    assert keep_track(_track("ABC1D23", [0.9, 0.9]), strict, ["br"])
+
+
 def _reads(
     text: str, frames: range, box: tuple[int, int, int, int], confidence: float = 0.9
 ) -> list[FrameRead]:

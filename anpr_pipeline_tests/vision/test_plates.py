@@ -13,6 +13,7 @@ from anpr_pipeline.vision.plates import (
     confusion_variants,
     decode_with_formats,
     edit_distance,
+    fits_format,
     fuzzy_match,
     match_region,
     matching_formats,
@@ -93,6 +94,14 @@ def test_match_region() -> None:
     assert match_region("HELLOWORLD1") is None
     assert match_region("") is None
     assert any(f.name.startswith("BR Mercosul") for f in matching_formats("ABC1D23"))
+
+
+def test_fits_format_checks_the_given_regions_only() -> None:
+    assert fits_format("ABC1234") and fits_format("ABC1234", ["br"]) and fits_format("ABC1D23", ["br"])
+    assert fits_format("AB12CDE") and fits_format("AB12CDE", ["eu"])  # GB
+    assert not fits_format("AB12CDE", ["br"])  # a GB plate is no Brazilian format
+    assert not fits_format("CARBRAXX") and not fits_format("XSTASY", ["us"])  # badge, vanity plate
+    assert not fits_format("")
 
 
 def test_reportable_needs_a_plate_length_and_some_confidence() -> None:

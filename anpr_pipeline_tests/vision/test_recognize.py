@@ -9,7 +9,7 @@ import pandas as pd
 from anpr_pipeline.assets.reads import with_reads
 from anpr_pipeline.vision.plates import normalize
 from anpr_pipeline.vision.reader import build_reader
-from anpr_pipeline.vision.recognize import CROP_PAD, located, plate_box, reported_plates
+from anpr_pipeline.vision.recognize import CROP_PAD, fitting_formats, located, plate_box, reported_plates
 from anpr_pipeline.vision.types import Box, Detection, PlateRead
 from anpr_pipeline_tests.factories import car_with_plate, loose_box
 
@@ -81,6 +81,17 @@ def test_only_reads_the_pipeline_would_report_count_as_found_plates() -> None:
 
 def _pair(box: tuple[int, int, int, int], text: str, confidence: float) -> tuple[Detection, PlateRead]:
     return Detection(Box(*box), 0.9), PlateRead(text, normalize(text), confidence)
+
+
+def test_fitting_formats_keeps_reads_of_a_plate_format_and_boxes_without_a_read() -> None:
+    plate, badge, gb = (
+        _pair((0, 0, 90, 30), "ABC1D23", 0.9),
+        _pair((100, 0, 90, 30), "CARBRAXX", 0.99),
+        _pair((200, 0, 90, 30), "AB12CDE", 0.9),
+    )
+    unread = (Detection(Box(300, 0, 90, 30), 0.9), None)
+    assert fitting_formats([plate, badge, gb, unread]) == [plate, gb, unread]
+    assert fitting_formats([plate, badge, gb, unread], ["br"]) == [plate, unread]
 
 
 def test_text_inside_a_surer_plate_read_is_not_reported() -> None:
