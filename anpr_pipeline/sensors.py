@@ -1,13 +1,18 @@
 """Sensors. ``upload_sensor`` turns new uploads in the bucket into video partitions and runs.
 
-The cursor is durable and robust: a high-water mark ``(last_modified, key)`` of uploads
-already handled (so a deleted cursor object never matters), plus a short list of keys that
-were seen but not yet settled. Keys that break the naming contract are reported (count +
-first examples) once, and never crash the sensor.
+An upload is new while its video partition does not exist: every tick lists the whole
+``uploads/`` prefix and compares it with the instance's partitions. So an upload whose
+LastModified is older than uploads already handled is never passed over: an S3 multipart
+upload is stamped when it started but listed when it completes, ``rsync -a`` and ``cp -p``
+keep a file's own time, and a backlog larger than one tick's cap waits its turn. The cursor
+holds only what a listing cannot tell: the sizes of uploads seen but not yet settled, and
+the bad keys already reported. Keys that break the naming contract, and uploads left empty,
+are reported (count + first examples) once, and never crash the sensor.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -27,90 +32,104 @@ from anpr_pipeline.partitions import videos_partitions
 from anpr_pipeline.resources.object_store import ObjectInfo, ObjectStoreError, ObjectStoreResource
 from anpr_pipeline.uploads import UPLOADS_PREFIX, Upload, UploadNameError, is_sidecar_key, parse_upload_key
 
-# An object younger than this may still be being written (local folders; S3 objects appear
-# whole, but a camera's multipart upload finishing just now is also fine to wait for).
+# An object younger than this may still be being written (a local or network folder; S3
+# objects appear whole).
 SETTLE_SECONDS = 5.0
+# An upload still empty this long after it was written is a failed one, not one in progress.
+EMPTY_UPLOAD_SECONDS = 600.0
 MAX_RUNS_PER_TICK = 500
 BAD_KEY_EXAMPLES = 5
-
-
-def _stamp(moment: datetime) -> str:
-    """Fixed-width UTC stamp, so cursor marks compare correctly as strings."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+# Bad keys remembered as reported (so a tick does not repeat them); past this many, the
+# surplus is reported again each tick rather than the cursor growing without bound.
+MAX_REMEMBERED_BAD_KEYS = 10_000
 
 
 @dataclass
 class UploadCursor:
-    last_modified: str = ""  # ISO time of the newest handled upload
-    last_key: str = ""  # tie-break among uploads with that same time
     bad_keys_total: int = 0
     pending: dict[str, int] = field(default_factory=dict)  # key -> size when last seen, unsettled
+    reported: list[str] = field(default_factory=list)  # bad keys reported, still in the bucket
 
     @classmethod
     def load(cls, raw: str | None) -> UploadCursor:
         if not raw:
             return cls()
         try:
-            return cls(**json.loads(raw))
-        except (TypeError, ValueError):
-            return cls()  # an unreadable cursor restarts the scan; run keys keep it idempotent
+            stored = json.loads(raw)
+            # Fields of an earlier cursor version (a LastModified mark) are dropped.
+            return cls(**{f.name: stored[f.name] for f in dataclasses.fields(cls) if f.name in stored})
+        except (TypeError, ValueError, AttributeError):
+            return cls()  # an unreadable cursor only means bad keys are reported once more
 
     def dump(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
 
-    def is_new(self, info: ObjectInfo) -> bool:
-        mark = (self.last_modified, self.last_key)
-        return (_stamp(info.last_modified), info.key) > mark
-
 
 @dataclass
 class ScanResult:
-    ready: list[Upload]
-    bad: list[str]
+    ready: list[Upload]  # oldest first, one per partition
+    bad: list[str]  # newly found bad keys, as messages
     waiting: dict[str, int]
     cursor: UploadCursor
 
 
 def scan_uploads(
-    objects: list[ObjectInfo], cursor: UploadCursor, now: datetime, settle_seconds: float = SETTLE_SECONDS
+    objects: list[ObjectInfo],
+    cursor: UploadCursor,
+    now: datetime,
+    known: set[str] | frozenset[str] = frozenset(),
+    settle_seconds: float = SETTLE_SECONDS,
 ) -> ScanResult:
-    """Pure decision logic of the sensor: what is ready, what is bad, what must wait."""
-    ready: list[Upload] = []
+    """Pure decision logic of the sensor: what is ready, what is bad, what must wait.
+
+    ``known``: partition keys that already exist (their uploads were handled)."""
+    ready: dict[str, Upload] = {}
+    settled: dict[str, int] = {}
     bad: list[str] = []
+    bad_keys: list[str] = []
     waiting: dict[str, int] = {}
-    new = sorted((o for o in objects if cursor.is_new(o)), key=lambda o: (o.last_modified, o.key))
-    advance_to: ObjectInfo | None = None
-    for info in new:
+    already_reported = set(cursor.reported)
+    for info in sorted(objects, key=lambda o: (o.last_modified, o.key)):
         if is_sidecar_key(info.key):
-            candidate_ok = True  # sidecars are read by the video asset
+            continue  # sidecars are read by the video asset
+        try:
+            upload = parse_upload_key(info.key)
+        except UploadNameError as exc:
+            state, problem = "bad", str(exc)
         else:
-            try:
-                upload = parse_upload_key(info.key)
-            except UploadNameError as exc:
-                bad.append(str(exc))
-                candidate_ok = True
-            else:
-                young = now - info.last_modified < timedelta(seconds=settle_seconds)
-                growing = cursor.pending.get(info.key, info.size) != info.size
-                if info.size == 0 or young or growing:
-                    waiting[info.key] = info.size
-                    candidate_ok = False
-                else:
-                    ready.append(upload)
-                    candidate_ok = True
-        # Advance the high-water mark only over a contiguous run of handled objects, so a
-        # file still being written is looked at again next tick.
-        if candidate_ok and not waiting:
-            advance_to = info
+            if upload.partition_key in known or upload.partition_key in ready:
+                continue
+            state, problem = upload_state(info, cursor, now, settle_seconds)
+        if state == "ready":
+            ready[upload.partition_key] = upload
+            settled[info.key] = info.size
+        elif state == "waiting":
+            waiting[info.key] = info.size
+        else:
+            bad_keys.append(info.key)
+            if info.key not in already_reported:
+                bad.append(problem)
     next_cursor = UploadCursor(
-        last_modified=_stamp(advance_to.last_modified) if advance_to else cursor.last_modified,
-        last_key=advance_to.key if advance_to else cursor.last_key,
         bad_keys_total=cursor.bad_keys_total + len(bad),
-        pending=waiting,
+        # Ready uploads beyond one tick's cap stay settled for the next tick.
+        pending={**waiting, **settled},
+        reported=bad_keys[:MAX_REMEMBERED_BAD_KEYS],
     )
-    # Uploads after a waiting one were not passed by the cursor: only those not yet
-    # requested would repeat, and run keys make a repeat a no-op.
-    return ScanResult(ready=ready, bad=bad, waiting=waiting, cursor=next_cursor)
+    return ScanResult(ready=list(ready.values()), bad=bad, waiting=waiting, cursor=next_cursor)
+
+
+def upload_state(
+    info: ObjectInfo, cursor: UploadCursor, now: datetime, settle_seconds: float
+) -> tuple[str, str]:
+    """("ready", ""), ("waiting", "") while the upload may still be being written, or
+    ("bad", why): still empty long after it was written (a failed upload)."""
+    age = now - info.last_modified
+    if info.size == 0 and age >= timedelta(seconds=EMPTY_UPLOAD_SECONDS):
+        minutes = age.total_seconds() / 60
+        return "bad", f"{info.key}: still empty (0 bytes) {minutes:.0f} min after upload; upload it again"
+    young = age < timedelta(seconds=settle_seconds)
+    growing = cursor.pending.get(info.key, info.size) != info.size
+    return ("waiting", "") if info.size == 0 or young or growing else ("ready", "")
 
 
 def bad_keys_report(bad: list[str]) -> str:
@@ -130,15 +149,17 @@ def upload_sensor(context: SensorEvaluationContext, bucket: ObjectStoreResource)
         objects = list(bucket.get_store().list(UPLOADS_PREFIX))
     except (ObjectStoreError, OSError) as exc:
         return SkipReason(f"Bucket unreachable, will retry next tick: {exc}")
-    scan = scan_uploads(objects, cursor, datetime.now(UTC))
+    # A video already turned into events is not re-run because its upload is listed again;
+    # operators re-run on purpose with a backfill.
+    known = set(context.instance.get_dynamic_partitions(videos_partitions.name))
+    known |= context.instance.get_materialized_partitions(AssetKey("plate_events"))
+    scan = scan_uploads(objects, cursor, datetime.now(UTC), known)
     if scan.bad:
         context.log.warning(bad_keys_report(scan.bad))
-    existing = set(context.instance.get_dynamic_partitions(videos_partitions.name))
-    # A video already turned into events is not re-run because its upload was seen again
-    # (a rescan after a lost cursor); operators re-run on purpose with a backfill.
-    done = context.instance.get_materialized_partitions(AssetKey("plate_events"))
-    ready = [u for u in scan.ready if u.partition_key not in done][:MAX_RUNS_PER_TICK]
-    new_keys = sorted({u.partition_key for u in ready} - existing)
+    # Oldest first; the rest stay ready (and unregistered) for the next tick.
+    ready = scan.ready[:MAX_RUNS_PER_TICK]
+    if len(scan.ready) > len(ready):
+        context.log.info(f"{len(scan.ready) - len(ready)} more upload(s) ready: requested on later ticks")
     run_requests = [
         RunRequest(
             partition_key=u.partition_key,
@@ -147,11 +168,6 @@ def upload_sensor(context: SensorEvaluationContext, bucket: ObjectStoreResource)
         )
         for u in ready
     ]
-    if len([u for u in scan.ready if u.partition_key not in done]) > MAX_RUNS_PER_TICK:
-        # Leave the rest for the next tick: do not advance past what was not requested.
-        last = ready[-1]
-        scan.cursor.last_key = last.key
-        scan.cursor.last_modified = next(_stamp(o.last_modified) for o in objects if o.key == last.key)
     if not run_requests:
         reason = (
             bad_keys_report(scan.bad)
@@ -161,6 +177,6 @@ def upload_sensor(context: SensorEvaluationContext, bucket: ObjectStoreResource)
         return SensorResult(skip_reason=SkipReason(reason), cursor=scan.cursor.dump())
     return SensorResult(
         run_requests=run_requests,
-        dynamic_partitions_requests=[videos_partitions.build_add_request(new_keys)] if new_keys else [],
+        dynamic_partitions_requests=[videos_partitions.build_add_request([u.partition_key for u in ready])],
         cursor=scan.cursor.dump(),
     )

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from dagster import DagsterInstance, SensorResult, SkipReason, build_sensor_context
 
 from anpr_pipeline.resources.object_store import ObjectInfo, ObjectStoreResource
-from anpr_pipeline.sensors import UploadCursor, scan_uploads, upload_sensor
+from anpr_pipeline.sensors import EMPTY_UPLOAD_SECONDS, UploadCursor, scan_uploads, upload_sensor
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -31,16 +31,18 @@ def test_scan_separates_ready_bad_and_still_writing():
     assert [u.partition_key for u in scan.ready] == ["cam-1/20261128T100000Z"]
     assert len(scan.bad) == 1 and "not-a-time" in scan.bad[0]
     assert set(scan.waiting) == {"uploads/cam-2/20261128T101000Z.mp4", "uploads/cam-3/20261128T102000Z.mp4"}
-    # The cursor stops before the first waiting upload so it is looked at again.
-    assert scan.cursor.last_key == "uploads/cam-1/not-a-time.mp4"
-    # 30 s later cam-3's upload has grown from 0 to 100 bytes: it waits one more tick.
+    assert scan.cursor.reported == ["uploads/cam-1/not-a-time.mp4"]
+    # 30 s later cam-1 is a partition, and cam-3's upload has grown from 0 to 100 bytes:
+    # it waits one more tick.
     objects[-1] = info("uploads/cam-3/20261128T102000Z.mp4", age_s=0.5, size=100)
-    later = scan_uploads(objects, scan.cursor, NOW + timedelta(seconds=30))
+    known = {"cam-1/20261128T100000Z"}
+    later = scan_uploads(objects, scan.cursor, NOW + timedelta(seconds=30), known)
     assert [u.partition_key for u in later.ready] == ["cam-2/20261128T101000Z"]
-    assert later.bad == []  # reported once, not every tick
-    last = scan_uploads(objects, later.cursor, NOW + timedelta(seconds=60))
-    assert [u.partition_key for u in last.ready] == ["cam-3/20261128T102000Z"]
-    assert last.cursor.last_key == "uploads/cam-3/20261128T102000Z.mp4" and not last.waiting
+    assert later.bad == [] and later.cursor.bad_keys_total == 1  # reported once, not every tick
+    last = scan_uploads(
+        objects, later.cursor, NOW + timedelta(seconds=60), known | {"cam-2/20261128T101000Z"}
+    )
+    assert [u.partition_key for u in last.ready] == ["cam-3/20261128T102000Z"] and not last.waiting
 
 
 def test_growing_file_waits_until_its_size_is_stable():
@@ -51,10 +53,49 @@ def test_growing_file_waits_until_its_size_is_stable():
     assert [u.key for u in second.ready] == [key]
 
 
+def test_an_upload_stamped_before_ones_already_handled_is_not_passed_over():
+    # An S3 multipart upload is stamped when it started and listed when it completes;
+    # `rsync -a` keeps a file's own time: both appear after newer uploads were handled.
+    newer = info("uploads/cam-1/20261128T115900Z.mp4", age_s=30)
+    first = scan_uploads([newer], UploadCursor(), NOW)
+    assert [u.key for u in first.ready] == [newer.key]
+    late = info("uploads/cam-2/20261128T100000Z.mp4", age_s=2 * 3600)
+    second = scan_uploads(
+        [newer, late], first.cursor, NOW + timedelta(seconds=30), {"cam-1/20261128T115900Z"}
+    )
+    assert [u.key for u in second.ready] == [late.key]
+
+
+def test_an_upload_left_empty_is_reported_once_as_failed():
+    empty = info("uploads/cam-1/20261128T100000Z.mp4", age_s=EMPTY_UPLOAD_SECONDS + 60, size=0)
+    other = info("uploads/cam-2/20261128T100000Z.mp4", age_s=60)
+    scan = scan_uploads([empty, other], UploadCursor(), NOW)
+    assert [u.key for u in scan.ready] == [other.key] and not scan.waiting
+    (message,) = scan.bad
+    assert empty.key in message and "empty (0 bytes)" in message
+    again = scan_uploads([empty, other], scan.cursor, NOW, {"cam-2/20261128T100000Z"})
+    assert again.bad == [] and again.ready == [] and again.cursor.reported == [empty.key]
+    # Uploaded again (now with data): read as any upload.
+    fixed = info(empty.key, age_s=30, size=100)
+    assert [u.key for u in scan_uploads([fixed], again.cursor, NOW).ready] == [empty.key]
+
+
+def test_two_uploads_of_one_partition_give_one_video():
+    mp4, mov = (
+        info("uploads/cam-1/20261128T100000Z.mp4"),
+        info("uploads/cam-1/20261128T100000Z.mov", age_s=50),
+    )
+    assert [u.key for u in scan_uploads([mov, mp4], UploadCursor(), NOW).ready] == [mp4.key]
+
+
 def test_cursor_survives_garbage_and_round_trips():
     assert UploadCursor.load("not json") == UploadCursor()
-    cursor = UploadCursor(last_modified="2026-11-28T10:00:00.000000", last_key="k", bad_keys_total=3)
+    assert UploadCursor.load("[1, 2]") == UploadCursor()
+    cursor = UploadCursor(bad_keys_total=3, pending={"k": 5}, reported=["uploads/x.mp4"])
     assert UploadCursor.load(cursor.dump()) == cursor
+    # A cursor of the earlier (LastModified mark) version keeps what still applies.
+    earlier = '{"bad_keys_total": 2, "last_key": "k", "last_modified": "2026-11-28T10:00:00.000000", "pending": {"a": 1}}'
+    assert UploadCursor.load(earlier) == UploadCursor(bad_keys_total=2, pending={"a": 1})
 
 
 def _write(root, key: str, data: bytes, age_s: float = 60) -> None:
@@ -63,6 +104,13 @@ def _write(root, key: str, data: bytes, age_s: float = 60) -> None:
     path.write_bytes(data)
     stamp = time.time() - age_s
     os.utime(path, (stamp, stamp))
+
+
+def _apply(instance: DagsterInstance, result: SensorResult) -> SensorResult:
+    """Register the partitions a tick asked for, as the daemon does."""
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return result
 
 
 def test_real_sensor_adds_partitions_and_reports_bad_keys(tmp_path):
@@ -74,7 +122,7 @@ def test_real_sensor_adds_partitions_and_reports_bad_keys(tmp_path):
         _write(root, f"uploads/cam-1/bad-{i:04d}.mp4", b"x")
     with DagsterInstance.ephemeral() as instance:
         context = build_sensor_context(instance=instance, resources={"bucket": bucket})
-        result = upload_sensor(context)
+        result = _apply(instance, upload_sensor(context))
         assert isinstance(result, SensorResult)
         assert sorted(r.partition_key for r in result.run_requests) == [
             "cam-1/20261128T100000Z",
@@ -108,12 +156,25 @@ def test_cursor_object_deleted_does_not_lose_or_repeat_uploads(tmp_path):
     root = tmp_path / "bucket"
     _write(root, "uploads/cam-1/20261128T100000Z.mp4", b"x" * 100, age_s=120)
     with DagsterInstance.ephemeral() as instance:
-        first = upload_sensor(build_sensor_context(instance=instance, resources={"bucket": bucket}))
-        assert json.loads(first.cursor)["last_key"] == "uploads/cam-1/20261128T100000Z.mp4"
-        # Retention deletes the very object the cursor names; a new upload arrives.
+        first = _apply(
+            instance, upload_sensor(build_sensor_context(instance=instance, resources={"bucket": bucket}))
+        )
+        assert [r.partition_key for r in first.run_requests] == ["cam-1/20261128T100000Z"]
+        # Retention deletes the first upload; a new one arrives, and one copied in with
+        # `rsync -a` keeps its file time of yesterday.
         (root / "uploads/cam-1/20261128T100000Z.mp4").unlink()
         _write(root, "uploads/cam-1/20261128T110000Z.mp4", b"x" * 100, age_s=30)
-        second = upload_sensor(
-            build_sensor_context(instance=instance, cursor=first.cursor, resources={"bucket": bucket})
+        _write(root, "uploads/cam-2/20261127T090000Z.mp4", b"x" * 100, age_s=26 * 3600)
+        second = _apply(
+            instance,
+            upload_sensor(
+                build_sensor_context(instance=instance, cursor=first.cursor, resources={"bucket": bucket})
+            ),
         )
-    assert [r.partition_key for r in second.run_requests] == ["cam-1/20261128T110000Z"]
+        assert sorted(r.partition_key for r in second.run_requests) == [
+            "cam-1/20261128T110000Z",
+            "cam-2/20261127T090000Z",
+        ]
+        # With no cursor at all (deleted), nothing handled is requested again.
+        third = upload_sensor(build_sensor_context(instance=instance, resources={"bucket": bucket}))
+    assert isinstance(third, SensorResult) and not third.run_requests
