@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetIn, MetadataValue, Output, asset
+from dagster import AssetExecutionContext, AssetIn, AssetRecordsFilter, MetadataValue, Output, asset
 
 from anpr_pipeline.assets.common import mask_plate
 from anpr_pipeline.assets.reads import video_regions
@@ -152,6 +152,16 @@ def events_markdown(
     return "\n".join(lines)
 
 
+def previous_parquet_files(context: AssetExecutionContext) -> list[str]:
+    """The Parquet files this partition's latest materialization wrote (its metadata)."""
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[context.partition_key]), limit=1
+    ).records
+    materialization = records[0].asset_materialization if records else None
+    entry = materialization.metadata.get("parquet_files") if materialization else None
+    return [str(k) for k in entry.value] if entry is not None else []
+
+
 @asset(
     ins={"video": AssetIn(), "plate_reads": AssetIn()},
     partitions_def=videos_partitions,
@@ -183,8 +193,15 @@ def plate_events(
     written = store.replace_video_events(video["video_key"], rows)
     span = video_span(video)
     parquet_keys = write_video_events(bucket.get_store(), video["camera_id"], video["timestamp"], rows, span)
-    stored = store.events_for_video(video["video_key"])
     bucket_store = bucket.get_store()
+    # Files an earlier run of this partition wrote under other names (a sidecar since moved
+    # the video to another camera or day) would count its events twice.
+    superseded = [
+        k for k in previous_parquet_files(context) if k not in parquet_keys and bucket_store.exists(k)
+    ]
+    if superseded:
+        bucket_store.delete(superseded)
+    stored = store.events_for_video(video["video_key"])
     thumbnails = {
         r["crop_key"]: bucket_store.url(r["crop_key"], expires_s=THUMBNAIL_URL_SECONDS) for r in rows[:25]
     }
@@ -200,6 +217,7 @@ def plate_events(
                 mask_plate(r["normalized_plate"], pipeline.show_plates_in_ui) for r in rows[:20]
             ),
             "parquet_files": MetadataValue.json(parquet_keys),
+            "superseded_parquet_files_deleted": len(superseded),
             "events_table": MetadataValue.md(
                 events_markdown(rows, pipeline.show_plates_in_ui, urls=thumbnails)
             ),

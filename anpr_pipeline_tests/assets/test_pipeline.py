@@ -116,6 +116,29 @@ def test_rerunning_the_partition_is_idempotent(pipeline):
     assert len(read_events(pipeline["store"])) == len(parquet_before)
 
 
+def test_rerun_after_a_sidecar_moved_the_video_replaces_its_parquet_files(pipeline):
+    """A sidecar arriving after the first run gives the video another camera id: the re-run
+    writes its events under that camera and removes the files of the first run."""
+    import json
+
+    store, defs, instance = pipeline["store"], pipeline["defs"], pipeline["instance"]
+    key = video_key_for("cam-late", STARTED)
+    store.put_file(key, Path(pipeline["root"]) / "source.mp4")
+    assert _run(defs, instance, "cam-late/20261128T093000Z").success
+    ids = {str(e["event_id"]) for e in pipeline["events_db"].events_for_video(key)}
+    first = read_events(store)
+    assert ids and set(first.loc[first["camera_id"] == "cam-late", "event_id"]) == ids
+
+    store.put_bytes(key.rsplit(".", 1)[0] + ".json", json.dumps({"camera_id": "cam-fixed"}).encode())
+    rerun = _run(defs, instance, "cam-late/20261128T093000Z")
+    assert rerun.success
+    after = read_events(store)
+    mine = after[after["event_id"].isin(ids)]
+    assert len(mine) == len(ids) and set(mine["camera_id"]) == {"cam-fixed"}
+    (mat,) = rerun.asset_materializations_for_node("plate_events")
+    assert mat.metadata["superseded_parquet_files_deleted"].value == 1
+
+
 def test_corrupt_video_fails_only_its_own_partition(pipeline):
     store = pipeline["store"]
     good = (Path(pipeline["root"]) / "source.mp4").read_bytes()
