@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import os
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from anpr_pipeline.settings import Settings
 from anpr_pipeline.uploads import TIMESTAMP_FORMAT
 
 
@@ -80,3 +83,16 @@ def loose_box(plate, grow: tuple[float, float], width: int, height: int):
         round(plate.h * (1 + 2 * gy)),
     )
     return box.clip(width, height)
+
+
+def embedded_settings(root: Path) -> Settings:
+    """The embedded default (local bucket, SQLite) under ``root``, with the detector and
+    reader a CI job may choose through ANPR_DETECTOR / ANPR_READER."""
+    return replace(
+        Settings(),
+        data_dir=str(root),
+        bucket_dir=str(root / "bucket"),
+        database_url=f"sqlite:///{root / 'events.db'}",
+        reader=os.environ.get("ANPR_READER", "default"),
+        detector=os.environ.get("ANPR_DETECTOR", "default"),
+    )

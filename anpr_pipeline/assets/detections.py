@@ -14,7 +14,7 @@ from anpr_pipeline.assets.common import decode_failure, local_copy
 from anpr_pipeline.deploy_tags import GPU_OP_TAGS
 from anpr_pipeline.partitions import videos_partitions
 from anpr_pipeline.resources.models import ModelsResource
-from anpr_pipeline.resources.object_store import ObjectStoreResource
+from anpr_pipeline.resources.object_store import ObjectStore, ObjectStoreResource
 from anpr_pipeline.resources.pipeline_config import PipelineConfig
 from anpr_pipeline.vision.decode import VideoDecodeError, iter_frames
 from anpr_pipeline.vision.video_pipeline import (
@@ -43,6 +43,11 @@ def crop_prefix(camera_id: str, started_at: datetime, timestamp: str) -> str:
     return f"crops/{camera_id}/{started_at.date().isoformat()}/{timestamp}/"
 
 
+def stored_crops(store: ObjectStore, prefix: str) -> set[str]:
+    """The crop JPEGs under a video's prefix (not its kept ``frames/``)."""
+    return {info.key for info in store.list(prefix) if "/" not in info.key[len(prefix) :]}
+
+
 @multi_asset(
     outs={
         "frames": AssetOut(
@@ -52,7 +57,7 @@ def crop_prefix(camera_id: str, started_at: datetime, timestamp: str) -> str:
             owners=["team:traffic-ops"],
         ),
         "plate_detections": AssetOut(
-            description="Plate boxes per sampled frame; each crop is written once as JPEG to the bucket.",
+            description="Plate boxes per sampled frame; each crop is written as JPEG to the bucket.",
             kinds={"pandas", "pytorch"},
             group_name="vision",
             owners=["team:traffic-ops"],
@@ -74,7 +79,9 @@ def frames_and_detections(
     detector = models.get_detector()
     started_at = datetime.fromisoformat(video["started_at"])
     prefix = crop_prefix(video["camera_id"], started_at, video["timestamp"])
-    existing_crops = {info.key for info in store.list(prefix)}  # crops are written once, never rewritten
+    # Crops of an earlier run of this partition: a key names a frame and the detector's box
+    # index, so after a detector or crop_padding change the same key holds another box.
+    earlier_crops = stored_crops(store, prefix)
     det_rows: list[dict] = []
 
     def on_frame(frame, static: bool) -> None:
@@ -85,7 +92,7 @@ def frames_and_detections(
         # A reused detection (static frame or object) points at its original's crop and read.
         source_index, det_index = crop.reuse_of or (crop.source_index, crop.det_index)
         key = f"{prefix}{source_index:06d}_{det_index}.jpg"
-        if crop.reuse_of is None and key not in existing_crops:
+        if crop.reuse_of is None:  # always (re)written: the new rows must point at this run's crops
             uploader.submit_image(key, crop.image)  # JPEG-encoded in the uploader's threads
         det_rows.append(detection_row(crop, key, started_at + timedelta(seconds=crop.pts_s)))
 
@@ -103,6 +110,10 @@ def frames_and_detections(
             )
         except VideoDecodeError as exc:
             raise decode_failure(exc, video["video_key"]) from exc
+    # Crops the new rows no longer name (fewer or other detections), deleted only once every
+    # upload succeeded (the uploader raises on exit otherwise), so a failed run deletes nothing.
+    stale = sorted(earlier_crops - {row["crop_key"] for row in det_rows})
+    stale_deleted = store.delete(stale) if stale else 0
     timings = {"decode_detect_s": stats.total_s, "detect_s": stats.detect_s}
     frame_rows = [
         {
@@ -139,6 +150,7 @@ def frames_and_detections(
             "detector_version": detector.version,
             "detect_seconds": round(timings["detect_s"], 3),
             "crops_prefix": MetadataValue.path(prefix),
+            "stale_crops_deleted": stale_deleted,
             "preview": MetadataValue.md(
                 detections_df.head(10).drop(columns=["captured_at"]).to_markdown(index=False)
             )

@@ -5,8 +5,6 @@ Real detector, real reader, real decoding, a real Dagster instance; nothing mock
 
 from __future__ import annotations
 
-import os
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,23 +13,12 @@ from dagster import AssetKey, DagsterInstance, instance_for_test
 
 from anpr_pipeline.definitions import build_definitions
 from anpr_pipeline.resources.parquet_dataset import read_events
-from anpr_pipeline.settings import Settings
 from anpr_pipeline.uploads import video_key_for
 from anpr_pipeline.vision.synth import make_video
+from anpr_pipeline_tests.factories import embedded_settings
 
 STARTED = datetime(2026, 11, 28, 9, 30, tzinfo=UTC)
 CAMERA = "cam-e2e"
-
-
-def _settings(root: Path) -> Settings:
-    return replace(
-        Settings(),
-        data_dir=str(root),
-        bucket_dir=str(root / "bucket"),
-        database_url=f"sqlite:///{root / 'events.db'}",
-        reader=os.environ.get("ANPR_READER", "default"),
-        detector=os.environ.get("ANPR_DETECTOR", "default"),
-    )
 
 
 def _run(defs, instance: DagsterInstance, partition_key: str):
@@ -44,7 +31,7 @@ def _run(defs, instance: DagsterInstance, partition_key: str):
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    settings = _settings(root)
+    settings = embedded_settings(root)
     defs = build_definitions(settings)
     store = defs.resources["bucket"].get_store()
     events_db = defs.resources["events_db"].get_store()
