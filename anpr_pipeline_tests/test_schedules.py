@@ -34,6 +34,11 @@ def test_ops_jobs_schedules_and_sensors_are_in_definitions():
     for name, (job_name, cron) in EXPECTED.items():
         assert schedules[name].job_name == job_name and schedules[name].cron_schedule == cron
         assert schedules[name].default_status == DefaultScheduleStatus.RUNNING
+    # Every schedule, the asset ones included: Dagster's default is STOPPED, and the docs say
+    # they all run without anyone switching them on.
+    assert {s.name for s in repo.schedule_defs} >= {s.name for s in SCHEDULES}
+    for sched in repo.schedule_defs:
+        assert sched.default_status == DefaultScheduleStatus.RUNNING, sched.name
     sensors = {s.name for s in repo.sensor_defs}
     assert {"run_failure_alert", "backlog_alert", "worker_stall_alert", "erase_run_scrubber"} <= sensors
 

@@ -18,6 +18,7 @@ from dagster import (
     AssetDep,
     AssetExecutionContext,
     DailyPartitionsDefinition,
+    DefaultScheduleStatus,
     MetadataValue,
     Output,
     asset,
@@ -235,4 +236,5 @@ camera_daily_stats_schedule = build_schedule_from_partitioned_job(
     hour_of_day=1,
     minute_of_hour=15,
     name="camera_daily_stats_schedule",
+    default_status=DefaultScheduleStatus.RUNNING,  # Dagster's default is STOPPED; see schedules.py
 )
