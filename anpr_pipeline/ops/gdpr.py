@@ -18,8 +18,10 @@ export_plate writes one zip to ``exports/<plate-hash>-<time>.zip``: ``manifest.j
 ``events.json`` (database rows), ``parquet_rows.json`` (matching rows with their file),
 and ``crops/...`` (the JPEGs). The key carries a salted hash, never the plate.
 
-erase_plate deletes the rows, deletes the crops, and rewrites each affected Parquet file
-without the plate's rows (deleting files left empty).
+erase_plate deletes the rows, deletes the crops, rewrites each affected Parquet file
+without the plate's rows (deleting files left empty), and deletes the plate's earlier
+export zips (found by the salted hash in their name: zips made under another
+ANPR_GDPR_SALT are not found).
 
 Audit: one JSON object per action (a one-line JSON-lines file) under
 ``audit/gdpr/<YYYY-MM-DD>/<time>-<action>-<id>.jsonl`` in the bucket, next to the data it
@@ -28,8 +30,10 @@ HMAC-SHA256(ANPR_GDPR_SALT, plate): plates are short, so an unsalted hash could 
 reversed by trying them all; the salt is a secret. Without a salt the jobs refuse to run
 on Postgres (production) and warn on the embedded default.
 
-Not covered here (documented limits): the raw videos (their own retention) and Dagster's
-own records (run logs, materialization metadata of plate_events).
+Not covered here (documented limits): the raw videos (their own retention), the database
+backups (``backups/``: the newest ANPR_BACKUPS_KEEP nightly ones are kept, so the erased
+rows stay in backups until those taken before the erasure are pruned, a week by default)
+and Dagster's own records (run logs, materialization metadata of plate_events).
 """
 
 from __future__ import annotations
@@ -106,6 +110,11 @@ class PlateData:
     @property
     def parquet_rows(self) -> int:
         return sum(len(v) for v in self.parquet.values())
+
+
+def export_prefix(digest: str) -> str:
+    """Where a plate's export zips go: ``exports/<plate-hash[:16]>-``, so erasure finds them."""
+    return f"{EXPORTS_PREFIX}{digest[:16]}-"
 
 
 def _read_parquet(store: ObjectStore, key: str) -> pa.Table:
@@ -278,7 +287,7 @@ def export_plate(
         }
         zf.writestr("manifest.json", json.dumps(manifest, indent=1))
     digest = plate_digest(p, salt)
-    key = f"{EXPORTS_PREFIX}{digest[:16]}-{now.strftime(TIMESTAMP_FORMAT)}.zip"
+    key = f"{export_prefix(digest)}{now.strftime(TIMESTAMP_FORMAT)}.zip"
     store.put_bytes(key, buffer.getvalue(), "application/zip")
     audit = write_audit(
         store,
@@ -305,6 +314,7 @@ class EraseResult:
     parquet_files_deleted: int
     parquet_rows_deleted: int
     step_outputs_deleted: int = 0
+    exports_deleted: int = 0  # the plate's earlier access-request zips
     audit_key: str = ""
     dry_run: bool = False
 
@@ -344,9 +354,16 @@ def erase_plate(
     """
     p = check_request(plate, salt, production)
     data = find_plate(p, es, store)
+    exports = [o.key for o in store.list(export_prefix(plate_digest(p, salt)))]
     if dry_run:
         return EraseResult(
-            len(data.rows), len(data.crop_keys), len(data.parquet), 0, data.parquet_rows, dry_run=True
+            len(data.rows),
+            len(data.crop_keys),
+            len(data.parquet),
+            0,
+            data.parquet_rows,
+            exports_deleted=len(exports),
+            dry_run=True,
         )
     # Parquet and crops first, the database last: if a step fails, a re-run still finds the
     # rows (and through them the crop keys) and finishes the job.
@@ -357,6 +374,7 @@ def erase_plate(
         deleted_files += gone
         rewritten += not gone
     crops = store.delete(data.crop_keys) if data.crop_keys else 0
+    exports_deleted = store.delete(exports) if exports else 0
     with es.engine.begin() as conn:
         deleted = conn.execute(sa.delete(events).where(events.c.normalized_plate == p)).rowcount
     videos = {r["video_key"] for r in data.rows} | {
@@ -364,7 +382,9 @@ def erase_plate(
     }
     partitions = {pk for v in videos if v and (pk := partition_key_of(v))}
     outputs = delete_step_outputs(partitions, store, io_manager_dir)
-    result = EraseResult(int(deleted), crops, rewritten, deleted_files, rows_removed, outputs)
+    result = EraseResult(
+        int(deleted), crops, rewritten, deleted_files, rows_removed, outputs, exports_deleted=exports_deleted
+    )
     details = {k: v for k, v in result.summary().items() if k not in {"audit_key", "dry_run"}}
     result.audit_key = write_audit(store, "erase", p, salt, details, actor=actor, now=now)
     return result
@@ -377,11 +397,12 @@ def erase_plate(
 
 def _stores_from_settings() -> tuple[EventStore, ObjectStore, str, str]:
     from anpr_pipeline.resources.event_store import get_event_store
-    from anpr_pipeline.resources.object_store import build_object_store
+    from anpr_pipeline.resources.object_store import ObjectStoreResource
     from anpr_pipeline.settings import load_settings
 
     s = load_settings()
-    store = build_object_store(s.bucket_kind, s.bucket_dir, s.s3_bucket, s.s3_endpoint_url, s.s3_region)
+    # The same bucket as the pipeline's, S3 timeouts and attempts included.
+    store = ObjectStoreResource.from_settings(s).get_store()
     io_dir = str(s.data_path / "dagster-io") if s.bucket_kind == "local" else ""
     return get_event_store(s.database_url), store, s.gdpr_salt, io_dir
 

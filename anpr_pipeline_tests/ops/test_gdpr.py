@@ -55,6 +55,9 @@ def test_export_then_erase_leaves_no_trace(backend):
     summary = result.output_for_node("export_plate_op")
     assert (summary["events"], summary["parquet_rows"], summary["crops"]) == (2, 2, 2)
     assert PLATE not in summary["key"] and summary["key"].startswith("exports/")
+    other_export = export_plate_job.execute_in_process(
+        run_config={"ops": {"export_plate_op": {"config": {"plate": OTHER}}}}, resources=resources
+    ).output_for_node("export_plate_op")["key"]
     with zipfile.ZipFile(io.BytesIO(backend.store.get_bytes(summary["key"]))) as zf:
         assert {r["event_id"] for r in json.loads(zf.read("events.json"))} == {r["event_id"] for r in mine}
         assert {r["normalized_plate"] for r in json.loads(zf.read("parquet_rows.json"))} == {PLATE}
@@ -66,6 +69,7 @@ def test_export_then_erase_leaves_no_trace(backend):
         resources=resources,
     )
     assert dry.output_for_node("erase_plate_op")["events_deleted"] == 2
+    assert dry.output_for_node("erase_plate_op")["exports_deleted"] == 1
     assert len(backend.events.search(PLATE)) == 2
 
     result = erase_plate_job.execute_in_process(
@@ -76,20 +80,27 @@ def test_export_then_erase_leaves_no_trace(backend):
     assert erased["parquet_rows_deleted"] == 2
     assert erased["parquet_files_deleted"] == 1 and erased["parquet_files_rewritten"] == 1
     assert erased["step_outputs_deleted"] == 2
+    assert erased["exports_deleted"] == 1
 
     # No trace in any of the three stores ...
     assert backend.events.search(PLATE) == [] and backend.events.search(PLATE, mode="fuzzy") == []
     assert not any(backend.store.exists(r["crop_key"]) for r in mine)
+    assert not backend.store.exists(summary["key"])  # the access request's zip went too
     parquet = read_events(backend.store)
     assert PLATE not in set(parquet["normalized_plate"]) and PLATE not in set(parquet["plate_text"])
     # ... while the other plate in the same video / Parquet file is untouched.
     assert [e["event_id"] for e in backend.events.search(OTHER)] == [others[0]["event_id"]]
     assert backend.store.exists(others[0]["crop_key"])
     assert list(parquet["normalized_plate"]) == [OTHER]
+    assert backend.store.exists(other_export)
 
-    audit = read_audit(backend.store)
-    assert [a["action"] for a in sorted(audit, key=lambda a: a["at"])][-1] == "erase"
-    assert {a["plate_hmac_sha256"] for a in audit} == {plate_digest(PLATE, SALT)}
+    audit = [a for a in read_audit(backend.store) if a["plate_hmac_sha256"] == plate_digest(PLATE, SALT)]
+    last = sorted(audit, key=lambda a: a["at"])[-1]
+    assert last["action"] == "erase" and last["exports_deleted"] == 1
+    assert {a["plate_hmac_sha256"] for a in read_audit(backend.store)} == {
+        plate_digest(PLATE, SALT),
+        plate_digest(OTHER, SALT),
+    }
     _no_plate_in_audit(backend)
 
 
@@ -164,3 +175,21 @@ def test_erase_takes_every_crop_of_the_pass_not_only_the_best(backend):
     assert erased["crops_deleted"] == len(my_crops)
     assert not any(backend.store.exists(k) for k in my_crops)
     assert all(backend.store.exists(k) for k in other_crops | {other["crop_key"]})
+
+
+def test_cli_builds_the_bucket_with_the_s3_timeout_and_attempt_settings(monkeypatch, tmp_path):
+    """`anpr export-plate` / `erase-plate` honour ANPR_S3_CONNECT_TIMEOUT_S / ANPR_S3_MAX_ATTEMPTS
+    like the pipeline's bucket does (a real boto3 client; building it contacts nothing)."""
+    from anpr_pipeline.ops.gdpr import _stores_from_settings
+
+    monkeypatch.setenv("ANPR_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("ANPR_DATABASE_URL", f"sqlite:///{tmp_path / 'events.db'}")
+    monkeypatch.setenv("ANPR_BUCKET_KIND", "s3")
+    monkeypatch.setenv("ANPR_S3_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("ANPR_S3_CONNECT_TIMEOUT_S", "1.5")
+    monkeypatch.setenv("ANPR_S3_MAX_ATTEMPTS", "2")
+    es, store, _salt, _io_dir = _stores_from_settings()
+    config = store.client.meta.config
+    # botocore stores `max_attempts` retries as total_max_attempts (the first call included).
+    assert (config.connect_timeout, config.retries["total_max_attempts"]) == (1.5, 2 + 1)
+    es.dispose()
