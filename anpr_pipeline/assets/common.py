@@ -9,6 +9,7 @@ from pathlib import Path
 
 from dagster import Failure, MetadataValue
 
+from anpr_pipeline.ops.retention import ARCHIVE_UPLOADS_PREFIX
 from anpr_pipeline.resources.object_store import LocalObjectStore, ObjectStore
 from anpr_pipeline.uploads import (
     UPLOADS_PREFIX,
@@ -29,11 +30,7 @@ def find_upload(store: ObjectStore, partition_key: str) -> Upload:
         info.key for info in store.list(stem) if info.key.rsplit(".", 1)[-1].lower() in VIDEO_EXTENSIONS
     ]
     if not candidates:
-        raise Failure(
-            description=f"No upload found for partition {partition_key!r} (looked for {stem}<{'|'.join(VIDEO_EXTENSIONS)}>);"
-            " it may have been deleted by retention or never uploaded.",
-            allow_retries=False,
-        )
+        raise _missing_upload(store, partition_key, stem)
     upload = parse_upload_key(sorted(candidates)[0])
     if store.exists(upload.sidecar_key):
         try:
@@ -41,6 +38,32 @@ def find_upload(store: ObjectStore, partition_key: str) -> Upload:
         except UploadNameError as exc:
             raise Failure(description=f"Bad sidecar for {upload.key}: {exc}", allow_retries=False) from exc
     return upload
+
+
+def _missing_upload(store: ObjectStore, partition_key: str, stem: str) -> Failure:
+    """Why the upload is gone: the archive job may have moved it, which an operator can undo."""
+    archived = list(store.list(ARCHIVE_UPLOADS_PREFIX + partition_key + "."))
+    videos = sorted(
+        (o for o in archived if o.key.rsplit(".", 1)[-1].lower() in VIDEO_EXTENSIONS), key=lambda o: o.key
+    )
+    if not videos:
+        return Failure(
+            description=f"No upload found for partition {partition_key!r} (looked for {stem}<{'|'.join(VIDEO_EXTENSIONS)}>);"
+            " it may have been deleted by retention or never uploaded.",
+            allow_retries=False,
+        )
+    video = videos[0]
+    original = UPLOADS_PREFIX + video.key.removeprefix(ARCHIVE_UPLOADS_PREFIX)
+    sidecars = [o.key for o in archived if o.key.endswith(".json")]
+    also = f" (and its sidecar {sidecars[0]} to {original.rsplit('.', 1)[0]}.json)" if sidecars else ""
+    # The archive copy is written when the video is archived, so its LastModified is that time.
+    return Failure(
+        description=f"The upload of partition {partition_key!r} was archived on "
+        f"{video.last_modified:%Y-%m-%d %H:%M} UTC ({video.key}); copy it back to {original}{also} "
+        "to re-process.",
+        metadata={"archived_keys": MetadataValue.json([o.key for o in archived])},
+        allow_retries=False,
+    )
 
 
 @contextlib.contextmanager

@@ -6,7 +6,9 @@ included) are copied from ``uploads/…`` to ``archive/uploads/…`` — on S3 w
 original is deleted only after the copy is verified: same size, and same ETag when both
 are single-part MD5 ETags (a multipart copy changes the ETag format, so size is the check
 there). Retention still applies to archived videos (class ``videos`` covers both
-prefixes). A video moved to the archive is no longer re-processable by ``process_video``.
+prefixes). A video moved to the archive is no longer re-processable by ``process_video``,
+so an upload whose partition has no ``plate_events`` yet is moved only once its LastModified
+is older than the period too (a late upload is still queued; an abandoned one still goes).
 
 Events: every whole calendar month that ended more than ``archive_events_after_days`` ago
 is exported, streamed in batches, to ``archive/events/month=YYYY-MM/part-<digest>.parquet``
@@ -24,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import io
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -34,14 +36,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from anpr_pipeline.ops.retention import month_bounds, object_time
+from anpr_pipeline.ops.retention import ARCHIVE_EVENTS_PREFIX, awaiting_processing, month_bounds, object_time
 from anpr_pipeline.resources.event_store import EventStore, events, partition_name
 from anpr_pipeline.resources.object_store import ObjectInfo, ObjectStore, S3ObjectStore
 from anpr_pipeline.resources.parquet_dataset import EVENTS_SCHEMA
 from anpr_pipeline.uploads import UPLOADS_PREFIX
 
 ARCHIVE_PREFIX = "archive/"
-ARCHIVE_EVENTS_PREFIX = "archive/events/"
 BATCH_ROWS = 50_000
 
 ARCHIVE_SCHEMA = pa.schema(
@@ -58,12 +59,17 @@ class ArchiveError(RuntimeError):
 # --------------------------------------------------------------------------------------
 
 
-def plan_video_archive(now: datetime, objects: Iterable[ObjectInfo], days: int) -> list[ObjectInfo]:
-    """Uploads (videos and sidecars) recorded before now - days; [] when days <= 0."""
+def plan_video_archive(
+    now: datetime, objects: Iterable[ObjectInfo], days: int, processed: Container[str]
+) -> tuple[list[ObjectInfo], int]:
+    """Uploads (videos and sidecars) recorded before now - days, and how many of those are
+    kept because they are not processed yet (`processed`: partitions with ``plate_events``)."""
     if days <= 0:
-        return []
+        return [], 0
     cutoff = now.astimezone(UTC) - timedelta(days=days)
-    return [o for o in objects if o.key.startswith(UPLOADS_PREFIX) and object_time(o, "videos")[0] < cutoff]
+    old = [o for o in objects if o.key.startswith(UPLOADS_PREFIX) and object_time(o, "videos")[0] < cutoff]
+    move = [o for o in old if not awaiting_processing(o, processed, cutoff)]
+    return move, len(old) - len(move)
 
 
 def _verified(src: ObjectInfo, dst: ObjectInfo) -> bool:
@@ -234,15 +240,23 @@ class ArchiveResult:
     event_months: list[dict[str, Any]]
     events_archived: int
     events_failed: list[str]
+    videos_unprocessed_kept: int
 
     def summary(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def run_archive(
-    now: datetime, store: ObjectStore, es: EventStore, settings: Any, dry_run: bool = False
+    now: datetime,
+    store: ObjectStore,
+    es: EventStore,
+    settings: Any,
+    processed: Container[str],
+    dry_run: bool = False,
 ) -> ArchiveResult:
-    videos = plan_video_archive(now, store.list(UPLOADS_PREFIX), int(settings.archive_videos_after_days))
+    """`processed`: the ``videos`` partitions that have ``plate_events`` materialised."""
+    days = int(settings.archive_videos_after_days)
+    videos, unprocessed = plan_video_archive(now, store.list(UPLOADS_PREFIX), days, processed)
     months = archivable_months(es, now, int(settings.archive_events_after_days))
     if dry_run:
         return ArchiveResult(
@@ -254,14 +268,15 @@ def run_archive(
             [{"month": f"{m:%Y-%m}", "rows": n} for m, n in months],
             0,
             [],
+            unprocessed,
         )
     moved = archive_videos(store, videos, settings.s3_archive_storage_class)
     archived, failed = [], []
     for month, _n in months:
         try:
             archived.append(asdict(archive_month(es, store, month)))
-        except ArchiveError as exc:
-            failed.append(str(exc))
+        except Exception as exc:  # one bad month must not stop the others; the op fails at the end
+            failed.append(f"{month:%Y-%m}: {exc}")
     return ArchiveResult(
         False,
         len(videos),
@@ -271,4 +286,5 @@ def run_archive(
         archived,
         sum(m["rows"] for m in archived),
         failed,
+        unprocessed,
     )

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dagster import (
+    AssetKey,
     Config,
     Failure,
     MetadataValue,
@@ -33,6 +34,12 @@ def _parse_now(text: str) -> datetime:
         return datetime.now(UTC)
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def processed_videos(context: OpExecutionContext) -> set[str]:
+    """The ``videos`` partitions whose events exist: retention and archive must not move or
+    delete an upload that is still queued (see ``retention.awaiting_processing``)."""
+    return context.instance.get_materialized_partitions(AssetKey("plate_events"))
 
 
 def as_metadata(summary: dict[str, Any]) -> dict[str, Any]:
@@ -75,6 +82,7 @@ def retention_sweep_op(
         bucket.get_store(),
         events_db.get_store(),
         ops_settings,
+        processed_videos(context),
         dry_run=config.dry_run,
     )
     summary: dict[str, Any] = {"dry_run": config.dry_run, **plan.summary()}
@@ -294,6 +302,7 @@ def archive_op(
         bucket.get_store(),
         events_db.get_store(),
         ops_settings,
+        processed_videos(context),
         dry_run=config.dry_run,
     )
     summary = result.summary()

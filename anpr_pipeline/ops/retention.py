@@ -3,16 +3,22 @@
 Classes and where their age comes from (the name contract first, LastModified only as a
 fallback for objects whose name breaks it):
 
-| class   | objects                                   | age from                                   |
-|---------|-------------------------------------------|--------------------------------------------|
-| videos  | ``uploads/…``, ``archive/uploads/…``      | the recording time in the key (sidecars too)|
-| crops   | ``crops/<cam>/<day>/<ts>/…``              | the recording time ``<ts>`` of the video    |
-| parquet | ``parquet/events/date=YYYY-MM-DD/…``      | the *end* of that day (every row is older)  |
-| events  | rows of the events table                  | ``captured_at``                             |
+| class          | objects                               | age from                                     |
+|----------------|---------------------------------------|----------------------------------------------|
+| videos         | ``uploads/…``, ``archive/uploads/…``  | the recording time in the key (sidecars too) |
+| crops          | ``crops/<cam>/<day>/<ts>/…``          | the recording time ``<ts>`` of the video      |
+| parquet        | ``parquet/events/date=YYYY-MM-DD/…``  | the *end* of that day (every row is older)    |
+| events_archive | ``archive/events/month=YYYY-MM/…``    | the *end* of that month (events' period)      |
+| events         | rows of the events table              | ``captured_at``                               |
 
 An item is expired when its time is strictly before ``now - days``; ``days == 0`` keeps
 the class forever. Planning (`plan_retention`, `plan_event_retention`) is pure or
 read-only, so ``dry_run`` shows exactly what `apply_retention` would delete.
+
+A video (or sidecar) under ``uploads/`` whose ``videos`` partition has no ``plate_events``
+yet is kept while its LastModified is within the period: a camera back from an outage
+uploads weeks-old recordings that are still queued. Abandoned or failed uploads still go
+once they have been in the bucket for the whole period.
 
 Events on Postgres: a monthly partition whose whole range is before the cutoff is
 detached and dropped (instant, no dead tuples); the rest is a row delete. Both happen in
@@ -22,7 +28,7 @@ one transaction, so a failure leaves the table as it was.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -37,17 +43,24 @@ from anpr_pipeline.uploads import TIMESTAMP_FORMAT, UPLOADS_PREFIX
 ARCHIVE_UPLOADS_PREFIX = "archive/" + UPLOADS_PREFIX
 CROPS_PREFIX = "crops/"
 PARQUET_PREFIX = "parquet/events/"
+ARCHIVE_EVENTS_PREFIX = "archive/events/"
 # Object classes in the bucket and the prefixes that hold them.
 CLASS_PREFIXES: dict[str, tuple[str, ...]] = {
     "videos": (UPLOADS_PREFIX, ARCHIVE_UPLOADS_PREFIX),
     "crops": (CROPS_PREFIX,),
     "parquet": (PARQUET_PREFIX,),
+    "events_archive": (ARCHIVE_EVENTS_PREFIX,),
 }
 OBJECT_CLASSES = tuple(CLASS_PREFIXES)
+# The policy setting of each class: archived events are events, and keep their period.
+CLASS_SETTING = {name: f"retention_{name}_days" for name in OBJECT_CLASSES} | {
+    "events_archive": "retention_events_days"
+}
 
 _VIDEO_RE = re.compile(r"^(?:archive/)?uploads/(?P<camera>[^/]+)/(?P<ts>\d{8}T\d{6}Z)\.[A-Za-z0-9]+$")
 _CROP_RE = re.compile(r"^crops/[^/]+/\d{4}-\d{2}-\d{2}/(?P<ts>\d{8}T\d{6}Z)/")
 _PARQUET_RE = re.compile(r"^parquet/events/date=(?P<day>\d{4}-\d{2}-\d{2})/")
+_ARCHIVE_MONTH_RE = re.compile(r"^archive/events/month=(?P<y>\d{4})-(?P<m>\d{2})/")
 _MONTH_PARTITION_RE = re.compile(r"^events_y(?P<y>\d{4})m(?P<m>\d{2})$")
 
 
@@ -65,6 +78,10 @@ def _ts(text: str) -> datetime | None:
         return datetime.strptime(text, TIMESTAMP_FORMAT).replace(tzinfo=UTC)
     except ValueError:
         return None
+
+
+def class_days(policy: RetentionPolicy, klass: str) -> int:
+    return int(getattr(policy, CLASS_SETTING[klass]))
 
 
 def classify(key: str) -> str | None:
@@ -89,6 +106,10 @@ def object_time(info: ObjectInfo, klass: str) -> tuple[datetime, str]:
             # The newest row a day's file can hold: the file goes only when all its rows have.
             end = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
             return end - timedelta(microseconds=1), "name"
+    if klass == "events_archive" and (m := _ARCHIVE_MONTH_RE.match(info.key)) and 1 <= int(m["m"]) <= 12:
+        # Like parquet: the part goes only when the month's newest row has expired.
+        end = month_bounds(date(int(m["y"]), int(m["m"]), 1))[1]
+        return end - timedelta(microseconds=1), "name"
     return info.last_modified, "mtime"
 
 
@@ -97,12 +118,28 @@ def cutoff_for(now: datetime, days: int) -> datetime | None:
     return None if days <= 0 else now - timedelta(days=days)
 
 
+def upload_partition_key(key: str) -> str | None:
+    """The ``videos`` partition a (possibly archived) upload or its sidecar belongs to."""
+    m = _VIDEO_RE.match(key)
+    return f"{m['camera']}/{m['ts']}" if m else None
+
+
 def partition_key_of(video_key: str) -> str | None:
     """The Dagster ``videos`` partition of a (possibly archived) upload; None for other keys."""
-    m = _VIDEO_RE.match(video_key)
-    if m is None or video_key.endswith(".json"):
-        return None
-    return f"{m['camera']}/{m['ts']}"
+    return None if video_key.endswith(".json") else upload_partition_key(video_key)
+
+
+def awaiting_processing(info: ObjectInfo, processed: Container[str], cutoff: datetime) -> bool:
+    """An upload not processed yet (no ``plate_events``) that arrived after `cutoff`: keep it.
+
+    Old recordings arrive late (a camera back from an outage) and wait in the queue for days;
+    aging them by recording time alone would move or delete them before they are read.
+    """
+    return (
+        info.key.startswith(UPLOADS_PREFIX)
+        and upload_partition_key(info.key) not in processed
+        and info.last_modified >= cutoff
+    )
 
 
 @dataclass
@@ -113,6 +150,7 @@ class ClassPlan:
     expired: list[ObjectInfo] = field(default_factory=list)
     kept: int = 0
     aged_by_mtime: int = 0  # expired objects whose name broke the contract
+    unprocessed_kept: int = 0  # of `kept`: old enough, but uploads not processed yet
 
     @property
     def bytes(self) -> int:
@@ -144,6 +182,7 @@ class RetentionPlan:
             out[f"{name}_expired"] = len(plan.expired)
             out[f"{name}_bytes"] = plan.bytes
             out[f"{name}_kept"] = plan.kept
+        out["videos_unprocessed_kept"] = self.classes["videos"].unprocessed_kept
         out["events_cutoff"] = self.events.cutoff.isoformat() if self.events.cutoff else None
         out["events_expired"] = self.events.rows
         out["events_partitions_dropped"] = list(self.events.drop_partitions)
@@ -154,7 +193,7 @@ class RetentionPlan:
 def list_objects(store: ObjectStore, policy: RetentionPolicy) -> Iterator[ObjectInfo]:
     """Every object of a class that has a retention period (classes kept forever are not listed)."""
     for name, prefixes in CLASS_PREFIXES.items():
-        if getattr(policy, f"retention_{name}_days") > 0:
+        if class_days(policy, name) > 0:
             for prefix in prefixes:
                 yield from store.list(prefix)
 
@@ -164,13 +203,18 @@ def plan_retention(
     objects: Iterable[ObjectInfo],
     policy: RetentionPolicy,
     events_plan: EventsPlan | None = None,
+    *,
+    processed: Container[str],
 ) -> RetentionPlan:
-    """Pure: which of `objects` are expired at `now` under `policy`."""
+    """Pure: which of `objects` are expired at `now` under `policy`.
+
+    `processed`: the ``videos`` partitions with ``plate_events`` (see `awaiting_processing`).
+    """
     now = now.astimezone(UTC)
     classes = {
         name: ClassPlan(name, days, cutoff_for(now, days))
         for name in OBJECT_CLASSES
-        for days in [int(getattr(policy, f"retention_{name}_days"))]
+        for days in [class_days(policy, name)]
     }
     partitions: set[str] = set()
     for info in objects:
@@ -179,13 +223,16 @@ def plan_retention(
             continue
         plan = classes[klass]
         when, source = object_time(info, klass)
-        if plan.cutoff is not None and when < plan.cutoff:
+        if plan.cutoff is None or when >= plan.cutoff:
+            plan.kept += 1
+        elif awaiting_processing(info, processed, plan.cutoff):
+            plan.kept += 1
+            plan.unprocessed_kept += 1
+        else:
             plan.expired.append(info)
             plan.aged_by_mtime += source == "mtime"
             if klass == "videos" and (pk := partition_key_of(info.key)):
                 partitions.add(pk)
-        else:
-            plan.kept += 1
     events_days = int(policy.retention_events_days)
     return RetentionPlan(
         now=now,
@@ -234,9 +281,16 @@ def plan_event_retention(store: EventStore, now: datetime, policy: RetentionPoli
         rows = conn.execute(
             sa.select(sa.func.count()).select_from(events).where(events.c.captured_at < cutoff)
         ).scalar_one()
+        _lock_schema(store, conn)  # an archive run must not drop a listed partition before its count
         drop = expired_partitions(store.partitions(conn), cutoff)
         in_drop = sum(conn.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one() for name in drop)
     return EventsPlan(cutoff, int(rows), drop, int(in_drop))
+
+
+def _lock_schema(store: EventStore, conn: sa.Connection) -> None:
+    """Serialise with everything that creates or drops partitions, until the transaction ends."""
+    if store.dialect == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('anpr_events_schema'))"))
 
 
 def delete_events_before(store: EventStore, cutoff: datetime) -> tuple[int, list[str]]:
@@ -247,10 +301,9 @@ def delete_events_before(store: EventStore, cutoff: datetime) -> tuple[int, list
     """
     with store.engine.begin() as conn:
         removed = 0
+        # Lock before listing: an archive run (or another sweep) may drop a listed partition.
+        _lock_schema(store, conn)
         dropped = expired_partitions(store.partitions(conn), cutoff)
-        if dropped:
-            # Serialise with ensure_month_partitions (which creates partitions concurrently).
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('anpr_events_schema'))"))
         for name in dropped:
             removed += conn.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one()
             conn.execute(sa.text(f"ALTER TABLE events DETACH PARTITION {name}"))
@@ -306,11 +359,15 @@ def run_retention(
     store: ObjectStore,
     events_store: EventStore | None,
     policy: RetentionPolicy,
+    processed: Container[str],
     dry_run: bool = False,
 ) -> tuple[RetentionPlan, RetentionResult | None]:
-    """List, plan and (unless dry_run) apply. The Dagster job and the tests both call this."""
+    """List, plan and (unless dry_run) apply. The Dagster job and the tests both call this.
+
+    `processed`: the ``videos`` partitions that have ``plate_events`` materialised.
+    """
     events_plan = plan_event_retention(events_store, now, policy) if events_store is not None else None
-    plan = plan_retention(now, list_objects(store, policy), policy, events_plan)
+    plan = plan_retention(now, list_objects(store, policy), policy, events_plan, processed=processed)
     if dry_run:
         return plan, None
     return plan, apply_retention(plan, store, events_store)
@@ -359,6 +416,7 @@ __all__ = [
     "RetentionPlan",
     "RetentionResult",
     "apply_retention",
+    "awaiting_processing",
     "classify",
     "delete_events_before",
     "delete_step_outputs",
@@ -370,4 +428,5 @@ __all__ = [
     "plan_event_retention",
     "plan_retention",
     "run_retention",
+    "upload_partition_key",
 ]

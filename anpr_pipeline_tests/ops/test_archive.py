@@ -9,14 +9,16 @@ from datetime import UTC, datetime, timedelta
 
 import pyarrow.parquet as pq
 import pytest
+from dagster import Failure, instance_for_test
 
-from anpr_pipeline.ops.archive import ArchiveError, _remove_month
+from anpr_pipeline.assets.common import find_upload
+from anpr_pipeline.ops.archive import ArchiveError, _remove_month, plan_video_archive
 from anpr_pipeline.ops.gdpr import find_plate
 from anpr_pipeline.ops.jobs import archive_job
 from anpr_pipeline.resources.event_store import partition_name
-from anpr_pipeline.resources.object_store import S3ObjectStore
+from anpr_pipeline.resources.object_store import ObjectInfo, S3ObjectStore
 from anpr_pipeline_tests.ops.conftest import event_row, store_video
-from anpr_pipeline_tests.ops.test_jobs import resources_for
+from anpr_pipeline_tests.ops.test_jobs import mark_processed, resources_for
 
 STORAGE_CLASS = "STANDARD_IA"
 
@@ -27,7 +29,13 @@ def _old_month(now: datetime):
     return datetime(y, m, 1, tzinfo=UTC)
 
 
-def test_archive_job_moves_old_videos_and_months(backend):
+@pytest.fixture
+def instance():
+    with instance_for_test() as instance:
+        yield instance
+
+
+def test_archive_job_moves_old_videos_and_months(backend, instance):
     now = datetime.now(UTC).replace(microsecond=0)
     old_video = store_video(backend, [event_row(now - timedelta(days=20), "VID20", camera="camA")])
     backend.store.put_bytes(old_video.rsplit(".", 1)[0] + ".json", b'{"region": "eu"}')
@@ -39,24 +47,32 @@ def test_archive_job_moves_old_videos_and_months(backend):
     ]
     backend.events.replace_video_events(old_key, old_rows)
     backend.events.ensure_month_partitions()
+    # Recorded 20 days ago but uploaded just now (camera back from an outage): still queued.
+    late_video = "uploads/camL/" + (now - timedelta(days=20)).strftime("%Y%m%dT%H%M%SZ") + ".mp4"
+    backend.store.put_bytes(late_video, b"\x00late")
     resources = resources_for(
         backend,
         archive_videos_after_days=14,
         archive_events_after_days=180,
         s3_archive_storage_class=STORAGE_CLASS,
     )
+    mark_processed(instance, old_video, new_video)
 
     dry = archive_job.execute_in_process(
-        run_config={"ops": {"archive_op": {"config": {"dry_run": True}}}}, resources=resources
+        run_config={"ops": {"archive_op": {"config": {"dry_run": True}}}},
+        resources=resources,
+        instance=instance,
     ).output_for_node("archive_op")
     assert dry["videos_planned"] == 2 and dry["event_months"] == [{"month": f"{month:%Y-%m}", "rows": 3}]
+    assert dry["videos_unprocessed_kept"] == 1
     assert backend.store.exists(old_video)
 
-    result = archive_job.execute_in_process(resources=resources)
+    result = archive_job.execute_in_process(resources=resources, instance=instance)
     assert result.success
     summary = result.output_for_node("archive_op")
     assert summary["videos_moved"] == 2 and summary["events_archived"] == 3
     assert not backend.store.exists(old_video) and backend.store.exists(new_video)
+    assert backend.store.exists(late_video) and summary["videos_unprocessed_kept"] == 1
     assert backend.store.get_bytes("archive/" + old_video) == b"\x00video"
     assert backend.store.exists("archive/" + old_video.rsplit(".", 1)[0] + ".json")
     if isinstance(backend.store, S3ObjectStore):
@@ -74,9 +90,63 @@ def test_archive_job_moves_old_videos_and_months(backend):
     # GDPR requests still reach archived events.
     assert list(find_plate("OLD09", backend.events, backend.store).parquet) == [archived["key"]]
 
+    # Re-processing an archived video says where it is and how to bring it back.
+    old_pk = old_video.split("/", 1)[1].rsplit(".", 1)[0]
+    with pytest.raises(Failure) as failure:
+        find_upload(backend.store, old_pk)
+    archived_on = backend.store.info("archive/" + old_video).last_modified
+    assert failure.value.description == (
+        f"The upload of partition {old_pk!r} was archived on {archived_on:%Y-%m-%d %H:%M} UTC "
+        f"(archive/{old_video}); copy it back to {old_video} (and its sidecar archive/"
+        f"{old_video[:-4]}.json to {old_video[:-4]}.json) to re-process."
+    )
+    with pytest.raises(Failure, match="deleted by retention or never uploaded"):
+        find_upload(backend.store, "camZ/20240101T000000Z")
+
     # A second run finds nothing left to do.
-    again = archive_job.execute_in_process(resources=resources).output_for_node("archive_op")
+    again = archive_job.execute_in_process(resources=resources, instance=instance).output_for_node(
+        "archive_op"
+    )
     assert again["videos_moved"] == 0 and again["event_months"] == []
+
+
+def test_only_processed_or_abandoned_uploads_are_archived():
+    now = datetime(2024, 6, 1, tzinfo=UTC)
+    recorded = "20240501T000000Z"  # a month ago: past the 14-day period by name
+    fresh, stale = now - timedelta(days=1), now - timedelta(days=15)  # LastModified
+    queued = ObjectInfo(f"uploads/camL/{recorded}.mp4", 1, fresh)
+    queued_sidecar = ObjectInfo(f"uploads/camL/{recorded}.json", 1, fresh)
+    done = ObjectInfo(f"uploads/camP/{recorded}.mp4", 1, fresh)
+    abandoned = ObjectInfo(f"uploads/camX/{recorded}.mp4", 1, stale)
+    recent = ObjectInfo("uploads/camR/20240530T000000Z.mp4", 1, stale)
+    objects = [queued, queued_sidecar, done, abandoned, recent]
+    move, waiting = plan_video_archive(now, objects, 14, {f"camP/{recorded}"})
+    assert [o.key for o in move] == [done.key, abandoned.key] and waiting == 2
+    move, waiting = plan_video_archive(now, objects, 14, {f"camP/{recorded}", f"camL/{recorded}"})
+    assert [o.key for o in move] == [queued.key, queued_sidecar.key, done.key, abandoned.key] and waiting == 0
+    assert plan_video_archive(now, objects, 0, set()) == ([], 0)
+
+
+def test_a_month_that_fails_does_not_stop_the_others(local_backend):
+    months = [datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 2, 1, tzinfo=UTC)]
+    for month in months:
+        key = "uploads/camM/" + month.strftime("%Y%m%dT%H%M%SZ") + ".mp4"
+        rows = [event_row(month + timedelta(days=3), f"M{month.month:02d}", "camM", key)]
+        local_backend.events.replace_video_events(key, rows)
+    # A bucket error that is not an ArchiveError: January's folder cannot be created.
+    local_backend.store.put_bytes("archive/events/month=2024-01", b"not a folder")
+    result = archive_job.execute_in_process(
+        resources=resources_for(local_backend, archive_events_after_days=180), raise_on_error=False
+    )
+    assert not result.success
+    failure = result.failure_data_for_node("archive_op").user_failure_data
+    assert failure.description.startswith("archive incomplete: 0 video(s), 1 month(s) not archived")
+    [error] = failure.metadata["events_failed"].value
+    assert error.startswith("2024-01: ")
+    assert [m["month"] for m in failure.metadata["event_months"].value] == ["2024-02"]
+    assert [e["normalized_plate"] for e in local_backend.events.search("M01")] == ["M01"]  # kept
+    assert local_backend.events.search("M02") == []
+    assert [o.key for o in local_backend.store.list("archive/events/month=2024-02/")]
 
 
 def test_month_that_changed_during_archive_is_kept(local_backend):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from dagster import instance_for_test
+from dagster import AssetMaterialization, instance_for_test
 
 from anpr_pipeline.ops.jobs import db_maintenance_job, retention_sweep_job
 from anpr_pipeline.ops.resources import OpsSettings
@@ -19,6 +19,13 @@ def resources_for(backend, **ops) -> dict:
         "events_db": EventStoreResource(database_url=backend.database_url),
         "ops_settings": OpsSettings(**ops),
     }
+
+
+def mark_processed(instance, *video_keys: str) -> None:
+    """Record plate_events for these uploads' partitions, as a finished process_video run does."""
+    for key in video_keys:
+        partition = key.split("/", 1)[1].rsplit(".", 1)[0]
+        instance.report_runless_asset_event(AssetMaterialization("plate_events", partition=partition))
 
 
 def materialize_step_output(backend, instance, partition_key: str, io_dir: str) -> None:
@@ -57,7 +64,10 @@ def test_retention_job_deletes_old_video_its_partition_and_keeps_new(backend):
     now = datetime.now(UTC)
     old = store_video(backend, [event_row(now - timedelta(days=40), "OLD111", camera="camA")])
     new = store_video(backend, [event_row(now - timedelta(days=2), "NEW222", camera="camB")])
-    old_pk, new_pk = (k.split("/", 1)[1].rsplit(".", 1)[0] for k in (old, new))
+    # Recorded as long ago as `old`, but uploaded just now (camera back from an outage), still queued.
+    late = "uploads/camL/" + (now - timedelta(days=40)).strftime("%Y%m%dT%H%M%SZ") + ".mp4"
+    backend.store.put_bytes(late, b"\x00late")
+    old_pk, new_pk, late_pk = (k.split("/", 1)[1].rsplit(".", 1)[0] for k in (old, new, late))
     io_dir = str(backend.store.uri("")) + "-dagster-io" if backend.bucket_kwargs["kind"] == "local" else ""
     resources = resources_for(
         backend,
@@ -68,7 +78,8 @@ def test_retention_job_deletes_old_video_its_partition_and_keeps_new(backend):
         io_manager_dir=io_dir,
     )
     with instance_for_test() as instance:
-        instance.add_dynamic_partitions("videos", [old_pk, new_pk])
+        instance.add_dynamic_partitions("videos", [old_pk, new_pk, late_pk])
+        mark_processed(instance, old, new)
         for pk in (old_pk, new_pk):
             materialize_step_output(backend, instance, pk, io_dir)
         dry = retention_sweep_job.execute_in_process(
@@ -81,10 +92,12 @@ def test_retention_job_deletes_old_video_its_partition_and_keeps_new(backend):
             summary["videos_expired"] == 1
             and summary["crops_expired"] == 1
             and summary["events_expired"] == 1
+            and summary["videos_unprocessed_kept"] == 1
         )
         assert backend.store.exists(old) and set(instance.get_dynamic_partitions("videos")) == {
             old_pk,
             new_pk,
+            late_pk,
         }
 
         result = retention_sweep_job.execute_in_process(instance=instance, resources=resources)
@@ -102,8 +115,8 @@ def test_retention_job_deletes_old_video_its_partition_and_keeps_new(backend):
             ]
         else:
             assert [o.key for o in backend.store.list("dagster-io/")] == [f"dagster-io/plate_reads/{new_pk}"]
-        assert instance.get_dynamic_partitions("videos") == [new_pk]
-    assert not backend.store.exists(old) and backend.store.exists(new)
+        assert set(instance.get_dynamic_partitions("videos")) == {new_pk, late_pk}
+    assert not backend.store.exists(old) and backend.store.exists(new) and backend.store.exists(late)
     assert [o.key for o in backend.store.list("crops/")] == [
         event_row(now - timedelta(days=2), camera="camB")["crop_key"]
     ]
@@ -150,6 +163,8 @@ def test_cli_runs_ops_jobs_and_records_them(local_backend, monkeypatch, tmp_path
     monkeypatch.setenv("ANPR_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     (tmp_path / "dagster_home").mkdir()
+    with DagsterInstance.get() as instance:
+        mark_processed(instance, old)  # the CLI reads what was processed from $DAGSTER_HOME
     assert cli.main(["ops", "retention_sweep", "--dry-run"]) == 0
     assert json.loads(capsys.readouterr().out)["videos_expired"] == 1 and local_backend.store.exists(old)
     assert cli.main(["ops", "retention_sweep"]) == 0

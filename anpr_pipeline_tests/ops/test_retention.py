@@ -4,17 +4,23 @@ on both backends (local folder + SQLite, SeaweedFS S3 + Postgres with monthly pa
 from __future__ import annotations
 
 import random
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
 from anpr_pipeline.ops.retention import (
+    delete_events_before,
     expired_partitions,
+    month_bounds,
     object_time,
     partition_key_of,
     plan_retention,
     run_retention,
+    upload_partition_key,
 )
+from anpr_pipeline.resources.event_store import EventStore, partition_name
 from anpr_pipeline.resources.object_store import ObjectInfo
 from anpr_pipeline.settings import Settings
 from anpr_pipeline.uploads import TIMESTAMP_FORMAT
@@ -66,22 +72,38 @@ def _populate(rng, backend, now, policy) -> dict[str, datetime]:
         times[f"parquet/events/date={day.isoformat()}/camera_id=cam{i}/x{i}.parquet"] = end - timedelta(
             microseconds=1
         )
+    for i in range(3):
+        month = _moment(rng, now, policy.retention_events_days).date().replace(day=1)
+        key = f"archive/events/month={month:%Y-%m}/part-{i:016x}.parquet"
+        times[key] = month_bounds(month)[1] - timedelta(microseconds=1)  # the month's newest row
     for key in times:
         store.put_bytes(key, b"x" * rng.randint(1, 50))
     # Names that break the contract: aged by LastModified (the real wall clock, now-ish).
-    for key in ("uploads/cam9/not-a-time.mp4", "crops/cam9/junk.jpg"):
+    for key in ("uploads/cam9/not-a-time.mp4", "crops/cam9/junk.jpg", "archive/events/junk.parquet"):
         store.put_bytes(key, b"y")
         times[key] = store.info(key).last_modified
     store.put_bytes("exports/keep-me.zip", b"z")  # outside every retention class
     return times
 
 
-def _expected_deleted(times, now, policy) -> set[str]:
+def _class_days(key: str, policy) -> int:
+    if key.startswith("archive/events/"):
+        return policy.retention_events_days  # archived events keep the events' period
+    klass = "videos" if "uploads/" in key else key.split("/")[0]
+    return getattr(policy, f"retention_{klass}_days")
+
+
+def _waiting(key: str, mtime: datetime, processed: set[str], cutoff: datetime) -> bool:
+    """An upload not processed yet that arrived within the period: kept whatever its name says."""
+    return key.startswith("uploads/") and upload_partition_key(key) not in processed and mtime >= cutoff
+
+
+def _expected_deleted(times, mtimes, processed, now, policy) -> set[str]:
     out = set()
     for key, t in times.items():
-        klass = "videos" if "uploads/" in key else key.split("/")[0]
-        days = getattr(policy, f"retention_{klass}_days")
-        if days and t < now - timedelta(days=days):
+        days = _class_days(key, policy)
+        cutoff = now - timedelta(days=days)
+        if days and t < cutoff and not _waiting(key, mtimes[key], processed, cutoff):
             out.add(key)
     return out
 
@@ -107,10 +129,13 @@ def test_retention_deletes_exactly_the_expired_set(backend):
         now = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randint(0, 2 * 365 * 86400))
         policy = _policy(rng)
         times = _populate(rng, backend, now, policy)
+        mtimes = {o.key: o.last_modified for o in backend.store.list("")}
+        # Some uploads have plate_events, some are still queued (video and sidecar alike).
+        processed = {pk for key in times if (pk := upload_partition_key(key)) and rng.random() < 0.5}
         rows = _event_rows(rng, now, policy)
         backend.events.replace_video_events(rows[0]["video_key"], rows)
         backend.events.ensure_month_partitions()  # moves rows out of DEFAULT into monthly partitions
-        expected = _expected_deleted(times, now, policy)
+        expected = _expected_deleted(times, mtimes, processed, now, policy)
         cutoff = now - timedelta(days=policy.retention_events_days)
         expected_rows_kept = {
             r["event_id"] for r in rows if not policy.retention_events_days or r["captured_at"] >= cutoff
@@ -118,13 +143,13 @@ def test_retention_deletes_exactly_the_expired_set(backend):
         partitions_before = backend.events.partitions()
         context = f"{backend.name} case {case}: now={now} policy={policy}"
 
-        plan, result = run_retention(now, backend.store, backend.events, policy, dry_run=True)
+        plan, result = run_retention(now, backend.store, backend.events, policy, processed, dry_run=True)
         assert result is None
         assert plan.expired_keys() == expected, context
         assert plan.events.rows == len(rows) - len(expected_rows_kept), context
         assert len(list(backend.store.list(""))) == len(times) + 1, f"dry run deleted something: {context}"
 
-        plan, result = run_retention(now, backend.store, backend.events, policy)
+        plan, result = run_retention(now, backend.store, backend.events, policy, processed)
         remaining = {o.key for o in backend.store.list("")}
         assert remaining == (set(times) - expected) | {"exports/keep-me.zip"}, context
         assert sum(result.deleted.values()) == len(expected), context
@@ -163,6 +188,92 @@ def test_ages_come_from_the_name_contract_and_fall_back_to_mtime():
         datetime(2024, 2, 15, tzinfo=UTC),
         [video, crop, parquet],
         Settings(retention_videos_days=30, retention_crops_days=0, retention_parquet_days=43),
+        processed={"cam1/20240102T030405Z"},
     )
     assert plan.expired_keys() == {video.key, parquet.key}  # crops: 0 = keep forever
     assert plan.video_partitions == ["cam1/20240102T030405Z"]
+
+
+def test_archived_event_months_expire_with_the_events_period():
+    mtime = datetime(2030, 1, 1, tzinfo=UTC)
+    jan = ObjectInfo("archive/events/month=2024-01/part-0123456789abcdef.parquet", 10, mtime)
+    feb = ObjectInfo("archive/events/month=2024-02/part-0123456789abcdef.parquet", 20, mtime)
+    # Aged by the month's last instant (like a Parquet day): it goes when all its rows have.
+    assert object_time(feb, "events_archive") == (
+        datetime(2024, 3, 1, tzinfo=UTC) - timedelta(microseconds=1),
+        "name",
+    )
+    junk = ObjectInfo("archive/events/month=2024-13/x.parquet", 5, mtime)
+    assert object_time(junk, "events_archive") == (mtime, "mtime")
+    # 2024-03-01 + 365 days = 2025-03-01: February's last row is just older than the cutoff.
+    policy = Settings(retention_events_days=365, retention_parquet_days=0)
+    plan = plan_retention(datetime(2025, 3, 1, tzinfo=UTC), [jan, feb], policy, processed=set())
+    assert plan.expired_keys() == {jan.key, feb.key}
+    summary = plan.summary()
+    assert summary["events_archive_days"] == 365 and summary["events_archive_bytes"] == 30
+    plan = plan_retention(
+        datetime(2025, 3, 1, tzinfo=UTC) - timedelta(microseconds=1), [jan, feb], policy, processed=set()
+    )
+    assert plan.expired_keys() == {jan.key}
+    assert (
+        plan_retention(
+            datetime(2030, 1, 1, tzinfo=UTC), [jan, feb], Settings(retention_events_days=0), processed=set()
+        ).expired_keys()
+        == set()
+    )  # 0 keeps archived events forever too
+
+
+def test_late_uploads_wait_for_processing_unless_abandoned():
+    now = datetime(2024, 6, 1, tzinfo=UTC)
+    recorded = "20240401T000000Z"  # two months ago: past the 30-day period by name
+    fresh, stale = now - timedelta(days=2), now - timedelta(days=31)  # LastModified
+    queued = ObjectInfo(f"uploads/camL/{recorded}.mp4", 1, fresh)  # back from an outage
+    queued_sidecar = ObjectInfo(f"uploads/camL/{recorded}.json", 1, fresh)
+    done = ObjectInfo(f"uploads/camP/{recorded}.mp4", 1, fresh)
+    abandoned = ObjectInfo(f"uploads/camX/{recorded}.mp4", 1, stale)  # never processed, long gone
+    archived = ObjectInfo(f"archive/uploads/camA/{recorded}.mp4", 1, fresh)  # archive copy: new mtime
+    plan = plan_retention(
+        now,
+        [queued, queued_sidecar, done, abandoned, archived],
+        Settings(retention_videos_days=30),
+        processed={f"camP/{recorded}"},
+    )
+    assert plan.expired_keys() == {done.key, abandoned.key, archived.key}
+    assert plan.video_partitions == [f"camA/{recorded}", f"camP/{recorded}", f"camX/{recorded}"]
+    assert plan.classes["videos"].unprocessed_kept == 2
+    assert plan.summary()["videos_unprocessed_kept"] == 2
+    # Once processed, the same upload goes.
+    plan = plan_retention(
+        now, [queued, queued_sidecar], Settings(retention_videos_days=30), processed={f"camL/{recorded}"}
+    )
+    assert plan.expired_keys() == {queued.key, queued_sidecar.key}
+
+
+def test_sweep_lists_partitions_only_under_the_schema_lock(fresh_postgres_url):
+    """An archive run holds the schema lock and drops a month the sweep would also drop: the
+    sweep must list partitions after it gets the lock, not query the dropped table."""
+    es = EventStore(fresh_postgres_url)
+    es.init_schema()
+    month = datetime(2024, 3, 1, tzinfo=UTC)
+    rows = [event_row(month + timedelta(days=4), "LOCK1", video_key="uploads/camL/20240305T000000Z.mp4")]
+    es.replace_video_events(rows[0]["video_key"], rows)
+    es.ensure_month_partitions()
+    name = partition_name(month.date())
+    assert name in es.partitions()
+    waiting = sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+    try:
+        with es.engine.connect() as archive, es.engine.connect() as monitor, ThreadPoolExecutor(1) as pool:
+            archive.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('anpr_events_schema'))"))
+            sweep = pool.submit(delete_events_before, es, datetime(2024, 5, 1, tzinfo=UTC))
+            deadline = time.monotonic() + 30
+            while not monitor.execute(waiting).scalar_one():
+                assert time.monotonic() < deadline and not sweep.done(), "the sweep never waited for the lock"
+                time.sleep(0.05)
+            # What archive's _remove_month does with the month, in the same transaction.
+            archive.execute(sa.text(f"ALTER TABLE events DETACH PARTITION {name}"))
+            archive.execute(sa.text(f"DROP TABLE {name}"))
+            archive.commit()
+            assert sweep.result(timeout=30) == (0, [])
+        assert name not in es.partitions()
+    finally:
+        es.dispose()
