@@ -36,6 +36,7 @@ DETECTION_COLUMNS = [
     "h",
     "score",
     "crop_key",
+    "detector_version",  # carried to plate_events: the version of what found these boxes
 ]
 
 
@@ -127,7 +128,9 @@ def frames_and_detections(
         for r in records
     ]
     frames_df = pd.DataFrame(frame_rows, columns=FRAME_COLUMNS)
-    detections_df = pd.DataFrame(det_rows, columns=DETECTION_COLUMNS)
+    detections_df = pd.DataFrame(
+        [{**row, "detector_version": detector.version} for row in det_rows], columns=DETECTION_COLUMNS
+    )
     sampled = len(frames_df)
     yield Output(
         frames_df,

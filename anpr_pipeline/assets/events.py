@@ -152,6 +152,19 @@ def events_markdown(
     return "\n".join(lines)
 
 
+def model_versions(plate_reads: pd.DataFrame, models: ModelsResource) -> tuple[str, str]:
+    """(detector_version, reader_version) of the models that made these reads, from their
+    columns: not the configured ones, which may have changed since (plate_events re-executed
+    alone), and without loading a model here. Reads stored before the columns existed fall
+    back to the configured models."""
+    detector = plate_reads.get("detector_version")
+    reader = plate_reads.get("reader_version")
+    return (
+        str(detector.iloc[0]) if detector is not None else models.get_detector().version,
+        str(reader.iloc[0]) if reader is not None else models.get_reader().version,
+    )
+
+
 def previous_parquet_files(context: AssetExecutionContext) -> list[str]:
     """The Parquet files this partition's latest materialization wrote (its metadata)."""
     records = context.instance.fetch_materializations(
@@ -181,14 +194,11 @@ def plate_events(
     models: ModelsResource,
     pipeline: PipelineConfig,
 ):
-    detector_version = models.get_detector().version
-    reader_version = models.get_reader().version
     tracks = track_reads(frame_reads(plate_reads)) if len(plate_reads) else []
     regions = video_regions(video.get("region"), parse_regions(models.plate_regions))
     kept = event_tracks(tracks, pipeline, (video["width"], video["height"]), regions)
-    rows = sorted(
-        (event_row(t, video, detector_version, reader_version) for t in kept), key=lambda r: r["captured_at"]
-    )
+    versions = model_versions(plate_reads, models) if kept else ("", "")
+    rows = sorted((event_row(t, video, *versions) for t in kept), key=lambda r: r["captured_at"])
     store = events_db.get_store()
     written = store.replace_video_events(video["video_key"], rows)
     span = video_span(video)

@@ -89,6 +89,7 @@ def plate_reads(
     reads = read_crops(keys, lambda key: load_crop(store, key), reader, models.reader_batch_size)
     seconds = time.perf_counter() - started
     df = with_reads(plate_detections, reads, (video["width"], video["height"]), pipeline.crop_padding)
+    df["reader_version"] = reader.version  # carried to plate_events with the reads
     yield Output(
         df,
         metadata={

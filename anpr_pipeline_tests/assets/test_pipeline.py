@@ -5,6 +5,7 @@ Real detector, real reader, real decoding, a real Dagster instance; nothing mock
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -90,6 +91,26 @@ def test_asset_checks_pass_and_metadata_is_recorded(pipeline):
     for event in pipeline["events_db"].events_for_video(pipeline["key"]):
         assert event["normalized_plate"] not in metadata["events_table"].value
         assert event["normalized_plate"] not in metadata["plates"].value
+
+
+def test_events_carry_the_versions_of_the_models_that_made_their_reads(pipeline):
+    """plate_events re-executed alone after the reader setting changed keeps the versions of
+    the reads it votes on, not the newly configured reader's."""
+    defs, instance, key = pipeline["defs"], pipeline["instance"], pipeline["key"]
+    reader = defs.resources["models"].get_reader().version
+    detector = defs.resources["models"].get_detector().version
+    assert {
+        (e["detector_version"], e["reader_version"]) for e in pipeline["events_db"].events_for_video(key)
+    } == {(detector, reader)}
+    other = build_definitions(replace(embedded_settings(Path(pipeline["root"])), reader="crnn"))
+    assert other.resources["models"].reader == "crnn"
+    result = other.resolve_job_def("process_video").execute_in_process(
+        partition_key=f"{CAMERA}/20261128T093000Z",
+        instance=instance,
+        asset_selection=[AssetKey("plate_events")],
+    )
+    assert result.success
+    assert {e["reader_version"] for e in pipeline["events_db"].events_for_video(key)} == {reader}
 
 
 def test_rerunning_the_partition_is_idempotent(pipeline):
