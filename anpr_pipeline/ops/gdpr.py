@@ -146,7 +146,10 @@ def find_plate(plate: str, es: EventStore, store: ObjectStore) -> PlateData:
 
 
 _CROP_NAME = re.compile(r"/(?:frames/)?(?P<frame>\d{6})(?:_\d+)?\.jpg$")
-_VIDEO_TS = re.compile(r"/(?P<ts>\d{8}T\d{6}Z)\.[A-Za-z0-9]+$")
+# crops/<camera>/<day>/<ts>/: the video's effective start (a sidecar's started_at, to the
+# second), the origin its events' times were computed from; the upload key's time is not
+# when a sidecar moved it.
+_CROP_DIR_TS = re.compile(r"^crops/[^/]+/[^/]+/(?P<ts>\d{8}T\d{6}Z)/")
 TRACK_MARGIN_S = 0.5
 
 
@@ -169,8 +172,8 @@ def _track_crops(plate: str, rows: list[dict[str, Any]], es: EventStore, store: 
     out: set[str] = set()
     for video_key in sorted({r["video_key"] for r in rows}):
         mine = [r for r in rows if r["video_key"] == video_key and r.get("crop_key")]
-        ts = _VIDEO_TS.search(video_key)
-        if not mine or ts is None:
+        ts = _CROP_DIR_TS.match(mine[0]["crop_key"]) if mine else None
+        if ts is None:
             continue
         started = datetime.strptime(ts["ts"], TIMESTAMP_FORMAT).replace(tzinfo=UTC)
         video_rows = es.events_for_video(video_key)

@@ -146,11 +146,14 @@ def test_plate_without_characters_is_refused(local_backend, plate):
         erase_plate(plate, local_backend.events, local_backend.store, SALT)
 
 
-def test_erase_takes_every_crop_of_the_pass_not_only_the_best(backend):
-    """The detector stores a crop per frame; the event row references only the best one."""
-    start = datetime(2025, 6, 1, 8, 0, 0, tzinfo=UTC)
+@pytest.mark.parametrize("sidecar_shift_s", [0, 60])
+def test_erase_takes_every_crop_of_the_pass_not_only_the_best(backend, sidecar_shift_s):
+    """The detector stores a crop per frame; the event row references only the best one.
+    A sidecar's started_at (shifted from the key's time) is the origin of the event times
+    and names the crop folder."""
+    start = datetime(2025, 6, 1, 8, 0, 0, tzinfo=UTC) + timedelta(seconds=sidecar_shift_s)
     video = "uploads/cam7/20250601T080000Z.mp4"
-    prefix = "crops/cam7/2025-06-01/20250601T080000Z/"
+    prefix = f"crops/cam7/2025-06-01/{start:%Y%m%dT%H%M%SZ}/"
     fps = 15
 
     def row(plate, n, first_s, best_s, last_s):
