@@ -163,12 +163,14 @@ class _Seen:
 
     detection: Detection
     origin: tuple[int, int]  # (source_index, det_index) whose crop/read it stands for
-    signature: np.ndarray
+    signature: np.ndarray | None  # None when reuse across moving frames is off
 
 
 def _match_previous(det: Detection, signature: np.ndarray, previous: list[_Seen]) -> _Seen | None:
     for seen in previous:
-        if det.box.iou(seen.detection.box) < _REUSE_IOU or seen.signature.shape != signature.shape:
+        if seen.signature is None or det.box.iou(seen.detection.box) < _REUSE_IOU:
+            continue
+        if seen.signature.shape != signature.shape:
             continue
         if float(np.abs(seen.signature - signature).mean()) < _REUSE_MAX_DIFF:
             return seen
@@ -318,11 +320,13 @@ def process_video_frames(
                 for n, det in enumerate(detected[frame.index]):
                     image = det.box.crop(frame.image, pad=crop_padding)
                     origin: tuple[int, int] | None = None
+                    signature: np.ndarray | None = None
                     if reuse_static_detections:
                         signature = _crop_signature(image)
                         seen = _match_previous(det, signature, previous)
                         origin = seen.origin if seen is not None else None
-                        current.append(_Seen(det, origin or (frame.source_index, n), signature))
+                    # Kept either way: a static frame next carries these detections forward.
+                    current.append(_Seen(det, origin or (frame.source_index, n), signature))
                     crops.append(
                         PlateCrop(frame.index, frame.source_index, frame.pts_s, n, det, image, origin)
                     )
@@ -412,6 +416,9 @@ def make_image_uploader(store, max_workers: int = 2, quality: int = 90):
             self.encode_s = 0.0
 
         def submit_image(self, key: str, image: np.ndarray, content_type: str = "image/jpeg"):
+            # A crop is a view into its frame: queued as it is, it would keep the whole frame
+            # in memory until encoded (tens of frames at 4K-8K with a slow bucket).
+            image = image.copy()
             self._slots.acquire()
             try:
                 future = self._pool.submit(self._encode_upload, key, image, content_type)

@@ -104,6 +104,22 @@ def test_changed_pixels_in_the_same_box_are_read_again():
     assert [c.reuse_of for c in crops] == [None, None] and stats.skipped_static == 0
 
 
+def test_static_frames_carry_detections_forward_with_reuse_across_frames_off():
+    rng = np.random.default_rng(3)
+    still = _scene(rng)
+    crops = []
+    records, _ = process_video_frames(
+        _frames([still, still.copy(), still.copy()]),
+        BoxDetector([Box(40, 200, 80, 30)]),
+        static_threshold=4.0,
+        reuse_static_detections=False,
+        on_crop=crops.append,
+    )
+    assert [r.skipped_static for r in records] == [False, True, True]
+    assert [r.detections for r in records] == [1, 1, 1]
+    assert [c.reuse_of for c in crops] == [None, (0, 0), (0, 0)]
+
+
 def test_batches_respect_the_batch_size():
     rng = np.random.default_rng(3)
     images = []
