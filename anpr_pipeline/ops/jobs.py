@@ -6,6 +6,7 @@ checksums), so the UI shows what a run did and the same run can be repeated from
 """
 
 import json
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -350,19 +351,58 @@ OP_OF_JOB = {
 }
 
 
+# The config each job's op takes (restore_test takes none), to check `anpr ops` flags
+# before a run starts rather than show Dagster's config traceback.
+CONFIG_OF_JOB: dict[str, type[Config] | None] = {
+    "retention_sweep": RetentionConfig,
+    "db_maintenance": MaintenanceConfig,
+    "backup": BackupConfig,
+    "restore_test": None,
+    "export_plate": ExportPlateConfig,
+    "erase_plate": ErasePlateConfig,
+    "archive": ArchiveConfig,
+}
+
+
 def _cli_config(args: Any) -> dict[str, Any]:
+    """The op config the flags give; ValueError naming the flag a job does not take."""
     config: dict[str, Any] = {}
     if args.dry_run:
         config["dry_run"] = True
     if args.plate:
         config["plate"] = args.plate
     for item in args.set or []:
-        key, _, raw = item.partition("=")
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE")
         try:
             config[key] = json.loads(raw)
         except ValueError:
             config[key] = raw
+    schema = CONFIG_OF_JOB[args.job]
+    fields = schema.model_fields if schema is not None else {}
+    unknown = sorted(set(config) - set(fields))
+    if unknown:
+        flags = ", ".join(
+            "--dry-run" if k == "dry_run" else "--plate" if k == "plate" else k for k in unknown
+        )
+        takes = ", ".join(sorted(fields)) or "no options"
+        raise ValueError(f"{args.job} does not take {flags} (it takes: {takes})")
+    missing = sorted(k for k, f in fields.items() if f.is_required() and k not in config)
+    if missing:
+        raise ValueError(f"{args.job} needs --{missing[0]}")
     return config
+
+
+def _failure_cause(failure: Any) -> str:
+    """The innermost error of a failed op: the step error wraps the op's own exception."""
+    user = getattr(failure, "user_failure_data", None)
+    if user is not None and user.description:
+        return user.description
+    error = failure.error
+    while error.cause is not None:
+        error = error.cause
+    return error.message.strip()  # "ExceptionClass: message", as Python prints it
 
 
 def main(argv: list[str]) -> int:
@@ -387,8 +427,11 @@ def main(argv: list[str]) -> int:
 
     from anpr_pipeline.definitions import build_definitions
 
+    try:
+        config = _cli_config(args)
+    except ValueError as exc:
+        parser.error(str(exc))
     job_def = build_definitions().resolve_job_def(args.job)  # settings read now, not at import
-    config = _cli_config(args)
     run_config = {"ops": {OP_OF_JOB[args.job]: {"config": config}}} if config else {}
     if os.environ.get("DAGSTER_HOME"):
         instance = DagsterInstance.get()
@@ -401,10 +444,8 @@ def main(argv: list[str]) -> int:
         )
         if not result.success:
             failure = result.failure_data_for_node(OP_OF_JOB[args.job])
-            user = getattr(failure, "user_failure_data", None) if failure else None
-            print(
-                f"anpr ops {args.job}: FAILED: {user.description if user else failure.error.message if failure else ''}"
-            )
+            cause = _failure_cause(failure) if failure else "the run failed (see the Dagster UI)"
+            print(f"anpr ops {args.job}: FAILED: {cause}", file=sys.stderr)
             return 1
         print(json.dumps(result.output_for_node(OP_OF_JOB[args.job]), indent=1, default=str))
     return 0

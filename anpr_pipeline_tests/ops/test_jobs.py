@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from dagster import AssetMaterialization, instance_for_test
 
 from anpr_pipeline.ops.jobs import db_maintenance_job, retention_sweep_job
@@ -170,10 +171,45 @@ def test_cli_runs_ops_jobs_and_records_them(local_backend, monkeypatch, tmp_path
     assert cli.main(["ops", "retention_sweep"]) == 0
     assert not local_backend.store.exists(old)
     assert cli.main(["ops", "restore_test"]) == 1  # no backup yet: fails loudly
-    assert "no complete backup" in capsys.readouterr().out
+    assert "no complete backup" in capsys.readouterr().err
     with DagsterInstance.get() as instance:
         assert sorted(r.job_name for r in instance.get_runs()) == [
             "restore_test",
             "retention_sweep",
             "retention_sweep",
         ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["export_plate"], "export_plate needs --plate"),
+        (["backup", "--dry-run"], "backup does not take --dry-run (it takes: keep)"),
+        (["restore_test", "--set", "keep=1"], "restore_test does not take keep (it takes: no options)"),
+        (["retention_sweep", "--set", "dry_run"], "--set 'dry_run': expected KEY=VALUE"),
+    ],
+)
+def test_cli_rejects_flags_a_job_does_not_take_before_running(argv, message, tmp_path, monkeypatch, capsys):
+    from anpr_pipeline import cli
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))  # nothing may be recorded there
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["ops", *argv])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_cli_failure_names_the_cause_in_one_line(tmp_path, monkeypatch, capsys):
+    from anpr_pipeline import cli
+
+    monkeypatch.setenv("ANPR_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ANPR_BUCKET_KIND", "s3")
+    monkeypatch.setenv("ANPR_S3_ENDPOINT_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("ANPR_S3_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("ANPR_S3_CONNECT_TIMEOUT_S", "1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert cli.main(["ops", "retention_sweep", "--dry-run"]) == 1
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("anpr ops")]
+    assert "FAILED: " in line and "127.0.0.1:1" in line and "DagsterExecutionStepExecutionError" not in line
