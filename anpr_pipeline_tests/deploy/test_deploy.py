@@ -8,6 +8,7 @@ dagster-k8s would build from the Helm values + our op tags land on the right nod
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shlex
 import tomllib
@@ -23,8 +24,11 @@ REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 DOCKER = DEPLOY / "docker"
 HELM_VALUES = DEPLOY / "helm" / "values.yaml"
+HELM_METRICS = DEPLOY / "helm" / "metrics-exporter.yaml"
 PROD_DAGSTER_YAML = DEPLOY / "dagster.yaml"
 GPU_STEPS = {"frames_and_detections", "plate_reads"}
+# Settings whose values are secrets: only ever interpolated from .env / a Kubernetes secret.
+SECRET_KEY = r"PASSWORD|SECRET|SALT"
 
 
 def _load(path: Path) -> Any:
@@ -182,7 +186,7 @@ def test_helm_nodes_and_code_server():
     assert not values["generatePostgresqlPasswordSecret"]
     assert "postgresqlPassword" not in values["postgresql"]
     for key in deployment["env"]:
-        assert not re.search(r"PASSWORD|SECRET|DATABASE_URL", key), key
+        assert not re.search(rf"{SECRET_KEY}|DATABASE_URL", key), key
 
 
 def test_k8s_executor_setting_builds_loadable_definitions(monkeypatch):
@@ -270,6 +274,36 @@ def test_dockerfile_image_shape():
     assert "COPY deploy/dagster.yaml /opt/dagster/dagster_home/dagster.yaml" in text
     ignored = (REPO / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".git" in ignored
+    # Every file pyproject.toml names (readme, license-files) is in the build context that
+    # `pip install .` builds from: setuptools otherwise builds a wheel without the license.
+    build_stage = text.split("RUN pip install .")[0]
+    copied = {
+        src for line in re.findall(r"^COPY\s+(.+)$", build_stage, flags=re.M) for src in line.split()[:-1]
+    }
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for name in [project["readme"], *project["license-files"]]:
+        assert name in copied, f"Dockerfile does not COPY {name} before `pip install .`"
+        assert (REPO / name).is_file() and name not in ignored, name
+
+
+def test_dockerfile_installs_a_postgres_client_matching_the_compose_server():
+    # The default-on backup / restore_test jobs run pg_dump / pg_restore in this image, and
+    # pg_dump refuses a server newer than itself: the client's major version is the server's.
+    text = (DOCKER / "Dockerfile").read_text()
+    runtime = text.rsplit("\nFROM ", 1)[1]
+    (pg_major,) = re.findall(r"^ARG PG_MAJOR=(\d+)$", runtime, flags=re.M)
+    postgres_image = _load(DOCKER / "docker-compose.yml")["services"]["postgres"]["image"]
+    assert re.fullmatch(r"postgres:(\d+)(\.\d+)?(-\w+)?", postgres_image), postgres_image
+    assert postgres_image.split(":")[1].split(".")[0].split("-")[0] == pg_major, (
+        f"compose runs {postgres_image}, the image's client is PG_MAJOR={pg_major}"
+    )
+    runs = [run for run in _dockerfile_runs() if run in runtime.replace("\\\n", " ")]
+    installs = " ".join(runs)
+    assert "apt.postgresql.org/pub/repos/apt" in installs  # PGDG: the distro client is older
+    assert "postgresql-client-${PG_MAJOR}" in installs
+    # Where anpr_pipeline/ops/backup.py:pg_tool looks first (no ANPR_PG_BIN_DIR needed).
+    for tool in ("pg_dump", "pg_restore"):
+        assert f"/usr/lib/postgresql/${{PG_MAJOR}}/bin/{tool} --version" in installs, tool
 
 
 def test_compose_services_healthchecks_volumes_and_no_secrets():
@@ -302,23 +336,168 @@ def test_compose_services_healthchecks_volumes_and_no_secrets():
     for name, service in services.items():
         env = service.get("environment") or {}
         for key, value in env.items():
-            if re.search(r"PASSWORD|SECRET", key):
+            if re.search(SECRET_KEY, key):
                 assert "${" in str(value), f"{name}.{key} must come from .env, not the file"
 
 
-def test_env_example_holds_no_secrets():
-    entries = dict(
+def _env_example() -> dict[str, str]:
+    return dict(
         line.split("=", 1)
         for line in (DOCKER / "env.example").read_text().splitlines()
         if line and not line.startswith("#")
     )
+
+
+def test_env_example_holds_no_secrets():
+    entries = _env_example()
     compose_text = (DOCKER / "docker-compose.yml").read_text()
     required = set(re.findall(r"\$\{(\w+):\?", compose_text))
     assert required <= set(entries), f"env.example lacks {required - set(entries)}"
+    assert "ANPR_GDPR_SALT" in required  # GDPR export/erase refuse an empty salt on Postgres
     for key, value in entries.items():
-        if re.search(r"PASSWORD|SECRET", key):
+        if re.search(SECRET_KEY, key):
             assert value == "", f"{key} has a value in env.example"
     assert "deploy/docker/.env" in (REPO / ".gitignore").read_text()
+
+
+# ANPR_* settings the compose stack deliberately does not pass to the containers, and why
+# (docker-compose.yml says the same next to x-anpr-env).
+COMPOSE_NOT_PASSED = {
+    "ANPR_DATA_DIR": "set by the image (/var/lib/anpr, volume anprdata)",
+    "ANPR_BUCKET_DIR": "local bucket only; compose uses MinIO",
+    "ANPR_EXECUTOR": "runs execute in user_code (multiprocess); k8s is the Helm chart's",
+    "ANPR_MODELS_DIR": "the OCR weights are in the image",
+    "ANPR_PG_BIN_DIR": "the image's PostgreSQL client (Dockerfile PG_MAJOR), where ops/backup.py looks",
+}
+
+
+def _settings_env_vars() -> set[str]:
+    from anpr_pipeline import settings
+
+    names = set(re.findall(r'"(ANPR_[A-Z0-9_]+)"', Path(settings.__file__).read_text()))
+    # Every Settings field is read from ANPR_<FIELD>: the scan above missed none.
+    assert {f"ANPR_{f.name.upper()}" for f in dataclasses.fields(settings.Settings)} <= names
+    return names
+
+
+def test_compose_passes_every_pipeline_setting_to_the_containers():
+    # Compose hands the containers only what x-anpr-env lists: a setting missing there cannot
+    # be set from .env at all (ANPR_GDPR_SALT once was, so GDPR export/erase always refused).
+    settings_vars = _settings_env_vars()
+    passed = {k for k in _load(DOCKER / "docker-compose.yml")["x-anpr-env"] if k.startswith("ANPR_")}
+    assert set(COMPOSE_NOT_PASSED) <= settings_vars, "COMPOSE_NOT_PASSED names a setting that is gone"
+    assert not passed & set(COMPOSE_NOT_PASSED), passed & set(COMPOSE_NOT_PASSED)
+    assert passed <= settings_vars, (
+        f"compose sets {sorted(passed - settings_vars)}, which settings.py never reads"
+    )
+    missing = settings_vars - passed - set(COMPOSE_NOT_PASSED)
+    assert not missing, f"docker-compose.yml x-anpr-env does not pass {sorted(missing)}"
+
+
+def test_compose_and_env_example_defaults_are_the_settings_defaults():
+    from anpr_pipeline.settings import Settings, parse_bool
+
+    defaults = {f"ANPR_{f.name.upper()}": f.default for f in dataclasses.fields(Settings)}
+    # The stack's own bucket is MinIO, which has no cold storage classes.
+    defaults["ANPR_S3_ARCHIVE_STORAGE_CLASS"] = "STANDARD"
+    parsers = {bool: lambda s: parse_bool(s, None), int: int, float: float, str: str}
+    env_example = _env_example()
+    checked = 0
+    for key, value in _load(DOCKER / "docker-compose.yml")["x-anpr-env"].items():
+        m = re.fullmatch(r"\$\{(\w+):-(.*)\}", str(value))
+        if not key.startswith("ANPR_") or m is None:
+            continue  # a value the stack fixes (bucket kind, endpoint, DB URL) or a required one
+        assert m.group(1) == key, f"{key} is interpolated from {m.group(1)}"
+        parse = parsers[type(defaults[key])]
+        assert parse(m.group(2)) == defaults[key], f"compose default of {key}: {m.group(2)!r}"
+        assert key in env_example, f"env.example does not list {key}"
+        assert parse(env_example[key]) == defaults[key], f"env.example {key}={env_example[key]}"
+        checked += 1
+    assert checked >= 20
+
+
+# -- Prometheus exporter -------------------------------------------------------------------------
+
+
+def test_compose_runs_the_metrics_exporter(capsys):
+    compose = _load(DOCKER / "docker-compose.yml")
+    metrics = compose["services"]["metrics"]
+    command = metrics["command"]
+    assert command[:3] == ["anpr", "metrics", "serve"]
+    port = command[command.index("--port") + 1]
+    assert f"127.0.0.1:{port}:{port}" in metrics["ports"]
+    assert metrics["environment"] == compose["x-anpr-env"]  # instance, events DB and bucket
+    assert metrics["image"] == compose["services"]["user_code"]["image"]
+    assert "../dagster.yaml:/opt/dagster/dagster_home/dagster.yaml:ro" in metrics["volumes"]
+    assert "healthcheck" in metrics
+    # The command is one the CLI takes.
+    from anpr_pipeline.cli import COMMANDS
+    from anpr_pipeline.ops.metrics import main
+
+    assert COMMANDS["metrics"][0] == "anpr_pipeline.ops.metrics:main"
+    with pytest.raises(SystemExit) as exit_:
+        main([*command[2:], "--help"])
+    assert exit_.value.code == 0 and "--port" in capsys.readouterr().out
+
+
+def test_helm_metrics_exporter_matches_the_release():
+    docs = {d["kind"]: d for d in yaml.safe_load_all(HELM_METRICS.read_text())}
+    assert set(docs) == {"Deployment", "Service"}
+    values = _load(HELM_VALUES)
+    (user,) = values["dagster-user-deployments"]["deployments"]
+    pod = docs["Deployment"]["spec"]["template"]
+    (container,) = pod["spec"]["containers"]
+    # Same image and node pool as the code server; the image's entrypoint (tini) is kept.
+    assert container["image"] == f"{user['image']['repository']}:{user['image']['tag']}"
+    assert pod["spec"]["nodeSelector"] == user["nodeSelector"]
+    assert "command" not in container and container["args"][:3] == ["anpr", "metrics", "serve"]
+    port = int(container["args"][container["args"].index("--port") + 1])
+    # Bucket settings as values.yaml sets them; credentials only from the chart's secrets.
+    env = {e["name"]: e for e in container["env"]}
+    anpr_env = {name: e["value"] for name, e in env.items() if name.startswith("ANPR_")}
+    assert {"ANPR_BUCKET_KIND", "ANPR_S3_BUCKET", "ANPR_S3_ENDPOINT_URL", "ANPR_S3_REGION"} <= set(anpr_env)
+    assert anpr_env == {name: user["env"][name] for name in anpr_env}
+    assert env["DAGSTER_PG_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": values["global"]["postgresqlSecretName"],
+        "key": "postgresql-password",
+    }
+    assert container["envFrom"] == [{"secretRef": s} for s in user["envSecrets"]]
+    for name, e in env.items():
+        if re.search(rf"{SECRET_KEY}|DATABASE_URL", name):
+            assert "value" not in e, name
+    # The instance config is the chart's ConfigMap for the release deploy/README.md installs
+    # (chart `dagster`: <release>-dagster-instance), mounted at the image's DAGSTER_HOME.
+    readme = (DEPLOY / "README.md").read_text()
+    release = re.search(r"helm upgrade --install (\S+) dagster/dagster", readme).group(1)
+    assert "dagster" not in release  # else the chart's fullname is the release name alone
+    (volume,) = pod["spec"]["volumes"]
+    assert volume["configMap"]["name"] == f"{release}-dagster-instance"
+    dagster_home = re.search(r"DAGSTER_HOME=(\S+)", (DOCKER / "Dockerfile").read_text()).group(1)
+    (mount,) = container["volumeMounts"]
+    assert (mount["name"], mount["mountPath"], mount["subPath"]) == (
+        volume["name"],
+        f"{dagster_home}/dagster.yaml",
+        "dagster.yaml",
+    )
+    # The Service reaches the pod's port, and says where to scrape.
+    (container_port,) = container["ports"]
+    assert container_port["containerPort"] == port
+    service = docs["Service"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert docs["Deployment"]["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    (service_port,) = service["spec"]["ports"]
+    assert service_port["targetPort"] == container_port["name"] and service_port["port"] == port
+    assert service["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+
+
+def test_deploy_readme_secret_command_has_every_credential():
+    # values.yaml's anpr-credentials: the pipeline's DB and bucket, and the GDPR salt that
+    # export-plate / erase-plate require on Postgres.
+    readme = (DEPLOY / "README.md").read_text().replace("\\\n", " ")
+    (command,) = [line for line in readme.splitlines() if "create secret generic anpr-credentials" in line]
+    for key in ("ANPR_DATABASE_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "ANPR_GDPR_SALT"):
+        assert f"--from-literal={key}=" in command, key
+    assert "ANPR_GDPR_SALT" in (HELM_VALUES).read_text()
 
 
 # -- Grafana -------------------------------------------------------------------------------------
