@@ -16,7 +16,7 @@ from anpr_pipeline.partitions import videos_partitions
 from anpr_pipeline.resources.models import ModelsResource
 from anpr_pipeline.resources.object_store import ObjectStore, ObjectStoreResource
 from anpr_pipeline.resources.pipeline_config import PipelineConfig
-from anpr_pipeline.vision.decode import VideoDecodeError, iter_frames
+from anpr_pipeline.vision.decode import DecodeStats, VideoDecodeError, iter_frames
 from anpr_pipeline.vision.video_pipeline import (
     PlateCrop,
     detection_row,
@@ -98,10 +98,11 @@ def frames_and_detections(
         det_rows.append(detection_row(crop, key, started_at + timedelta(seconds=crop.pts_s)))
 
     # The per-video loop is shared with `anpr bench` (vision/video_pipeline.py).
+    decode_stats = DecodeStats()  # damaged packets the decoder skipped, within its budget
     with local_copy(store, video["video_key"]) as path, make_image_uploader(store) as uploader:
         try:
             records, stats = process_video_frames(
-                iter_frames(path, sample_fps=video["sample_fps"]),
+                iter_frames(path, sample_fps=video["sample_fps"], stats=decode_stats),
                 detector,
                 batch_size=models.detector_batch_size,
                 static_threshold=pipeline.static_frame_threshold,
@@ -116,6 +117,11 @@ def frames_and_detections(
     stale = sorted(earlier_crops - {row["crop_key"] for row in det_rows})
     stale_deleted = store.delete(stale) if stale else 0
     timings = {"decode_detect_s": stats.total_s, "detect_s": stats.detect_s}
+    if decode_stats.bad_packets:
+        context.log.warning(
+            f"{video['video_key']}: skipped {decode_stats.bad_packets} undecodable of "
+            f"{decode_stats.packets} video packets"
+        )
     frame_rows = [
         {
             "sample_index": r.sample_index,
@@ -139,6 +145,7 @@ def frames_and_detections(
             "sampled_frames": sampled,
             "skipped_static": int(frames_df["skipped_static"].sum()) if sampled else 0,
             "sample_fps": video["sample_fps"],
+            "bad_packets": decode_stats.bad_packets,  # skipped as undecodable (frames lost)
             "frames_per_second": round(sampled / timings["decode_detect_s"], 2)
             if timings["decode_detect_s"]
             else 0.0,

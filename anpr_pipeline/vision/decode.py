@@ -5,10 +5,15 @@ own threading (``thread_type = "AUTO"``), and frames are converted to RGB only w
 sampled. Timestamps are the stream's real ``pts x time_base`` (variable frame rate safe),
 relative to the stream start.
 
+Frames are rotated upright by the stream's display matrix (phone uploads, cameras mounted
+sideways), before any scaling; probe reports the upright size.
+
 Every failure - missing, empty, not a container, no video stream, corrupt packets,
 truncated, a decoder stall - raises :class:`VideoDecodeError` naming the file and what is
 wrong. Nothing else escapes: FFmpeg / OS errors are wrapped, so a bad upload fails only its
-own partition with a readable message.
+own partition with a readable message. The one tolerated fault is a few packets the decoder
+rejects as invalid data (a damaged access unit mid-file): they are skipped and counted in
+:class:`DecodeStats`, and only more than ``max(3, 1 %)`` of the packets read fail the video.
 """
 
 from __future__ import annotations
@@ -29,6 +34,11 @@ _MAX_PIXELS = 16384 * 16384
 # 0.5 s, 10 % of the duration for long files (containers round durations, audio may run on).
 _TRUNCATION_MIN_S = 0.5
 _TRUNCATION_FRACTION = 0.10
+# A damaged access unit costs its own frame(s) and the decoder resynchronises after it, so a
+# few bad packets are skipped; more than max(_MIN, _FRACTION x packets read) is a corrupt file.
+# Counted against the packets read so far, so a file of garbage fails early, not at its end.
+_BAD_PACKETS_MIN = 3
+_BAD_PACKETS_FRACTION = 0.01
 
 
 class VideoDecodeError(RuntimeError):
@@ -52,6 +62,14 @@ class VideoInfo:
     frame_count: int | None  # video packets counted by probe's scan (None without a scan)
 
 
+@dataclass
+class DecodeStats:
+    """Counters filled in by :func:`iter_frames` while it decodes; read them after the loop."""
+
+    packets: int = 0  # video packets read (the end-of-stream flush excluded)
+    bad_packets: int = 0  # packets the decoder rejected as invalid data, skipped
+
+
 @dataclass(frozen=True)
 class SampledFrame:
     index: int  # sample number 0, 1, 2, ...
@@ -61,15 +79,33 @@ class SampledFrame:
 
 
 def frame_to_rgb(frame: av.VideoFrame, max_width: int | None = None) -> np.ndarray:
-    """RGB uint8 (H, W, 3) from a decoded frame; scaled down to ``max_width`` if wider.
+    """Upright RGB uint8 (H, W, 3) from a decoded frame; scaled down to ``max_width`` if wider.
 
     Conversion and scaling happen in one swscale pass inside FFmpeg (no intermediate
-    full-size RGB array).
+    full-size RGB array). ``max_width`` applies to the upright image: a portrait clip stored
+    sideways is scaled by its displayed width.
     """
-    if max_width is not None and 0 < max_width < frame.width:
-        height = max(1, round(frame.height * max_width / frame.width))
-        return frame.to_ndarray(width=max_width, height=height, format="rgb24", interpolation="AREA")
-    return frame.to_ndarray(format="rgb24")
+    turns = _quarter_turns(frame)
+    width, height = (frame.height, frame.width) if turns % 2 else (frame.width, frame.height)
+    if max_width is not None and 0 < max_width < width:
+        height = max(1, round(height * max_width / width))
+        width = max_width
+        stored = (height, width) if turns % 2 else (width, height)  # the size before rotating
+        image = frame.to_ndarray(width=stored[0], height=stored[1], format="rgb24", interpolation="AREA")
+    else:
+        image = frame.to_ndarray(format="rgb24")
+    # np.rot90 turns counter-clockwise for k > 0, the same sense as frame.rotation.
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
+
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns (0-3) that display the frame upright.
+
+    ``frame.rotation`` is the display matrix's counter-clockwise angle; angles other than
+    multiples of 90 degrees (and mirroring) do not occur in camera or phone files and are
+    rounded / ignored.
+    """
+    return round(frame.rotation / 90) % 4
 
 
 def _open(path: Path, timeout_s: float) -> av.container.InputContainer:
@@ -110,21 +146,43 @@ def _video_stream(container: av.container.InputContainer, path: Path) -> av.vide
 
 
 def _declared_duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> float:
-    """Seconds the file claims (stream duration, else container duration); 0.0 if unknown.
+    """Seconds the file claims for the video stream; 0.0 if unknown.
 
-    A header frame count (AVI's dwTotalFrames survives truncation while FFmpeg re-derives the
-    duration from what is left) counts as a claim too.
+    The stream's own duration, else Matroska's per-track DURATION tag. The container
+    duration is the longest of all streams, so it stands in only when no other audio/video
+    stream could be that longest one (an MKV whose audio runs on past the video is not
+    truncated). A header frame count (AVI's dwTotalFrames survives truncation while FFmpeg
+    re-derives the duration from what is left) counts as a claim too.
     """
-    if stream.duration and stream.time_base:
-        value = float(stream.duration * stream.time_base)
-    elif container.duration:
+    value = _stream_duration(stream)
+    if value is None and container.duration and not _other_media_streams(container, stream):
         value = container.duration / av.time_base
-    else:
-        value = 0.0
+    value = value or 0.0
     fps = _fps(stream)
     if stream.frames and fps > 0:
         value = max(value, stream.frames / fps)
     return value if math.isfinite(value) and value > 0 else 0.0
+
+
+def _stream_duration(stream: av.video.stream.VideoStream) -> float | None:
+    """The stream's duration in seconds, or Matroska's DURATION tag ("HH:MM:SS.nnnnnnnnn",
+    written per track because Matroska has no stream duration field); None if neither.
+    """
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    # mkvmerge may suffix a language ("DURATION-eng").
+    tag = next((v for k, v in stream.metadata.items() if k.upper().split("-")[0] == "DURATION"), None)
+    if tag is None:
+        return None
+    try:
+        hours, minutes, seconds = tag.split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:  # malformed: no claim
+        return None
+
+
+def _other_media_streams(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> bool:
+    return any(s.type in ("audio", "video") and s.index != stream.index for s in container.streams)
 
 
 def _fps(stream: av.video.stream.VideoStream) -> float:
@@ -220,12 +278,15 @@ def _probe(p: Path, timeout_s: float) -> VideoInfo:
         _check_truncated(p, end_s, declared, clock.start_s)
         if fps == 0.0 and end_s > 0:
             fps = packets / end_s
+        width, height = width or first_frame.width, height or first_frame.height
+        if _quarter_turns(first_frame) % 2:  # the size frames are delivered at, upright
+            width, height = height, width
         return VideoInfo(
             path=str(p),
             container=container.format.name,
             codec=stream.codec_context.name,
-            width=width or first_frame.width,
-            height=height or first_frame.height,
+            width=width,
+            height=height,
             fps=fps,
             duration_s=end_s or declared,  # what the packets span; the header may round or lie
             frame_count=packets,
@@ -240,19 +301,25 @@ def iter_frames(
     *,
     stall_timeout_s: float = 60.0,
     check_truncation: bool = True,
+    stats: DecodeStats | None = None,
 ) -> Iterator[SampledFrame]:
-    """Decode ``path`` once and yield sampled frames in presentation order.
+    """Decode ``path`` once and yield sampled, upright frames in presentation order.
 
-    sample_fps=None yields every frame; otherwise the first frame at/after each
-    1/sample_fps tick (by pts, so variable frame rate is sampled correctly; a gap spanning
-    several ticks yields one frame). threads=0 lets FFmpeg choose. max_width scales frames
-    down (aspect kept); None keeps full resolution. stall_timeout_s bounds the decoder work
-    between two yielded frames (the consumer's time does not count). Raises VideoDecodeError
-    (also after the last frame if the decoded span is far shorter than declared).
+    sample_fps=None yields every frame; otherwise one frame per 1/sample_fps tick: the first
+    whose pts is at most half a source frame before the tick, i.e. the nearest one (by pts,
+    so variable frame rate is sampled correctly; a gap spanning several ticks yields one
+    frame). threads=0 lets FFmpeg choose. max_width scales frames down (aspect kept); None
+    keeps full resolution. stall_timeout_s bounds the decoder work between two yielded frames
+    (the consumer's time does not count). ``stats``, if given, counts the packets read and
+    the bad packets skipped. Raises VideoDecodeError (also after the last frame if the
+    decoded span is far shorter than declared).
     """
     if sample_fps is not None and not sample_fps > 0:
         raise ValueError(f"sample_fps must be > 0 or None, got {sample_fps}")
-    frames = _iter_frames(Path(path), sample_fps, threads, max_width, stall_timeout_s, check_truncation)
+    stats = stats if stats is not None else DecodeStats()
+    frames = _iter_frames(
+        Path(path), sample_fps, threads, max_width, stall_timeout_s, check_truncation, stats
+    )
     try:
         while True:
             try:
@@ -270,6 +337,52 @@ def iter_frames(
         frames.close()  # a consumer that stops early closes the container now, not at GC
 
 
+class _Sampler:
+    """Keeps one frame per 1/sample_fps tick (every frame if sample_fps is None).
+
+    A frame counts for a tick from half a source frame before it: Matroska rounds pts to
+    milliseconds (0.333 s for the tick at 1/3 s) and cameras jitter, both of which put frames
+    just before their tick. Without that slack such a frame is skipped and the next one taken
+    a whole frame late, dropping up to a third of the frames of a camera at or below
+    sample_fps.
+    """
+
+    def __init__(self, sample_fps: float | None) -> None:
+        self.sample_fps = sample_fps
+        self.next_tick = 0.0
+
+    def keep(self, t: float, frame_duration: float) -> bool:
+        if self.sample_fps is None:
+            return True
+        t += max(1e-6, 0.5 * frame_duration)
+        if t < self.next_tick:
+            return False
+        # The tick after this frame, derived from its own time: no drift with variable frame rate.
+        self.next_tick = (math.floor(t * self.sample_fps + 1e-6) + 1) / self.sample_fps
+        return True
+
+
+def _decode(packet: av.Packet, stats: DecodeStats, p: Path, t: float) -> list[av.VideoFrame]:
+    """The packet's frames; none for a packet the decoder rejects, within the bad-packet budget."""
+    if packet.size:
+        stats.packets += 1
+    try:
+        return packet.decode()
+    except av.error.InvalidDataError as exc:  # a damaged access unit: skip it, the decoder resyncs
+        stats.bad_packets += 1
+        if stats.bad_packets > max(_BAD_PACKETS_MIN, _BAD_PACKETS_FRACTION * stats.packets):
+            raise VideoDecodeError(
+                p,
+                f"corrupt data: {stats.bad_packets} of {stats.packets} packets undecodable "
+                f"(near t={t:.2f} s): {_describe(exc)}",
+            ) from exc
+        return []
+    except Exception as exc:  # any other FFmpeg error: not a damage the decoder recovers from
+        raise VideoDecodeError(
+            p, f"corrupt data at packet {stats.packets} (near t={t:.2f} s): {_describe(exc)}"
+        ) from exc
+
+
 def _iter_frames(
     p: Path,
     sample_fps: float | None,
@@ -277,6 +390,7 @@ def _iter_frames(
     max_width: int | None,
     stall_timeout_s: float,
     check_truncation: bool,
+    stats: DecodeStats,
 ) -> Iterator[SampledFrame]:
     with _open(p, stall_timeout_s) as container:
         stream = _video_stream(container, p)
@@ -284,29 +398,27 @@ def _iter_frames(
         stream.codec_context.thread_count = max(0, int(threads))
         fps = _fps(stream)
         clock = _Clock(stream, fps)
+        sampler = _Sampler(sample_fps)
         decoded = samples = 0
-        next_tick, t, end_s = 0.0, 0.0, 0.0
+        t, end_s = 0.0, 0.0
         deadline = time.monotonic() + stall_timeout_s
         packets = container.demux(stream)
         while True:
             try:
                 packet = next(packets, None)
-                if packet is None:
-                    break
-                frames = packet.decode()
-            except Exception as exc:  # FFmpeg/OS error while reading or decoding
+            except Exception as exc:  # demux / I/O error: the container itself is damaged
                 raise VideoDecodeError(
                     p, f"corrupt data at frame {decoded} (near t={t:.2f} s): {_describe(exc)}"
                 ) from exc
-            for frame in frames:
+            if packet is None:
+                break
+            for frame in _decode(packet, stats, p, t):
                 t = clock.seconds(frame.pts)
                 frame_duration = float(frame.duration * clock.time_base) if frame.duration else clock.step
                 end_s = max(end_s, t + frame_duration)
                 decoded += 1
-                if sample_fps is not None and t + 1e-6 < next_tick:
+                if not sampler.keep(t, frame_duration):
                     continue
-                if sample_fps is not None:
-                    next_tick = (math.floor(t * sample_fps + 1e-6) + 1) / sample_fps
                 try:
                     image = frame_to_rgb(frame, max_width)
                 except Exception as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 
 from anpr_pipeline.vision.decode import (
+    DecodeStats,
     SampledFrame,
     VideoDecodeError,
     VideoInfo,
@@ -98,7 +100,8 @@ def test_every_frame_with_true_timestamps(videos: dict[str, Path]) -> None:
     ("sample_fps", "expected_pts", "expected_sources"),
     [
         (5.0, [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4, 1.6, 1.8], [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]),
-        (3.0, [0.0, 0.4, 0.7, 1.0, 1.4, 1.7], [0, 4, 7, 10, 14, 17]),
+        # Ticks at 1/3 s: the nearest frame (0.3 is half a frame or less before 0.333).
+        (3.0, [0.0, 0.3, 0.7, 1.0, 1.3, 1.7], [0, 3, 7, 10, 13, 17]),
         (1.0, [0.0, 1.0], [0, 10]),
         (100.0, [i / 10 for i in range(20)], list(range(20))),  # faster than the video: all
     ],
@@ -115,12 +118,29 @@ def test_sampling_by_pts(
 def test_variable_frame_rate(videos: dict[str, Path]) -> None:
     frames = list(iter_frames(videos["vfr"]))
     assert [f.pts_s for f in frames] == pytest.approx([0.0, 0.1, 0.15, 0.7, 0.8, 1.5])
-    # 2 fps ticks at 0, 0.5, 1.0, 1.5: first frame at/after each; the gap 0.15 -> 0.7 and
-    # 0.8 -> 1.5 each spans ticks, yielding one frame.
+    # 2 fps ticks at 0, 0.5, 1.0, 1.5: first frame at most half a frame (0.05 s) before
+    # each; the gap 0.15 -> 0.7 and 0.8 -> 1.5 each spans ticks, yielding one frame.
     sampled = list(iter_frames(videos["vfr"], sample_fps=2.0))
     assert [f.pts_s for f in sampled] == pytest.approx([0.0, 0.7, 1.5])
     assert [f.source_index for f in sampled] == [0, 3, 5]
     assert probe(videos["vfr"]).duration_s == pytest.approx(1.6, abs=0.05)
+
+
+def test_mkv_camera_at_sample_fps_keeps_every_frame(tmp_path: Path) -> None:
+    # Matroska stores pts in ms: a 3 fps frame at 0.333 s is just before the 1/3 s tick.
+    clip = make_video(tmp_path / "3fps.mkv", frames=30, fps=3)
+    frames = list(iter_frames(clip, sample_fps=3.0))
+    assert [f.source_index for f in frames] == list(range(30))
+
+
+def test_jittered_camera_at_sample_fps_keeps_every_frame(tmp_path: Path) -> None:
+    # Camera timestamp jitter of a few ms around a 5 fps grid, sampled at 5 fps.
+    jitter = [0, -4, 3, -2, -4, 1, -3, 4, -1, -4] * 3
+    clip = make_video(tmp_path / "jitter.mkv", pts_ms=[200 * i + 4 + j for i, j in enumerate(jitter)], fps=5)
+    frames = list(iter_frames(clip, sample_fps=5.0))
+    assert [f.source_index for f in frames] == list(range(30))
+    # Twice the camera rate still yields each frame once.
+    assert [f.source_index for f in iter_frames(clip, sample_fps=10.0)] == list(range(30))
 
 
 def test_timestamps_relative_to_stream_start(videos: dict[str, Path]) -> None:
@@ -255,3 +275,106 @@ def test_fuzzed_files_decode_or_fail_cleanly(videos: dict[str, Path], tmp_path: 
         # A hang guard, not a benchmark: these files are a few kB.
         assert time.monotonic() - started < 20, f"{path.name} took too long"
     assert sum(outcomes.values()) == 60
+
+
+def _overwrite(data: bytes, start: int, end: int, seed: int = 0) -> bytes:
+    junk = np.random.default_rng(seed).integers(0, 256, end - start, dtype=np.uint8).tobytes()
+    return data[:start] + junk + data[end:]
+
+
+def test_a_few_corrupt_packets_are_skipped_and_counted(tmp_path: Path) -> None:
+    # ~1.8 kB per packet: 2 kB of junk mid-file damages one or two access units.
+    data = make_video(tmp_path / "noise100.mp4", frames=100, noise=True).read_bytes()
+    for seed in range(3):
+        damaged = tmp_path / f"damaged{seed}.mp4"
+        middle = len(data) // 2 + 5000 * seed
+        damaged.write_bytes(_overwrite(data, middle, middle + 2000, seed))
+        assert probe(damaged).frame_count == 100  # the probe does not decode that far
+        stats = DecodeStats()
+        frames = list(iter_frames(damaged, stats=stats))
+        assert stats.packets == 100 and 1 <= stats.bad_packets <= 3, stats
+        assert len(frames) >= 100 - stats.bad_packets
+        assert [f.pts_s for f in frames] == sorted(f.pts_s for f in frames)
+        sampled = list(iter_frames(damaged, sample_fps=5.0, threads=2))
+        assert len(sampled) >= 19
+
+
+def test_mostly_garbage_fails_clearly(tmp_path: Path) -> None:
+    data = make_video(tmp_path / "noise100.mp4", frames=100, noise=True).read_bytes()
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(_overwrite(data, len(data) // 10, len(data) * 9 // 10))
+    stats = DecodeStats()
+    with pytest.raises(VideoDecodeError) as err:
+        list(iter_frames(garbage, stats=stats))
+    assert err.value.reason.startswith(
+        f"corrupt data: {stats.bad_packets} of {stats.packets} packets undecodable"
+    )
+    assert stats.bad_packets > 3 and stats.packets < 50  # fails early, not at the end
+
+
+def _add_audio(path: Path, video_s: float, audio_s: float) -> Path:
+    """MKV with ``video_s`` of 10 fps video and ``audio_s`` of silent mp2 audio."""
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = W, H, "yuv420p"
+        audio = container.add_stream("mp2", rate=44100)
+        audio.layout = "mono"
+        for i in range(round(video_s * 10)):
+            frame = av.VideoFrame.from_ndarray(np.full((H, W, 3), (10 * i) % 250, np.uint8), format="rgb24")
+            container.mux(video.encode(frame))
+        container.mux(video.encode())
+        for i in range(math.ceil(audio_s * 44100 / 1152)):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1152), np.int16), format="s16", layout="mono")
+            frame.sample_rate, frame.pts = 44100, i * 1152
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode())
+    return path
+
+
+def test_mkv_audio_longer_than_video_is_not_truncated(tmp_path: Path) -> None:
+    clip = _add_audio(tmp_path / "audio_runs_on.mkv", video_s=2.0, audio_s=3.5)
+    with av.open(str(clip)) as container:  # the file as the bug needs it
+        assert container.streams.video[0].duration is None and container.duration / av.time_base > 3.4
+    info = probe(clip)
+    assert info.duration_s == pytest.approx(2.0, abs=0.01)
+    assert len(list(iter_frames(clip))) == 20
+    # The video track's own DURATION tag still exposes a truncated file with audio.
+    data = _add_audio(tmp_path / "long.mkv", video_s=6.0, audio_s=8.0).read_bytes()
+    cut = tmp_path / "long_half.mkv"
+    cut.write_bytes(data[: len(data) // 2])
+    probed, decoded = _reason(cut)
+    assert probed.startswith("truncated: decoded ") and probed.endswith(" s of 6.0 s declared"), probed
+    assert decoded.startswith("truncated: decoded "), decoded
+
+
+@pytest.mark.parametrize(
+    ("degrees", "corner"),
+    # A counter-clockwise quarter turn moves the stored top-left corner to the bottom left.
+    [(90, "bottom_left"), (-90, "top_right"), (180, "bottom_right"), (0, "top_left")],
+)
+def test_display_rotation_is_applied(tmp_path: Path, degrees: int, corner: str) -> None:
+    path = tmp_path / f"rot{degrees}.mp4"
+    stored = np.zeros((32, 64, 3), np.uint8)  # landscape, marker in the top-left corner
+    stored[:16, :32] = 255
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        stream.set_display_rotation(degrees)
+        for _ in range(3):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")))
+        container.mux(stream.encode())
+    upright = (64, 32) if degrees % 180 else (32, 64)  # (height, width)
+    info = probe(path)
+    assert (info.height, info.width) == upright
+    for max_width, scale in ((None, 1), (upright[1] // 2, 2)):  # scaling keeps the upright shape
+        image = next(iter_frames(path, max_width=max_width)).image
+        assert image.shape == (upright[0] // scale, upright[1] // scale, 3) and image.flags.c_contiguous
+        h, w = image.shape[0] // 2, image.shape[1] // 2
+        quadrants = {
+            "top_left": image[:h, :w],
+            "top_right": image[:h, w:],
+            "bottom_left": image[h:, :w],
+            "bottom_right": image[h:, w:],
+        }
+        brightest = max(quadrants, key=lambda q: float(quadrants[q].mean()))
+        assert brightest == corner and quadrants[corner].mean() > 200
