@@ -3,8 +3,10 @@
 A read joins a track when its box overlaps the track's box (or where the track's last
 velocity predicts it) *and* its text is similar enough; a strong text match also joins a
 nearby box that no longer overlaps (fast vehicles at a low sampling rate). Tracks idle for
-``max_gap_s`` close. Afterwards, tracks with the same (or nearly the same) voted plate that
-are close in time are merged: a vehicle hidden for a moment behind a bus is one event.
+``max_gap_s`` close. Afterwards, tracks with the same voted plate that are close in time
+are merged: a vehicle hidden for a moment behind a bus is one event. Nearly the same plates
+merge only when the later track starts where the earlier one was heading, so two fleet cars
+with consecutive plates stay two events.
 
 Text comparisons use :func:`plates.confusion_key`, so reads differing only by O/0, I/1,
 B/8, S/5, Z/2, G/6 count as the same plate.
@@ -12,7 +14,9 @@ B/8, S/5, Z/2, G/6 count as the same plate.
 
 from __future__ import annotations
 
-from collections import defaultdict
+import bisect
+import operator
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -37,33 +41,58 @@ class FrameRead:
         return self.read.confidence * self.detection_score
 
 
+VoteResult = tuple[str, tuple[float, ...], float, str | None]
+
+
 @dataclass
 class Track:
-    """The reads of one vehicle pass. Text properties are voted over all reads."""
+    """The reads of one vehicle pass. Text properties are voted over all reads.
+
+    The vote is cached: it is recomputed only when ``reads`` no longer holds the same reads
+    in the same order (reads appended, merged, sorted, or the list replaced). Reads
+    themselves are treated as immutable.
+    """
 
     track_id: int
     reads: list[FrameRead] = field(default_factory=list)
+    _vote_cache: tuple[tuple[FrameRead, ...], VoteResult] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def best(self) -> FrameRead:
         """Read with the best confidence x detection score (tie: the larger box)."""
         return max(self.reads, key=lambda r: (r.quality, r.box.area))
 
+    def voted(self) -> VoteResult:
+        """``vote(self.reads)``, cached until the reads change."""
+        snapshot = tuple(self.reads)
+        cached = self._vote_cache
+        if (
+            cached is not None
+            and len(cached[0]) == len(snapshot)
+            and all(map(operator.is_, cached[0], snapshot))  # the same read objects, in order
+        ):
+            return cached[1]
+        result = vote(snapshot)
+        self._vote_cache = (snapshot, result)
+        return result
+
     @property
     def text(self) -> str:
-        return vote(self.reads)[0]
+        return self.voted()[0]
 
     @property
     def char_confidences(self) -> tuple[float, ...]:
-        return vote(self.reads)[1]
+        return self.voted()[1]
 
     @property
     def confidence(self) -> float:
-        return vote(self.reads)[2]
+        return self.voted()[2]
 
     @property
     def region(self) -> str | None:
-        return vote(self.reads)[3]
+        return self.voted()[3]
 
     @property
     def first_pts_s(self) -> float:
@@ -84,7 +113,7 @@ def _char_conf(read: PlateRead, i: int) -> float:
     return float(read.confidence)
 
 
-def vote(reads: Sequence[FrameRead]) -> tuple[str, tuple[float, ...], float, str | None]:
+def vote(reads: Sequence[FrameRead]) -> VoteResult:
     """Vote the plate text of a track: (text, char_confidences, confidence, region).
 
     1. Length: the length with the largest total read confidence (ties: more reads, then
@@ -95,7 +124,8 @@ def vote(reads: Sequence[FrameRead]) -> tuple[str, tuple[float, ...], float, str
        noisy-OR of the agreeing reads' char confidences - one read keeps its own confidence,
        agreeing reads raise it, disagreeing reads lower it.
     4. Confidence = mean char confidence x the voted length's weighted share.
-    5. Region = plates.match_region(text), hinted by the reads' most common region.
+    5. Region = plates.match_region(text), hinted by the reads' most common region (a tie:
+       the one seen first, so the result never depends on hash order).
     Reads with empty text do not vote; no text at all gives ("", (), 0.0, None).
     """
     voting = [r for r in reads if r.read.normalized]
@@ -129,7 +159,7 @@ def vote(reads: Sequence[FrameRead]) -> tuple[str, tuple[float, ...], float, str
     text = "".join(chars)
     confidence = length_share * sum(confs) / len(confs)
     regions = [r.read.region for r in chosen if r.read.region]
-    hint = max(set(regions), key=regions.count) if regions else None
+    hint = Counter(regions).most_common(1)[0][0] if regions else None  # tie: first seen
     return text, tuple(confs), confidence, plates.match_region(text, hint=hint)
 
 
@@ -241,37 +271,96 @@ def _associate(
     return tracks
 
 
-def _merge_similar(tracks: list[Track], merge_gap_s: float, merge_similarity: float) -> list[Track]:
+# How far back from a track's last read its closing velocity is measured.
+_VELOCITY_WINDOW_S = 1.0
+
+
+def _continues(a: Track, b: Track, max_distance: float) -> bool:
+    """Whether ``b`` (starting after ``a`` ends) plausibly continues ``a``: the centre of
+    b's first box lies within ``max_distance`` box sizes of a's last box moved on at a's
+    closing velocity (measured over its last ``_VELOCITY_WINDOW_S``) until b starts."""
+
+    def order(r: FrameRead) -> tuple[float, int]:
+        return r.pts_s, r.frame_index
+
+    last = max(a.reads, key=order)
+    first = min(b.reads, key=order)
+    earlier = [r for r in a.reads if r.pts_s < last.pts_s]
+    vx = vy = 0.0
+    if earlier:
+        window = [r for r in earlier if r.pts_s >= last.pts_s - _VELOCITY_WINDOW_S]
+        ref = min(window, key=order) if window else max(earlier, key=order)
+        dt = last.pts_s - ref.pts_s
+        (x0, y0), (x1, y1) = _center(ref.box), _center(last.box)
+        vx, vy = (x1 - x0) / dt, (y1 - y0) / dt
+    gap = first.pts_s - last.pts_s
+    (lx, ly), (bx, by) = _center(last.box), _center(first.box)
+    size = max(last.box.w, last.box.h, first.box.w, first.box.h, 1)
+    return ((lx + vx * gap - bx) ** 2 + (ly + vy * gap - by) ** 2) ** 0.5 <= max_distance * size
+
+
+def _merge_similar(
+    tracks: list[Track], merge_gap_s: float, merge_similarity: float, merge_distance: float = 3.0
+) -> list[Track]:
     """Merge tracks of the same plate close in time (occlusion, a missed detection run).
 
     Identical voted plates (up to look-alikes) within ``merge_gap_s`` merge even when they
-    overlap in time (a duplicate detection of one plate); similar plates merge only when
-    one ends before the other starts.
+    overlap in time (a duplicate detection of one plate). Similar plates merge only when one
+    ends before the other starts *and* the later one starts where the earlier one was heading
+    (:func:`_continues`, ``merge_distance`` box sizes): one vehicle's track broken by an
+    occlusion or a misread, not the next car of a fleet with a consecutive plate.
+
+    The result is that of repeatedly merging the first mergeable pair (in order of first
+    appearance, then the later track) until none is left. A merge changes only the track
+    merged into (a's first appearance does not move), so only pairs with that track need a
+    second look: earlier tracks against it, then it against the later ones.
     """
     merged = sorted(tracks, key=lambda t: t.first_pts_s)
-    changed = True
-    while changed:
-        changed = False
-        for i in range(len(merged)):
-            a = merged[i]
-            key_a = plates.confusion_key(a.text)
-            for j in range(i + 1, len(merged)):
-                b = merged[j]
-                if b.first_pts_s - a.last_pts_s > merge_gap_s:
-                    continue
-                key_b = plates.confusion_key(b.text)
-                if not key_a or not key_b:
-                    continue
-                sim = plates.similarity(key_a, key_b)
-                disjoint = b.first_pts_s > a.last_pts_s or a.first_pts_s > b.last_pts_s
-                if sim == 1.0 or (sim >= merge_similarity and disjoint):
-                    a.reads.extend(b.reads)
-                    a.reads.sort(key=lambda r: (r.pts_s, r.frame_index))
-                    del merged[j]
-                    changed = True
+    first = [t.first_pts_s for t in merged]  # sorted; a merge never changes it
+    last = [t.last_pts_s for t in merged]
+    keys = [plates.confusion_key(t.text) for t in merged]
+    # Longest span of any track: bounds how far back an earlier track can still end near one.
+    max_span = max((lt - ft for ft, lt in zip(first, last, strict=True)), default=0.0)
+
+    def mergeable(i: int, j: int) -> bool:  # i < j
+        if first[j] - last[i] > merge_gap_s or not keys[i] or not keys[j]:
+            return False
+        sim = plates.similarity(keys[i], keys[j])
+        if sim == 1.0:
+            return True
+        disjoint = first[j] > last[i] or first[i] > last[j]
+        return sim >= merge_similarity and disjoint and _continues(merged[i], merged[j], merge_distance)
+
+    def merge(i: int, j: int) -> None:  # j into i
+        nonlocal max_span
+        a = merged[i]
+        a.reads.extend(merged[j].reads)
+        a.reads.sort(key=lambda r: (r.pts_s, r.frame_index))
+        last[i] = max(last[i], last[j])
+        max_span = max(max_span, last[i] - first[i])
+        keys[i] = plates.confusion_key(a.text)
+        del merged[j], first[j], last[j], keys[j]
+
+    i = 0
+    while i < len(merged):
+        j = i + 1
+        while j < len(merged):
+            if first[j] - last[i] > merge_gap_s:
+                break  # sorted by first appearance: every later track starts later still
+            if not mergeable(i, j):
+                j += 1
+                continue
+            merge(i, j)
+            # Track i changed: the first earlier track that now merges with it takes it.
+            while True:
+                lo = bisect.bisect_left(first, first[i] - merge_gap_s - max_span - 1e-6, 0, i)
+                k = next((k for k in range(lo, i) if mergeable(k, i)), None)
+                if k is None:
                     break
-            if changed:
-                break
+                merge(k, i)
+                i = k
+            j = i + 1
+        i += 1
     return merged
 
 
@@ -286,6 +375,7 @@ def track_reads(
     text_match_distance: float = 3.0,
     merge_gap_s: float = 5.0,
     merge_similarity: float = 0.75,
+    merge_distance: float = 3.0,
 ) -> list[Track]:
     """One Track per vehicle pass, ordered by first appearance, ids 0, 1, 2, ...
 
@@ -294,7 +384,9 @@ def track_reads(
     min_similarity: an overlapping read whose text is less similar starts its own track.
     text_match_similarity / text_match_distance: a read this similar (look-alike
     insensitive) joins without overlap if within this many box sizes of the prediction.
-    merge_gap_s / merge_similarity: post-merge of same-plate tracks (see _merge_similar).
+    merge_gap_s / merge_similarity / merge_distance: post-merge of same-plate tracks, and of
+    similar-plate ones where the later starts within merge_distance box sizes of where the
+    earlier was heading (see _merge_similar).
     min_frames: tracks seen in fewer frames are dropped. Tracks with no text are dropped.
     Ids depend only on the input, so re-runs produce the same ids.
     """
@@ -303,7 +395,7 @@ def track_reads(
     )
     for t in tracks:
         t.reads.sort(key=lambda r: (r.pts_s, r.frame_index))
-    tracks = _merge_similar(tracks, merge_gap_s, merge_similarity)
+    tracks = _merge_similar(tracks, merge_gap_s, merge_similarity, merge_distance)
     kept = [t for t in tracks if t.frames_seen >= min_frames and t.text]
     kept.sort(key=lambda t: (t.first_pts_s, t.reads[0].frame_index, t.reads[0].box.x, t.reads[0].box.y))
     for i, t in enumerate(kept):
@@ -332,14 +424,19 @@ def inside_another(
     def strength(t: Track) -> tuple[int, float, int]:
         return (t.frames_seen, t.confidence, -t.track_id)
 
+    own = strength(track)  # computed once, not once per other track
+    frames = {r.frame_index for r in track.reads}
     for other in tracks:
-        if other is track or strength(other) <= strength(track):
+        if other is track or strength(other) <= own:
             continue
         boxes: dict[int, list[Box]] = defaultdict(list)
         for r in other.reads:
-            boxes[r.frame_index].append(r.box)
-        inside = sum(
-            any(r.box.cover(b) >= min_cover for b in boxes.get(r.frame_index, ())) for r in track.reads
+            if r.frame_index in frames:  # only frames both were seen in can hold it
+                boxes[r.frame_index].append(r.box)
+        inside = (
+            sum(any(r.box.cover(b) >= min_cover for b in boxes.get(r.frame_index, ())) for r in track.reads)
+            if boxes
+            else 0
         )
         if inside >= min_share * len(track.reads):
             return other
