@@ -18,6 +18,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import re
 import sys
 from collections.abc import Iterator, Sequence
@@ -98,9 +99,40 @@ def _open_store(url: str):
 
 
 def _has_events(store) -> bool:
+    """Through the store's retry-and-wrap path: an unreachable server or a file that is not
+    a database is an EventStoreError naming the database, never a SQLAlchemy traceback."""
     import sqlalchemy as sa
 
-    return sa.inspect(store.engine).has_table("events")
+    # One attempt: the analyst sees one line at once instead of a retry warning first.
+    return store._run("check events table", lambda: sa.inspect(store.engine).has_table("events"), retries=0)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer (1 or more)")
+    return value
+
+
+def out_path_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be written as an output file, or None. Checked before any work,
+    so a typo in ``--out`` fails at once rather than after a long export."""
+    if path.is_dir():
+        return "is a directory (give a file name)"
+    if path.exists():
+        return None if os.access(path, os.W_OK) else "the file is not writable"
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent  # the folders in between are created
+    if not parent.is_dir():
+        return f"{parent} is not a folder"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot create files in {parent} (permission denied)"
+    return None
 
 
 # -- formatting -----------------------------------------------------------------------------------
@@ -179,7 +211,9 @@ def search_parser() -> argparse.ArgumentParser:
     parser.add_argument("--since", type=parse_time, help="from this time (inclusive)")
     parser.add_argument("--until", type=parse_time, help="before this time (exclusive)")
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    parser.add_argument("--limit", type=int, default=1000, help="at most this many events (newest first)")
+    parser.add_argument(
+        "--limit", type=positive_int, default=1000, help="at most this many events (newest first)"
+    )
     parser.add_argument("--database-url", help="events DB (default: ANPR_DATABASE_URL)")
     parser.set_defaults(mode="exact")
     return parser
@@ -187,7 +221,9 @@ def search_parser() -> argparse.ArgumentParser:
 
 def search(argv: list[str]) -> int:
     args = search_parser().parse_args(argv)
-    from anpr_pipeline.resources.event_store import EventStoreError
+    import sqlalchemy as sa
+
+    from anpr_pipeline.resources.event_store import EventStoreError, _first_line
 
     try:
         store = _open_store(_database_url(args.database_url))
@@ -201,6 +237,9 @@ def search(argv: list[str]) -> int:
         )
     except (EventStoreError, ValueError) as exc:
         print(f"anpr search: {exc}", file=sys.stderr)
+        return 1
+    except sa.exc.SQLAlchemyError as exc:  # anything the store did not wrap: still one line
+        print(f"anpr search: {_first_line(exc)}", file=sys.stderr)
         return 1
     if args.format == "json":
         print(format_json(rows))
@@ -222,16 +261,19 @@ def iter_events(
     """Events in [since, until) oldest first, in chunks (server-side cursor on Postgres)."""
     import sqlalchemy as sa
 
-    from anpr_pipeline.resources.event_store import events
+    from anpr_pipeline.resources.event_store import EventStoreError, _first_line, events
 
     stmt = sa.select(events).where(events.c.captured_at >= since, events.c.captured_at < until)
     if camera_id:
         stmt = stmt.where(events.c.camera_id == camera_id)
     stmt = stmt.order_by(events.c.captured_at, events.c.event_id)
-    with store.engine.connect() as conn:
-        result = conn.execution_options(yield_per=chunk_size).execute(stmt)
-        for partition in result.partitions():
-            yield [_event_dict(r._mapping) for r in partition]
+    try:
+        with store.engine.connect() as conn:
+            result = conn.execution_options(yield_per=chunk_size).execute(stmt)
+            for partition in result.partitions():
+                yield [_event_dict(r._mapping) for r in partition]
+    except sa.exc.SQLAlchemyError as exc:  # e.g. the connection lost halfway through the stream
+        raise EventStoreError(f"reading events failed on {store.describe()}: {_first_line(exc)}") from exc
 
 
 def _event_dict(mapping: Any) -> dict:
@@ -266,19 +308,22 @@ def export_events(
     tmp = out.with_name(out.name + ".partial")
     schema = export_schema()
     count = 0
-    if fmt == "parquet":
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
-            for chunk in iter_events(store, since, until, camera_id):
-                columns = {name: [row.get(name) for row in chunk] for name in schema.names}
-                writer.write_table(pa.Table.from_pydict(columns, schema=schema))
-                count += len(chunk)
-    else:
-        with open(tmp, "w", newline="") as handle:
-            handle.write(format_csv([]))
-            for chunk in iter_events(store, since, until, camera_id):
-                handle.write(format_csv(chunk).split("\n", 1)[1])
-                count += len(chunk)
-    tmp.replace(out)  # a reader never sees half an export
+    try:
+        if fmt == "parquet":
+            with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+                for chunk in iter_events(store, since, until, camera_id):
+                    columns = {name: [row.get(name) for row in chunk] for name in schema.names}
+                    writer.write_table(pa.Table.from_pydict(columns, schema=schema))
+                    count += len(chunk)
+        else:
+            with open(tmp, "w", newline="") as handle:
+                handle.write(format_csv([]))
+                for chunk in iter_events(store, since, until, camera_id):
+                    handle.write(format_csv(chunk).split("\n", 1)[1])
+                    count += len(chunk)
+        tmp.replace(out)  # a reader never sees half an export
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed export leaves no half-written .partial behind
     return count
 
 
@@ -301,13 +346,25 @@ def export(argv: list[str]) -> int:
     if until <= args.since:
         print("anpr export: --until must be after --since", file=sys.stderr)
         return 2
-    from anpr_pipeline.resources.event_store import EventStoreError
+    problem = out_path_problem(args.out)
+    if problem:  # before connecting: a typo in --out should not cost a database round trip
+        print(f"anpr export: --out {args.out}: {problem}", file=sys.stderr)
+        return 2
+    import sqlalchemy as sa
+
+    from anpr_pipeline.resources.event_store import EventStoreError, _first_line
 
     try:
         store = _open_store(_database_url(args.database_url))
         count = export_events(store, args.since, until, args.format, args.out, args.camera)
     except EventStoreError as exc:
         print(f"anpr export: {exc}", file=sys.stderr)
+        return 1
+    except sa.exc.SQLAlchemyError as exc:  # anything the store did not wrap: still one line
+        print(f"anpr export: {_first_line(exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the output could not be written (disk full, permissions)
+        print(f"anpr export: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     print(f"{count} events {args.since.isoformat()} .. {until.isoformat()} -> {args.out} ({args.format})")
     return 0

@@ -22,7 +22,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="info: print JSON")
     args = parser.parse_args(argv)
 
-    from anpr_pipeline.resources.event_store import EventStore, EventStoreError
+    import sqlalchemy as sa
+
+    from anpr_pipeline.resources.event_store import EventStore, EventStoreError, _first_line
     from anpr_pipeline.settings import SettingsError, load_settings
 
     try:
@@ -38,6 +40,9 @@ def main(argv: list[str]) -> int:
         info = _info(store)
     except (EventStoreError, SettingsError) as exc:
         print(f"anpr db {args.action}: {exc}", file=sys.stderr)
+        return 1
+    except sa.exc.SQLAlchemyError as exc:  # anything the store did not wrap: still one line
+        print(f"anpr db {args.action}: {_first_line(exc)}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(info, indent=2))

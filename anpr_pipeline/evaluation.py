@@ -521,6 +521,39 @@ def _reader_from(args: argparse.Namespace) -> PlateReader:
     return build_reader(args.reader, device=args.device, text_row=args.text_row)
 
 
+def regions_arg(value: str, ap: argparse.ArgumentParser) -> str:
+    """``--regions`` lower-cased and checked like ``anpr read --regions``: ``all``, ``group``
+    or a comma list of known regions (``br``, ``us,eu``); anything else is an argparse error,
+    not a measurement without the format prior that silently differs from the one asked for."""
+    from anpr_pipeline.settings import PLATE_REGIONS, parse_regions
+
+    mode = value.strip().lower()
+    if mode in {"all", "group"}:
+        return mode
+    regions = parse_regions(mode)
+    if not regions:
+        ap.error(f"--regions {value!r}: expected all, group or a comma list of {', '.join(PLATE_REGIONS)}")
+    unknown = sorted(set(regions or []) - set(PLATE_REGIONS))
+    if unknown:
+        ap.error(
+            f"--regions: unknown region(s) {', '.join(unknown)}; "
+            f"expected all, group or some of {', '.join(PLATE_REGIONS)}"
+        )
+    return ",".join(regions or [])
+
+
+def _check_args(args: argparse.Namespace, ap: argparse.ArgumentParser, allow_no_reader: bool = False) -> None:
+    """Bad ``--detector/--reader/--device/--min-read-confidence/--regions`` values: one
+    argparse error line (exit 2) before any model is loaded; ``args.device`` resolved
+    (``cuda`` without a usable GPU is such an error too)."""
+    from anpr_pipeline.read_cli import check_model_flags, resolve_device_or_exit
+
+    check_model_flags(args, ap, allow_no_reader=allow_no_reader)
+    if getattr(args, "regions", None) is not None:
+        args.regions = regions_arg(args.regions, ap)
+    args.device = resolve_device_or_exit(args.device.lower(), ap)
+
+
 def _table(report: dict, columns: Sequence[str]) -> str:
     rows = [("overall", report["overall"])] + sorted(report["groups"].items())
     cells = [[name, *("-" if s.get(c) is None else str(s[c]) for c in columns)] for name, s in rows]
@@ -583,6 +616,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_text_row_flag(ap)
     args = ap.parse_args(argv)
+    _check_args(args, ap, allow_no_reader=True)
     _set_threads(args.threads)
 
     from anpr_pipeline.settings import load_settings
@@ -647,6 +681,7 @@ def main_crops(argv: list[str] | None = None) -> int:
     ap.add_argument("--regions", default="all", help=REGIONS_HELP)
     add_text_row_flag(ap)
     args = ap.parse_args(argv)
+    _check_args(args, ap)
     _set_threads(args.threads)
 
     reader = _reader_from(args)
@@ -675,6 +710,7 @@ def main_boxes(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch/OpenCV CPU threads")
     add_text_row_flag(ap)
     args = ap.parse_args(argv)
+    _check_args(args, ap)
     _set_threads(args.threads)
 
     reader = _reader_from(args)

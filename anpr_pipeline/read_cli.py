@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import sys
 from collections.abc import Iterator, Sequence
@@ -62,20 +63,35 @@ class VideoResult:
     error: str | None = None
 
 
-def input_paths(inputs: Sequence[str]) -> list[Path]:
-    """Each input file, or the image and video files directly inside each input folder (sorted)."""
+def resolve_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[PhotoResult | VideoResult]]:
+    """(the files to read, the inputs that cannot be read): each input file, or the image and
+    video files directly inside each input folder (sorted). A missing input or a folder with
+    no image or video file is a problem, reported like a file that cannot be read, so the
+    other inputs are still read; found here, before any model is loaded."""
     paths: list[Path] = []
+    problems: list[PhotoResult | VideoResult] = []
     suffixes = IMAGE_SUFFIXES | VIDEO_SUFFIXES
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes and p.is_file())
+            try:
+                found = sorted(p for p in path.iterdir() if p.suffix.lower() in suffixes and p.is_file())
+            except OSError as exc:
+                problems.append(PhotoResult(str(path), error=f"{path}: {exc.strerror or exc}"))
+                continue
             if not found:
-                raise FileNotFoundError(f"{path}: no image or video files ({', '.join(sorted(suffixes))})")
+                problems.append(
+                    PhotoResult(
+                        str(path), error=f"{path}: no image or video files ({', '.join(sorted(suffixes))})"
+                    )
+                )
             paths.extend(found)
+        elif not path.exists():
+            result_type = VideoResult if is_video(path) else PhotoResult
+            problems.append(result_type(str(path), error=f"{path}: no such file"))
         else:
             paths.append(path)
-    return paths
+    return paths, problems
 
 
 def is_video(path: Path) -> bool:
@@ -307,12 +323,48 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _setup(args: argparse.Namespace, ap: argparse.ArgumentParser) -> ReadSetup:
-    from anpr_pipeline.resources.pipeline_config import PipelineConfig
-    from anpr_pipeline.settings import PLATE_REGIONS, load_settings, parse_regions
-    from anpr_pipeline.vision.detector import build_detector
-    from anpr_pipeline.vision.reader import build_reader
+def check_model_flags(
+    args: argparse.Namespace, ap: argparse.ArgumentParser, allow_no_reader: bool = False
+) -> None:
+    """``--detector`` / ``--reader`` / ``--device`` / ``--min-read-confidence`` checked like
+    their ``ANPR_*`` settings, as one argparse error line (exit 2), before any model loads.
+    Flags the parser lacks or left unset (None) are skipped; ``allow_no_reader``: ``--reader
+    none`` (detection only, ``anpr eval``) is allowed."""
+    from anpr_pipeline.settings import confidence_problem, detector_problem, device_problem, reader_problem
 
+    checks = [
+        ("detector", detector_problem),
+        ("reader", lambda v: None if v == "none" and allow_no_reader else reader_problem(v)),
+        ("device", device_problem),
+    ]
+    for name, problem_of in checks:
+        value = getattr(args, name, None)
+        problem = None if value is None else problem_of(value)
+        if problem:
+            ap.error(f"--{name}: {problem}")
+    confidence = getattr(args, "min_read_confidence", None)
+    if confidence is not None and confidence_problem(confidence):
+        ap.error(f"--min-read-confidence {confidence_problem(confidence)}")
+
+
+def resolve_device_or_exit(device: str, ap: argparse.ArgumentParser) -> str:
+    """``device`` resolved (``auto`` -> cuda or cpu); ``cuda`` without a usable GPU is one
+    argparse error line, not a traceback."""
+    from anpr_pipeline.vision.device import resolve_device
+
+    try:
+        return resolve_device(device)
+    except (RuntimeError, ValueError) as exc:
+        ap.error(str(exc))
+        raise  # unreachable: ap.error exits
+
+
+def _check_flags(args: argparse.Namespace, ap: argparse.ArgumentParser):
+    """The settings with this call's flags applied, and its regions; a bad flag is an
+    argparse error (one line, exit 2) before any input is looked at or model loaded."""
+    from anpr_pipeline.settings import PLATE_REGIONS, load_settings, parse_regions
+
+    check_model_flags(args, ap)
     settings = load_settings()
     regions = parse_regions(args.regions if args.regions is not None else settings.plate_regions)
     unknown = sorted(set(regions or []) - set(PLATE_REGIONS))
@@ -330,12 +382,23 @@ def _setup(args: argparse.Namespace, ap: argparse.ArgumentParser) -> ReadSetup:
         "device": args.device,
         "require_plate_format": args.require_format,
     }
-    settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    if overrides["device"] is not None:
+        overrides["device"] = overrides["device"].lower()
+    return dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None}), regions
+
+
+def _setup(args: argparse.Namespace, ap: argparse.ArgumentParser) -> ReadSetup:
+    from anpr_pipeline.resources.pipeline_config import PipelineConfig
+    from anpr_pipeline.vision.detector import build_detector
+    from anpr_pipeline.vision.reader import build_reader
+
+    settings, regions = _check_flags(args, ap)
+    device = resolve_device_or_exit(settings.device, ap)
     return ReadSetup(
-        detector=build_detector(settings.detector, device=settings.device),
+        detector=build_detector(settings.detector, device=device),
         reader=build_reader(
             settings.reader,
-            device=settings.device,
+            device=device,
             models_dir=settings.models_dir or None,
             regions=regions,
             text_row=settings.reader_text_row,
@@ -385,14 +448,19 @@ def main(argv: list[str] | None = None) -> int:
     """`anpr read PHOTO|VIDEO|FOLDER ... [--json OUT] [--annotate DIR] [--all] [--detector ...]`."""
     ap = _parser()
     args = ap.parse_args(argv)
+    _check_flags(args, ap)  # bad flags fail before the inputs are looked at
+    paths, problems = resolve_inputs(args.inputs)
+    if not paths:  # nothing to read: say why, without loading the models
+        for problem in problems:
+            print(f"anpr read: {problem.error}", file=sys.stderr)
+        return 2
     setup = _setup(args, ap)
-    paths = input_paths(args.inputs)
     annotate_dir = Path(args.annotate) if args.annotate else None
     if annotate_dir:
         annotate_dir.mkdir(parents=True, exist_ok=True)
 
     results = []
-    for result in _read_all(paths, setup, args.all, annotate_dir):
+    for result in itertools.chain(problems, _read_all(paths, setup, args.all, annotate_dir)):
         results.append(result)
         if args.out != "-":
             print("\n".join(_line(result)))

@@ -134,6 +134,45 @@ class Settings:
 # The regions vision/plates.py has formats for (kept here so settings import no vision code).
 PLATE_REGIONS = ("us", "br", "eu")
 
+# The model and device names the vision code accepts, kept here (torch-free) so a bad value
+# fails when settings load, naming the variable, not when the first video is read.
+# vision/detector.py DETECTORS and vision/reader.py build_reader must accept exactly these;
+# test_settings.py checks that they do, so the lists cannot drift apart.
+DETECTORS = ("default", "classical", "platenet", "cascade", "cascade-fast", "cascade-hq", "cascade-refine")
+READERS = ("default", "crnn", "crnn:PATH[,PATH]", "easyocr")  # crnn:PATHS: your own weights
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def detector_problem(name: str) -> str | None:
+    """Why ``name`` is not a detector name, or None (the same rule as ``build_detector``)."""
+    if name in DETECTORS:
+        return None
+    return f"unknown detector {name!r}: expected one of {', '.join(DETECTORS)}"
+
+
+def reader_problem(name: str) -> str | None:
+    """Why ``name`` is not a reader name, or None (the same grammar as ``build_reader``)."""
+    if name in {"default", "crnn", "easyocr"}:
+        return None
+    if name.startswith("crnn:"):
+        paths = name.split(":", 1)[1].split(",")
+        if all(p.strip() for p in paths):
+            return None
+        return f"reader {name!r}: name the weight files, e.g. crnn:/path/reader.pt[,/path/other.pt]"
+    return f"unknown reader {name!r}: expected one of {', '.join(READERS)}"
+
+
+def device_problem(name: str) -> str | None:
+    """Why ``name`` is not a device name, or None (case does not matter)."""
+    if (name or "").lower() in DEVICES:
+        return None
+    return f"unknown device {name!r}: expected auto, cpu or cuda"
+
+
+def confidence_problem(value: float) -> str | None:
+    """Why ``value`` is not a read-confidence threshold (0..1), or None."""
+    return None if 0.0 <= value <= 1.0 else f"{value}: expected a number from 0 to 1"
+
 
 def parse_regions(value: str) -> list[str] | None:
     """ "br, eu" -> ["br", "eu"]; "" -> None (any region)."""
@@ -195,8 +234,15 @@ def validate(settings: Settings) -> None:
     """Fail early, naming the variable, rather than deep inside a run."""
     if settings.bucket_kind not in {"local", "s3"}:
         raise SettingsError(f"ANPR_BUCKET_KIND={settings.bucket_kind!r}: expected 'local' or 's3'")
-    if settings.device not in {"auto", "cpu", "cuda"}:
+    if settings.device not in DEVICES:
         raise SettingsError(f"ANPR_DEVICE={settings.device!r}: expected auto, cpu or cuda")
+    for variable, problem in (
+        ("ANPR_DETECTOR", detector_problem(settings.detector)),
+        ("ANPR_READER", reader_problem(settings.reader)),
+        ("ANPR_MIN_READ_CONFIDENCE", confidence_problem(settings.min_read_confidence)),
+    ):
+        if problem:
+            raise SettingsError(f"{variable}: {problem}")
     if settings.executor not in {"multiprocess", "in_process", "k8s"}:
         raise SettingsError(f"ANPR_EXECUTOR={settings.executor!r}: expected multiprocess, in_process or k8s")
     if not 0 < settings.sample_fps <= 120:

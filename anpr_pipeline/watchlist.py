@@ -123,7 +123,19 @@ def _flag(value: Any, default: bool, where: str) -> bool:
         raise WatchlistError(f"{where}: fuzzy must be true or false, got {value!r}") from None
 
 
-def _entry(raw: dict[str, Any], where: str, fuzzy_default: bool = False) -> WatchEntry:
+def _entry(raw: dict[str, Any], where: str, fuzzy_default: bool = False, written: Any = None) -> WatchEntry:
+    """One entry; ``written``: the same YAML entry with every value as written (for messages)."""
+    for key in ("plate", "pattern"):
+        value = raw.get(key)
+        # YAML reads an unquoted 01234567 as the octal number 342391, 1e5 as a float, yes as
+        # True: any such plate would be silently wrong, so only text is accepted.
+        if value is not None and not isinstance(value, str):
+            as_written = written.get(key) if isinstance(written, dict) else None
+            text = as_written if isinstance(as_written, str) else str(value)
+            raise WatchlistError(
+                f"{where}: {key} {text} is not text (YAML reads it as the {type(value).__name__} "
+                f'{value!r}); quote it: {key}: "{text}"'
+            )
     plate = normalize_plate(str(raw.get("plate") or ""))
     pattern = str(raw.get("pattern") or "").strip().upper()
     label = str(raw.get("label") or "").strip()
@@ -144,9 +156,14 @@ def load_watchlist(path: str | Path, fuzzy: bool = False) -> Watchlist:
     """The watchlist file; ``fuzzy`` is the default of plate entries without their own flag."""
     path = Path(path)
     try:
-        text = path.read_text()
+        # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark, which would
+        # otherwise become part of the first column's name.
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise WatchlistError(f"watchlist {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise WatchlistError(f"watchlist {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    written_rows: list[Any] | None = None
     if path.suffix.lower() == ".csv":
         rows = list(csv.DictReader(text.splitlines()))
     else:
@@ -158,8 +175,16 @@ def load_watchlist(path: str | Path, fuzzy: bool = False) -> Watchlist:
         rows = loaded.get("watchlist") if isinstance(loaded, dict) else loaded
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise WatchlistError(f"watchlist {path}: expected a list of {{plate|pattern, label}} entries")
+        # The same entries with every scalar as written (BaseLoader), to quote in messages.
+        as_written = yaml.load(text, Loader=yaml.BaseLoader)
+        written = as_written.get("watchlist") if isinstance(as_written, dict) else as_written
+        if isinstance(written, list) and len(written) == len(rows):
+            written_rows = written
     return Watchlist(
-        tuple(_entry(row, f"watchlist {path} entry {n + 1}", fuzzy) for n, row in enumerate(rows))
+        tuple(
+            _entry(row, f"watchlist {path} entry {n + 1}", fuzzy, written_rows[n] if written_rows else None)
+            for n, row in enumerate(rows)
+        )
     )
 
 

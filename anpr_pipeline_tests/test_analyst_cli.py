@@ -127,3 +127,103 @@ def test_parse_time_forms():
     assert parse_time("2026-11-20") == datetime(2026, 11, 20, tzinfo=UTC)
     assert parse_time("2026-11-20T09:00:00+01:00") == datetime(2026, 11, 20, 8, tzinfo=UTC)
     assert parse_time("2026-11-20T08:00:00Z") == datetime(2026, 11, 20, 8, tzinfo=UTC)
+
+
+def _one_error_line(err: str, prefix: str) -> str:
+    """The single stderr line a bad input must give: the command's name, no traceback."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(prefix), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def _bad_database_urls(tmp_path) -> dict[str, tuple[str, str]]:
+    """name -> (URL, a fragment of the message): a Postgres nobody listens on, a file that is
+    not a database, and URLs that do not parse."""
+    from anpr_pipeline_tests.servers import free_port
+
+    not_db = tmp_path / "notes.db"
+    not_db.write_text("hello, not a database\n")
+    return {
+        "unreachable": (
+            f"postgresql+psycopg://analyst:secret-pw@127.0.0.1:{free_port()}/events",
+            "unreachable",
+        ),
+        "not a database": (f"sqlite:///{not_db}", "file is not a database"),
+        "bare scheme": ("sqlite", "not a database URL"),
+        "not a url": ("notaurl", "not a database URL"),
+    }
+
+
+@pytest.mark.parametrize("case", ["unreachable", "not a database", "bare scheme", "not a url"])
+def test_search_and_export_report_a_bad_database_in_one_line(case, tmp_path, capsys):
+    url, fragment = _bad_database_urls(tmp_path)[case]
+    assert anpr(["search", "AB123", "--database-url", url]) == 1
+    line = _one_error_line(capsys.readouterr().err, "anpr search: ")
+    assert fragment in line and "secret-pw" not in line
+    out = tmp_path / "x.csv"
+    assert anpr(["export", "--since", "7d", "--format", "csv", "--out", str(out), "--database-url", url]) == 1
+    line = _one_error_line(capsys.readouterr().err, "anpr export: ")
+    assert fragment in line and "secret-pw" not in line
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+def test_search_reads_a_malformed_database_url_setting_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ANPR_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("ANPR_DATABASE_URL", "sqlite")  # passes the scheme check, does not parse
+    assert anpr(["search", "AB123"]) == 1
+    assert "not a database URL: 'sqlite'" in _one_error_line(capsys.readouterr().err, "anpr search: ")
+
+
+def test_export_to_a_directory_fails_before_connecting(tmp_path, capsys):
+    from anpr_pipeline_tests.servers import free_port
+
+    # A database that would fail (and retry) if it were contacted: the --out check comes first.
+    url = f"postgresql+psycopg://nobody@127.0.0.1:{free_port()}/events"
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    assert anpr(["export", "--since", "7d", "--out", str(folder), "--database-url", url]) == 2
+    line = _one_error_line(capsys.readouterr().err, "anpr export: ")
+    assert "is a directory" in line and "127.0.0.1" not in line
+    assert not list(tmp_path.glob("*.partial"))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert anpr(["export", "--since", "7d", "--out", str(blocker / "x.csv"), "--database-url", url]) == 2
+    assert "is not a folder" in _one_error_line(capsys.readouterr().err, "anpr export: ")
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_failed_export_leaves_no_partial_file(fmt, tmp_path, capsys):
+    """The events table is there but its rows cannot be read (here: a table of another shape):
+    the export fails after it opened its .partial file, and removes it."""
+    import sqlite3
+
+    db = tmp_path / "odd.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE events (something INTEGER)")
+    out = tmp_path / f"week.{fmt}"
+    args = [
+        "export",
+        "--since",
+        "7d",
+        "--format",
+        fmt,
+        "--out",
+        str(out),
+        "--database-url",
+        f"sqlite:///{db}",
+    ]
+    assert anpr(args) == 1
+    assert "reading events failed" in _one_error_line(capsys.readouterr().err, "anpr export: ")
+    assert not out.exists() and not list(tmp_path.glob("*.partial"))
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "many"])
+def test_search_limit_must_be_a_positive_integer(sqlite_url, limit, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        anpr(["search", "AB", "--limit", limit, "--database-url", sqlite_url])
+    assert exit_info.value.code == 2
+    assert "argument --limit" in capsys.readouterr().err
+    assert anpr(["search", "ABBC", "--prefix", "--limit", "1", "--database-url", sqlite_url]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 3 and "first 1 shown" in captured.err

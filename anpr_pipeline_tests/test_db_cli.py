@@ -38,3 +38,21 @@ def test_db_info_unreachable_is_a_clean_error(capsys) -> None:
     assert main(["db", "info", "--url", url]) == 1
     err = capsys.readouterr().err
     assert "nowhere" in err and "unreachable" in err and "secret-pw" not in err
+
+
+@pytest.mark.parametrize(
+    "url, fragment",
+    [
+        ("notaurl", "not a database URL: 'notaurl'"),
+        ("postgresql+psycopg://anpr:secret-pw@host:port/db", "not a database URL"),
+        ("sqlite+nodriver:///x.db", "Can't load plugin"),
+    ],
+)
+def test_db_init_with_a_malformed_url_is_one_line(
+    url: str, fragment: str, capsys, tmp_path, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # a relative SQLite path lands here
+    assert main(["db", "init", "--url", url]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("anpr db init: ") and fragment in err, err
+    assert "secret-pw" not in err and "Traceback" not in err

@@ -167,6 +167,43 @@ def test_eval_cli_names_missing_images_and_bad_rows_without_a_traceback(
     assert "bad.csv:2: w='wide' is not a number" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "command, flags, message",
+    [
+        ("eval", ["--reader", "bogus"], "--reader: unknown reader 'bogus'"),
+        ("eval", ["--detector", "cascade-typo"], "--detector: unknown detector 'cascade-typo'"),
+        ("eval", ["--device", "tpu"], "--device: unknown device 'tpu'"),
+        ("eval", ["--min-read-confidence", "7"], "--min-read-confidence 7.0: expected a number from 0 to 1"),
+        ("eval", ["--regions", "uk"], "--regions: unknown region(s) uk"),
+        ("eval", ["--regions", ","], "--regions ',': expected all, group or a comma list"),
+        ("eval-crops", ["--reader", "bogus"], "--reader: unknown reader 'bogus'"),
+        ("eval-crops", ["--device", "tpu"], "--device: unknown device 'tpu'"),
+        ("eval-crops", ["--regions", "US,mars"], "--regions: unknown region(s) mars"),
+        ("eval-boxes", ["--reader", "crnn:"], "--reader: reader 'crnn:': name the weight files"),
+    ],
+)
+def test_eval_rejects_bad_flags_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, flags: list[str], message: str
+) -> None:
+    labels = [] if command == "eval-boxes" else [str(_labelled_folder(tmp_path / "set"))]
+    with pytest.raises(SystemExit) as exit_info:
+        anpr([command, *labels, *flags])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"anpr {command}: error: {message}" in err and "Traceback" not in err
+
+
+def test_eval_regions_are_lower_cased_like_anpr_read(tmp_path: Path, capsys) -> None:
+    labels = _labelled_folder(tmp_path / "set")
+    out = tmp_path / "report.json"
+    args = ["eval", str(labels), "--json", str(out), "--detector", "classical", "--reader", "none"]
+    assert anpr([*args, "--regions", " US, Eu "]) == 0
+    assert json.loads(out.read_text())["regions"] == "us,eu"
+    assert "regions us,eu" in capsys.readouterr().out
+    assert anpr([*args, "--regions", "GROUP"]) == 0
+    assert json.loads(out.read_text())["regions"] == "group"
+
+
 def test_regions_mode_maps_groups_to_plate_regions() -> None:
     assert evaluation.group_region("br") == "br"
     assert evaluation.group_region("openalpr_train-detector_br") == "br"

@@ -128,3 +128,59 @@ def test_read_rejects_bad_input_clearly(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         anpr(["read", str(empty), "--sample-fps", "0"])
     assert "--sample-fps 0.0: expected 0 < fps <= 120" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--reader", "bogus"], "--reader: unknown reader 'bogus'"),
+        (["--reader", "crnn:"], "--reader: reader 'crnn:': name the weight files"),
+        (["--detector", "cascade-typo"], "--detector: unknown detector 'cascade-typo'"),
+        (["--device", "tpu"], "--device: unknown device 'tpu'"),
+        (["--min-read-confidence", "7"], "--min-read-confidence 7.0: expected a number from 0 to 1"),
+    ],
+)
+def test_read_rejects_bad_model_flags_in_one_line(tmp_path: Path, capsys, flags, message) -> None:
+    photo = tmp_path / "scene.png"
+    cv2.imwrite(str(photo), _scene(11)[0][:, :, ::-1])
+    with pytest.raises(SystemExit) as exit_info:
+        anpr(["read", str(photo), *flags])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"anpr read: error: {message}" in err and "Traceback" not in err
+
+
+def test_read_reports_an_empty_folder_like_a_missing_file_and_reads_the_rest(tmp_path: Path, capsys) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no image here")
+    img, truth = _scene(12)
+    photo = tmp_path / "scene.png"
+    cv2.imwrite(str(photo), img[:, :, ::-1])
+    out = tmp_path / "read.json"
+
+    assert anpr(["read", str(empty), str(photo), "--json", str(out)]) == 1
+
+    report = json.loads(out.read_text())
+    by_file = {p["file"]: p for p in report["photos"]}
+    assert "no image or video files" in by_file[str(empty)]["error"]
+    assert by_file[str(photo)]["error"] is None and _found(by_file[str(photo)], truth) == set(truth)
+    captured = capsys.readouterr()
+    assert f"ERROR {empty}: no image or video files" in captured.out
+    assert "1 of 2 file(s) could not be read" in captured.err
+
+
+def test_read_with_nothing_readable_says_why_without_loading_models(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    def no_models(*args, **kwargs):
+        raise AssertionError("models built although there is nothing to read")
+
+    monkeypatch.setattr("anpr_pipeline.vision.detector.build_detector", no_models)
+    monkeypatch.setattr("anpr_pipeline.vision.reader.build_reader", no_models)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert anpr(["read", str(empty), str(tmp_path / "missing.jpg")]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and err[0].startswith(f"anpr read: {empty}: no image or video files (")
+    assert err[1] == f"anpr read: {tmp_path / 'missing.jpg'}: no such file"

@@ -24,6 +24,11 @@ def test_defaults_are_the_embedded_setup(monkeypatch, tmp_path):
         ("ANPR_RETENTION_VIDEOS_DAYS", "-1", "ANPR_RETENTION_VIDEOS_DAYS"),
         ("ANPR_DATABASE_URL", "mysql://x/y", "ANPR_DATABASE_URL"),
         ("ANPR_PLATE_REGIONS", "br,mars", "unknown region.s. mars"),
+        ("ANPR_DETECTOR", "cascade-typo", "ANPR_DETECTOR: unknown detector 'cascade-typo'"),
+        ("ANPR_READER", "bogus", "ANPR_READER: unknown reader 'bogus'"),
+        ("ANPR_READER", "crnn:", "ANPR_READER: .*name the weight files"),
+        ("ANPR_MIN_READ_CONFIDENCE", "7", "ANPR_MIN_READ_CONFIDENCE: 7.0: expected a number from 0 to 1"),
+        ("ANPR_MIN_READ_CONFIDENCE", "-0.1", "ANPR_MIN_READ_CONFIDENCE"),
     ],
 )
 def test_bad_settings_name_the_variable(monkeypatch, name, value, fragment):
@@ -73,3 +78,65 @@ def test_cli_reports_a_bad_setting_without_a_traceback(monkeypatch, tmp_path, ca
     err = capsys.readouterr().err
     assert "configuration error" in err and "ANPR_PLATE_REGIONS" in err and "atlantis" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("ANPR_DETECTOR", "classical"),
+        ("ANPR_DETECTOR", "cascade-hq"),
+        ("ANPR_READER", "easyocr"),
+        ("ANPR_READER", "crnn:/models/a.pt,/models/b.pt"),
+        ("ANPR_MIN_READ_CONFIDENCE", "0"),
+        ("ANPR_MIN_READ_CONFIDENCE", "1"),
+    ],
+)
+def test_good_model_settings_load(monkeypatch, tmp_path, name, value):
+    monkeypatch.setenv("ANPR_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv(name, value)
+    load_settings()
+
+
+def test_model_names_are_checked_without_importing_torch(tmp_path):
+    """Settings load in the Dagster code location and every CLI: checking the names must not
+    pay for torch (nor the vision code that imports it)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from anpr_pipeline.settings import SettingsError, load_settings\n"
+        "try:\n"
+        "    load_settings()\n"
+        "except SettingsError as exc:\n"
+        "    print(exc)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    env = dict(os.environ, ANPR_DATA_DIR=str(tmp_path), ANPR_READER="bogus")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == [
+        "ANPR_READER: unknown reader 'bogus': expected one of default, crnn, crnn:PATH[,PATH], easyocr",
+        "False",
+    ]
+
+
+def test_settings_name_lists_match_what_the_vision_code_builds():
+    """settings keeps torch-free copies of the detector and reader names; they must be the
+    names build_detector / build_reader accept, or a valid setting would be refused (or a
+    bad one let through)."""
+    from anpr_pipeline import settings
+    from anpr_pipeline.vision import detector
+    from anpr_pipeline.vision.reader import build_reader
+
+    assert settings.DETECTORS == ("default", *detector.DETECTORS)
+    with pytest.raises(ValueError, match="unknown detector") as detector_error:
+        detector.build_detector("bogus", device="cpu")
+    assert str(("default", *detector.DETECTORS)) in str(detector_error.value)
+    with pytest.raises(ValueError, match="unknown reader") as reader_error:
+        build_reader("bogus", device="cpu")
+    assert str(reader_error.value).endswith("choose from: " + ", ".join(settings.READERS))
+    # A crnn:PATHS name settings accept is a reader name to build_reader too (the files decide).
+    with pytest.raises(Exception) as missing:  # noqa: PT011 - whatever a missing file raises
+        build_reader("crnn:/no/such/reader.pt", device="cpu")
+    assert "unknown reader" not in str(missing.value)

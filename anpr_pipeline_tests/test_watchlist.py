@@ -70,6 +70,21 @@ def test_watchlist_yaml_and_csv(tmp_path):
     assert wl.match("QZ7") and wl.match("QZ7ABC") and not wl.match("Q7")
 
 
+def test_watchlist_from_a_spreadsheet_with_a_byte_order_mark(tmp_path):
+    """Excel's "CSV UTF-8" starts the file with a BOM (and ends lines with CRLF)."""
+    csv_file = tmp_path / "w.csv"
+    csv_file.write_bytes(b"\xef\xbb\xbfplate,pattern,label\r\nAB123CD,,stolen\r\n,XY*99,fleet\r\n")
+    wl = load_watchlist(csv_file)
+    assert wl.exact == ["AB123CD"] and [e.pattern for e in wl.patterns] == ["XY*99"]
+    yml = tmp_path / "w.yaml"
+    yml.write_bytes(b'\xef\xbb\xbf- plate: "01234567"\n  label: quoted\n')
+    assert load_watchlist(yml).exact == ["01234567"]  # quoted digits stay the plate as written
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes(b"plate,label\nAB123CD,voiture vol\xe9e\n")
+    with pytest.raises(WatchlistError, match="not UTF-8"):
+        load_watchlist(latin1)
+
+
 def test_fuzzy_entries_match_reads_one_ocr_slip_away(tmp_path):
     yml = tmp_path / "w.yaml"
     yml.write_text("- plate: OZG3580\n  fuzzy: true\n  label: stolen\n- plate: AB123CD\n")
@@ -96,6 +111,10 @@ def test_fuzzy_entries_match_reads_one_ocr_slip_away(tmp_path):
         ("- pattern: '*'\n", "every plate"),
         ("- pattern: 'AB[12]'\n", "only A-Z"),
         ("plate: AB1\n", "expected a list"),
+        # Unquoted numbers are YAML ints (a leading 0: octal, 01234567 -> 342391): refused.
+        ("- plate: 01234567\n", 'plate 01234567 is not text .*342391.*quote it: plate: "01234567"'),
+        ("watchlist:\n- pattern: 1234\n", 'pattern 1234 is not text.*quote it: pattern: "1234"'),
+        ("- plate: yes\n", "plate yes is not text"),
     ],
 )
 def test_bad_watchlists_name_the_problem(tmp_path, text, message):

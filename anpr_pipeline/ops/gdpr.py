@@ -410,8 +410,20 @@ def _stores_from_settings() -> tuple[EventStore, ObjectStore, str, str]:
     return get_event_store(s.database_url), store, s.gdpr_salt, io_dir
 
 
+def _cli_errors() -> tuple[type[Exception], ...]:
+    """What the GDPR commands report as one line: a refusal, an unreachable database or bucket."""
+    from anpr_pipeline.resources.event_store import EventStoreError
+    from anpr_pipeline.resources.object_store import ObjectStoreError
+
+    return (GdprError, EventStoreError, ObjectStoreError)
+
+
 def main_export(argv: list[str]) -> int:
     import argparse
+    import sys
+    from pathlib import Path
+
+    from anpr_pipeline.analyst_cli import out_path_problem
 
     parser = argparse.ArgumentParser(
         prog="anpr export-plate",
@@ -420,14 +432,27 @@ def main_export(argv: list[str]) -> int:
     parser.add_argument("plate")
     parser.add_argument("--out", help="also write the zip to this local file")
     args = parser.parse_args(argv)
-    es, store, salt, _io_dir = _stores_from_settings()
-    try:
-        result = export_plate(args.plate, es, store, salt, production=es.dialect == "postgresql")
-    except GdprError as exc:
-        print(f"anpr export-plate: {exc}")
+    # Before the export: it writes the zip and its audit record to the bucket.
+    problem = out_path_problem(Path(args.out)) if args.out else None
+    if problem:
+        print(f"anpr export-plate: --out {args.out}: {problem}", file=sys.stderr)
         return 2
-    if args.out:
-        store.download(result.key, args.out)
+    try:
+        es, store, salt, _io_dir = _stores_from_settings()
+        result = export_plate(args.plate, es, store, salt, production=es.dialect == "postgresql")
+        if args.out:
+            try:
+                store.download(result.key, args.out)
+            except OSError as exc:  # --out could not be written after all (disk full, ...)
+                print(
+                    f"anpr export-plate: the export is in the bucket as {result.key}, but writing "
+                    f"{args.out} failed: {exc.strerror or exc}",
+                    file=sys.stderr,
+                )
+                return 2
+    except _cli_errors() as exc:
+        print(f"anpr export-plate: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(result.summary(), indent=1))
     return 0
 
@@ -443,23 +468,23 @@ def main_erase(argv: list[str]) -> int:
     parser.add_argument("--yes", action="store_true", help="do not ask for confirmation")
     parser.add_argument("--dry-run", action="store_true", help="only count what would be erased")
     args = parser.parse_args(argv)
-    es, store, salt, io_dir = _stores_from_settings()
-    production = es.dialect == "postgresql"
     try:
+        es, store, salt, io_dir = _stores_from_settings()
+        production = es.dialect == "postgresql"
         preview = erase_plate(args.plate, es, store, salt, production=production, dry_run=True)
         print(json.dumps(preview.summary(), indent=1))
         if args.dry_run:
             return 0
         if not args.yes:
             if not sys.stdin.isatty():
-                print("anpr erase-plate: refusing without --yes (not a terminal)")
+                print("anpr erase-plate: refusing without --yes (not a terminal)", file=sys.stderr)
                 return 2
             if input(f"Erase all data of {normalize_plate(args.plate)}? Type 'yes': ").strip() != "yes":
                 print("aborted")
                 return 1
         result = erase_plate(args.plate, es, store, salt, production=production, io_manager_dir=io_dir)
-    except GdprError as exc:
-        print(f"anpr erase-plate: {exc}")
+    except _cli_errors() as exc:
+        print(f"anpr erase-plate: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(result.summary(), indent=1))
     return 0

@@ -228,6 +228,7 @@ def serve(
 
 def main(argv: list[str]) -> int:
     import argparse
+    import errno
     import time
 
     parser = argparse.ArgumentParser(
@@ -241,16 +242,43 @@ def main(argv: list[str]) -> int:
     srv.add_argument("--addr", default="0.0.0.0")
     args = parser.parse_args(argv)
 
-    from dagster import DagsterInstance
+    import sys
 
-    from anpr_pipeline.resources.event_store import EventStore
+    from dagster import DagsterInstance
+    from dagster._core.errors import DagsterHomeNotSetError, DagsterInvariantViolationError
+
+    from anpr_pipeline.resources.event_store import EventStore, EventStoreError
     from anpr_pipeline.settings import load_settings
 
-    instance = DagsterInstance.get()
-    events_store = EventStore(load_settings().database_url)
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port {args.port}: expected 0..65535")
+    try:
+        instance = DagsterInstance.get()
+    except DagsterHomeNotSetError:
+        print(
+            "anpr metrics: DAGSTER_HOME is not set: set it to the Dagster instance folder "
+            "(the one holding dagster.yaml) whose runs to export",
+            file=sys.stderr,
+        )
+        return 2
+    except DagsterInvariantViolationError as exc:  # DAGSTER_HOME missing, not a folder, relative
+        print(f"anpr metrics: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    try:
+        events_store = EventStore(load_settings().database_url)
+    except EventStoreError as exc:  # a malformed ANPR_DATABASE_URL
+        print(f"anpr metrics: {exc}", file=sys.stderr)
+        return 2
     from anpr_pipeline.ops.capacity_metrics import bucket_from_settings
 
-    server, _thread = serve(instance, events_store, args.port, args.addr, bucket_store=bucket_from_settings())
+    try:
+        server, _thread = serve(
+            instance, events_store, args.port, args.addr, bucket_store=bucket_from_settings()
+        )
+    except OSError as exc:  # port in use, address not on this host, port < 1024 without rights
+        reason = "port in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc))
+        print(f"anpr metrics: cannot listen on {args.addr}:{args.port}: {reason}", file=sys.stderr)
+        return 2
     print(f"anpr metrics: serving http://{args.addr}:{args.port}/metrics", flush=True)
     try:
         while True:

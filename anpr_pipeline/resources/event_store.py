@@ -176,14 +176,20 @@ class EventStore:
         connect_timeout_s: int = 5,
         pool_size: int = 5,
     ):
-        self.url = sa.make_url(url)
+        try:
+            self.url = sa.make_url(url)
+        except (sa.exc.ArgumentError, ValueError) as exc:  # "sqlite", "notaurl", a bad port
+            raise EventStoreError(
+                f"not a database URL: {_safe_url_text(url)!r} "
+                "(use sqlite:///path or postgresql+psycopg://user@host/db)"
+            ) from exc
         self.retries = retries
         self.retry_backoff_s = retry_backoff_s
         backend = self.url.get_backend_name()
         if backend == "sqlite":
             if self.url.database and self.url.database != ":memory:":
                 Path(self.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            self._engine = sa.create_engine(self.url, pool_pre_ping=True, connect_args={"timeout": 30})
+            self._engine = self._create_engine(pool_pre_ping=True, connect_args={"timeout": 30})
             sa.event.listen(self._engine, "connect", _sqlite_pragmas)
         elif backend == "postgresql":
             if self.url.get_driver_name() != "psycopg":
@@ -191,8 +197,7 @@ class EventStore:
                     f"events database URL must use the psycopg 3 driver (postgresql+psycopg://...),"
                     f" got {self.url.drivername!r}"
                 )
-            self._engine = sa.create_engine(
-                self.url,
+            self._engine = self._create_engine(
                 pool_pre_ping=True,
                 pool_size=pool_size,
                 max_overflow=pool_size,
@@ -204,6 +209,12 @@ class EventStore:
                 f"unsupported events database {self.url.drivername!r}: use sqlite or postgresql"
             )
         self._table = build_events_table(sa.MetaData(), partitioned=self.dialect == "postgresql")
+
+    def _create_engine(self, **kwargs: Any) -> Engine:
+        try:
+            return sa.create_engine(self.url, **kwargs)
+        except sa.exc.ArgumentError as exc:  # e.g. an unknown driver: sqlite+bogus://
+            raise EventStoreError(f"cannot open {self.describe()}: {_first_line(exc)}") from exc
 
     # -- basics ----------------------------------------------------------------------------
 
@@ -570,6 +581,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def _safe_url_text(url: str) -> str:
+    """``url`` as given, its password (if any) masked: for messages about unparsable URLs."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
 
 
 def _first_line(exc: BaseException) -> str:

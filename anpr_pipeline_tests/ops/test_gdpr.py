@@ -196,3 +196,66 @@ def test_cli_builds_the_bucket_with_the_s3_timeout_and_attempt_settings(monkeypa
     # botocore stores `max_attempts` retries as total_max_attempts (the first call included).
     assert (config.connect_timeout, config.retries["total_max_attempts"]) == (1.5, 2 + 1)
     es.dispose()
+
+
+def _cli_env(monkeypatch, backend) -> None:
+    monkeypatch.setenv("ANPR_BUCKET_KIND", "local")
+    monkeypatch.setenv("ANPR_BUCKET_DIR", backend.bucket_kwargs["bucket_dir"])
+    monkeypatch.setenv("ANPR_DATABASE_URL", backend.database_url)
+    monkeypatch.setenv("ANPR_GDPR_SALT", SALT)
+
+
+def _one_error_line(err: str, prefix: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(prefix) and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_cli_export_checks_out_before_writing_anything(local_backend, monkeypatch, capsys, tmp_path):
+    """A bad --out is refused before the export zip and its audit record go to the bucket."""
+    _two_videos(local_backend)
+    _cli_env(monkeypatch, local_backend)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert cli.main(["export-plate", PLATE, "--out", str(blocker / "x.zip")]) == 2
+    assert "is not a folder" in _one_error_line(capsys.readouterr().err, "anpr export-plate: ")
+    assert cli.main(["export-plate", PLATE, "--out", str(tmp_path)]) == 2
+    assert "is a directory" in _one_error_line(capsys.readouterr().err, "anpr export-plate: ")
+    assert not list(local_backend.store.list("exports/")) and not list(local_backend.store.list("audit/"))
+
+
+@pytest.mark.parametrize("command", [["export-plate", PLATE], ["erase-plate", PLATE, "--dry-run"]])
+def test_cli_reports_a_broken_events_db_in_one_line(command, local_backend, monkeypatch, capsys, tmp_path):
+    _cli_env(monkeypatch, local_backend)
+    not_db = tmp_path / "not.db"
+    not_db.write_text("not a database\n")
+    monkeypatch.setenv("ANPR_DATABASE_URL", f"sqlite:///{not_db}")
+    assert cli.main(command) == 2
+    captured = capsys.readouterr()
+    assert "file is not a database" in _one_error_line(captured.err, f"anpr {command[0]}: ")
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize("command", [["export-plate", PLATE], ["erase-plate", PLATE, "--dry-run"]])
+def test_cli_reports_an_unreachable_bucket_in_one_line(command, local_backend, monkeypatch, capsys):
+    from anpr_pipeline_tests.servers import free_port
+
+    _two_videos(local_backend)
+    _cli_env(monkeypatch, local_backend)
+    monkeypatch.setenv("ANPR_BUCKET_KIND", "s3")
+    monkeypatch.setenv("ANPR_S3_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nobody listens
+    monkeypatch.setenv("ANPR_S3_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("ANPR_S3_CONNECT_TIMEOUT_S", "1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    assert cli.main(command) == 2
+    line = _one_error_line(capsys.readouterr().err, f"anpr {command[0]}: ")
+    assert "unreachable" in line
+
+
+def test_cli_refusal_without_yes_goes_to_stderr(local_backend, monkeypatch, capsys):
+    _two_videos(local_backend)
+    _cli_env(monkeypatch, local_backend)
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    assert cli.main(["erase-plate", PLATE]) == 2
+    assert "refusing without --yes" in capsys.readouterr().err

@@ -94,3 +94,37 @@ def test_metrics_cli_has_serve_subcommand(capsys):
     except SystemExit as exc:
         assert exc.code == 0
     assert "serve" in capsys.readouterr().out
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines and lines[-1].startswith("anpr metrics: ") and "Traceback" not in err, err
+    assert len([line for line in lines if line.startswith("anpr metrics: ")]) == 1, err
+    return lines[-1]
+
+
+def test_metrics_serve_without_dagster_home_is_one_line(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("ANPR_DATA_DIR", str(tmp_path))
+    assert cli.main(["metrics", "serve", "--port", str(free_port())]) == 2
+    err = capsys.readouterr().err
+    assert "DAGSTER_HOME is not set" in _one_error_line(err) and err.count("\n") == 1
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "missing"))
+    assert cli.main(["metrics", "serve", "--port", str(free_port())]) == 2
+    assert "is not a directory or does not exist" in _one_error_line(capsys.readouterr().err)
+
+
+def test_metrics_serve_on_a_busy_port_is_one_line(monkeypatch, tmp_path, capsys):
+    import socket
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("ANPR_DATA_DIR", str(tmp_path / "data"))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert cli.main(["metrics", "serve", "--port", str(port), "--addr", "127.0.0.1"]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}: port in use" in _one_error_line(capsys.readouterr().err)
