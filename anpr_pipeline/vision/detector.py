@@ -495,5 +495,11 @@ def build_detector(name: str = "default", device: str = "auto", batch_size: int 
     if key == "platenet":
         from anpr_pipeline.vision.device import resolve_device
 
+        if not (WEIGHTS_DIR / PLATENET_WEIGHTS).exists():
+            # Measured and not shipped (weights/MODELS.md): usable once trained here.
+            raise FileNotFoundError(
+                f"detector 'platenet' has no weights: {PLATENET_WEIGHTS} is not shipped (weights/MODELS.md); "
+                f"train it with `anpr train detector --model platenet` and copy the result to {WEIGHTS_DIR}"
+            )
         return NetDetector(device=resolve_device(device), batch_size=batch_size)
     raise ValueError(f"unknown detector {name!r}; choose one of {('default', *DETECTORS)}")

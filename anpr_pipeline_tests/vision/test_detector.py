@@ -112,6 +112,15 @@ def test_unknown_detector_name_is_an_error() -> None:
         build_detector("no-such-detector")
 
 
+def test_unshipped_platenet_says_how_to_get_its_weights() -> None:
+    from anpr_pipeline.vision.detector import PLATENET_WEIGHTS, WEIGHTS_DIR
+
+    if (WEIGHTS_DIR / PLATENET_WEIGHTS).exists():
+        pytest.skip("PlateNet weights are installed here")
+    with pytest.raises(FileNotFoundError, match="anpr train detector --model platenet"):
+        build_detector("platenet")
+
+
 def test_box_variants_cover_the_box_and_its_shifts() -> None:
     from anpr_pipeline.vision.detector import box_variants, weighted_box
 
