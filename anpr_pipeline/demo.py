@@ -53,16 +53,27 @@ def generate_uploads(
 
 
 def run_sensor(defs, instance, store_resource):
-    """One tick of the real upload sensor; returns its SensorResult (waits for uploads to settle)."""
+    """Ticks of the real upload sensor until it requests runs; returns that SensorResult.
+
+    Waits for the uploads to settle; a local bucket's uploads are taken on the second look
+    (same size as on the first), so the demo ticks twice, as the daemon would 30 s apart.
+    """
     from dagster import SensorResult, build_sensor_context
 
     from anpr_pipeline.sensors import SETTLE_SECONDS
 
     time.sleep(SETTLE_SECONDS)
     sensor = defs.resolve_sensor_def("upload_sensor")
-    context = build_sensor_context(instance=instance, resources={"bucket": store_resource}, definitions=defs)
-    result = sensor(context)
-    if not isinstance(result, SensorResult):
+    cursor = None
+    for _ in range(2):
+        context = build_sensor_context(
+            instance=instance, cursor=cursor, resources={"bucket": store_resource}, definitions=defs
+        )
+        result = sensor(context)
+        if not isinstance(result, SensorResult) or result.run_requests:
+            break
+        cursor = result.cursor
+    if not isinstance(result, SensorResult) or not result.run_requests:
         raise RuntimeError(f"upload sensor did not request runs: {result}")
     for request in result.dynamic_partitions_requests or []:
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))

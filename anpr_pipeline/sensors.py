@@ -6,7 +6,9 @@ LastModified is older than uploads already handled is never passed over: an S3 m
 upload is stamped when it started but listed when it completes, ``rsync -a`` and ``cp -p``
 keep a file's own time, and a backlog larger than one tick's cap waits its turn. The cursor
 holds only what a listing cannot tell: the sizes of uploads seen but not yet settled, and
-the bad keys already reported. Keys that break the naming contract, and uploads left empty,
+the bad keys already reported. On a local (or network-mounted) folder, where a file may be
+written in place and its writer stall, an upload is taken only once a later tick sees the
+same size; S3 objects appear whole, so there the settle time alone is enough. Keys that break the naming contract, and uploads left empty,
 are reported (count + first examples) once, and never crash the sensor.
 """
 
@@ -79,10 +81,12 @@ def scan_uploads(
     now: datetime,
     known: set[str] | frozenset[str] = frozenset(),
     settle_seconds: float = SETTLE_SECONDS,
+    confirm_size: bool = False,
 ) -> ScanResult:
     """Pure decision logic of the sensor: what is ready, what is bad, what must wait.
 
-    ``known``: partition keys that already exist (their uploads were handled)."""
+    ``known``: partition keys that already exist (their uploads were handled).
+    ``confirm_size``: an upload is ready only when an earlier scan saw it at the same size."""
     ready: dict[str, Upload] = {}
     settled: dict[str, int] = {}
     bad: list[str] = []
@@ -99,7 +103,7 @@ def scan_uploads(
         else:
             if upload.partition_key in known or upload.partition_key in ready:
                 continue
-            state, problem = upload_state(info, cursor, now, settle_seconds)
+            state, problem = upload_state(info, cursor, now, settle_seconds, confirm_size)
         if state == "ready":
             ready[upload.partition_key] = upload
             settled[info.key] = info.size
@@ -119,7 +123,7 @@ def scan_uploads(
 
 
 def upload_state(
-    info: ObjectInfo, cursor: UploadCursor, now: datetime, settle_seconds: float
+    info: ObjectInfo, cursor: UploadCursor, now: datetime, settle_seconds: float, confirm_size: bool = False
 ) -> tuple[str, str]:
     """("ready", ""), ("waiting", "") while the upload may still be being written, or
     ("bad", why): still empty long after it was written (a failed upload)."""
@@ -129,7 +133,8 @@ def upload_state(
         return "bad", f"{info.key}: still empty (0 bytes) {minutes:.0f} min after upload; upload it again"
     young = age < timedelta(seconds=settle_seconds)
     growing = cursor.pending.get(info.key, info.size) != info.size
-    return ("waiting", "") if info.size == 0 or young or growing else ("ready", "")
+    unconfirmed = confirm_size and info.key not in cursor.pending  # first sight: look again
+    return ("waiting", "") if info.size == 0 or young or growing or unconfirmed else ("ready", "")
 
 
 def bad_keys_report(bad: list[str]) -> str:
@@ -153,7 +158,7 @@ def upload_sensor(context: SensorEvaluationContext, bucket: ObjectStoreResource)
     # operators re-run on purpose with a backfill.
     known = set(context.instance.get_dynamic_partitions(videos_partitions.name))
     known |= context.instance.get_materialized_partitions(AssetKey("plate_events"))
-    scan = scan_uploads(objects, cursor, datetime.now(UTC), known)
+    scan = scan_uploads(objects, cursor, datetime.now(UTC), known, confirm_size=bucket.kind == "local")
     if scan.bad:
         context.log.warning(bad_keys_report(scan.bad))
     # Oldest first; the rest stay ready (and unregistered) for the next tick.
@@ -169,11 +174,12 @@ def upload_sensor(context: SensorEvaluationContext, bucket: ObjectStoreResource)
         for u in ready
     ]
     if not run_requests:
-        reason = (
-            bad_keys_report(scan.bad)
-            if scan.bad
-            else (f"{len(scan.waiting)} upload(s) still being written" if scan.waiting else "No new uploads")
-        )
+        parts = [bad_keys_report(scan.bad)] if scan.bad else []
+        if scan.waiting:
+            parts.append(
+                f"{len(scan.waiting)} upload(s) still being written (or seen once: looked at again next tick)"
+            )
+        reason = "; ".join(parts) or "No new uploads"
         return SensorResult(skip_reason=SkipReason(reason), cursor=scan.cursor.dump())
     return SensorResult(
         run_requests=run_requests,

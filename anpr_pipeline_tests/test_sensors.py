@@ -53,6 +53,19 @@ def test_growing_file_waits_until_its_size_is_stable():
     assert [u.key for u in second.ready] == [key]
 
 
+def test_a_local_folder_upload_is_taken_when_a_second_look_sees_the_same_size():
+    # Written in place, its writer stalled for longer than the settle time.
+    key = "uploads/cam-1/20261128T100000Z.mp4"
+    first = scan_uploads([info(key, age_s=60, size=10)], UploadCursor(), NOW, confirm_size=True)
+    assert first.ready == [] and first.waiting == {key: 10}
+    grown = scan_uploads([info(key, age_s=5, size=50)], first.cursor, NOW, confirm_size=True)
+    assert grown.ready == [] and grown.waiting == {key: 50}
+    same = scan_uploads([info(key, age_s=35, size=50)], grown.cursor, NOW, confirm_size=True)
+    assert [u.key for u in same.ready] == [key]
+    # S3 objects appear whole: the settle time alone is enough.
+    assert [u.key for u in scan_uploads([info(key, age_s=60, size=10)], UploadCursor(), NOW).ready] == [key]
+
+
 def test_an_upload_stamped_before_ones_already_handled_is_not_passed_over():
     # An S3 multipart upload is stamped when it started and listed when it completes;
     # `rsync -a` keeps a file's own time: both appear after newer uploads were handled.
@@ -113,6 +126,21 @@ def _apply(instance: DagsterInstance, result: SensorResult) -> SensorResult:
     return result
 
 
+def _tick(instance: DagsterInstance, bucket: ObjectStoreResource, cursor: str | None = None):
+    """One tick of the real sensor, its requested partitions registered as the daemon does."""
+    result = upload_sensor(
+        build_sensor_context(instance=instance, cursor=cursor, resources={"bucket": bucket})
+    )
+    return _apply(instance, result) if isinstance(result, SensorResult) else result
+
+
+def _settled_tick(instance: DagsterInstance, bucket: ObjectStoreResource, cursor: str | None = None):
+    """Two ticks: a local bucket's uploads are taken when a second look sees the same size."""
+    first = _tick(instance, bucket, cursor)
+    assert not first.run_requests and "still being written" in first.skip_reason.skip_message
+    return _tick(instance, bucket, first.cursor)
+
+
 def test_real_sensor_adds_partitions_and_reports_bad_keys(tmp_path):
     bucket = ObjectStoreResource(kind="local", bucket_dir=str(tmp_path / "bucket"))
     root = tmp_path / "bucket"
@@ -122,7 +150,10 @@ def test_real_sensor_adds_partitions_and_reports_bad_keys(tmp_path):
         _write(root, f"uploads/cam-1/bad-{i:04d}.mp4", b"x")
     with DagsterInstance.ephemeral() as instance:
         context = build_sensor_context(instance=instance, resources={"bucket": bucket})
-        result = _apply(instance, upload_sensor(context))
+        first = upload_sensor(context)
+        assert not first.run_requests and "2 upload(s) still being written" in first.skip_reason.skip_message
+        assert json.loads(first.cursor)["bad_keys_total"] == 1000  # reported at once
+        result = _tick(instance, bucket, first.cursor)
         assert isinstance(result, SensorResult)
         assert sorted(r.partition_key for r in result.run_requests) == [
             "cam-1/20261128T100000Z",
@@ -156,21 +187,14 @@ def test_cursor_object_deleted_does_not_lose_or_repeat_uploads(tmp_path):
     root = tmp_path / "bucket"
     _write(root, "uploads/cam-1/20261128T100000Z.mp4", b"x" * 100, age_s=120)
     with DagsterInstance.ephemeral() as instance:
-        first = _apply(
-            instance, upload_sensor(build_sensor_context(instance=instance, resources={"bucket": bucket}))
-        )
+        first = _settled_tick(instance, bucket)
         assert [r.partition_key for r in first.run_requests] == ["cam-1/20261128T100000Z"]
         # Retention deletes the first upload; a new one arrives, and one copied in with
         # `rsync -a` keeps its file time of yesterday.
         (root / "uploads/cam-1/20261128T100000Z.mp4").unlink()
         _write(root, "uploads/cam-1/20261128T110000Z.mp4", b"x" * 100, age_s=30)
         _write(root, "uploads/cam-2/20261127T090000Z.mp4", b"x" * 100, age_s=26 * 3600)
-        second = _apply(
-            instance,
-            upload_sensor(
-                build_sensor_context(instance=instance, cursor=first.cursor, resources={"bucket": bucket})
-            ),
-        )
+        second = _settled_tick(instance, bucket, first.cursor)
         assert sorted(r.partition_key for r in second.run_requests) == [
             "cam-1/20261128T110000Z",
             "cam-2/20261127T090000Z",
