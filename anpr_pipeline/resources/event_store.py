@@ -35,7 +35,7 @@ from dagster import ConfigurableResource
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import URL, Connection, Engine
 
-from anpr_pipeline.vision.plates import fuzzy_match
+from anpr_pipeline.vision.plates import fuzzy_match, normalize
 
 if TYPE_CHECKING:
     from anpr_pipeline.settings import Settings
@@ -142,8 +142,10 @@ REQUIRED_KEYS = frozenset(EVENT_COLUMNS) - {"region", "crop_key", "created_at", 
 
 
 def normalize_plate(text: str) -> str:
-    """A–Z0–9 only, upper case (same contract as vision.plates.normalize)."""
-    return re.sub(r"[^A-Z0-9]", "", text.upper())
+    """A–Z0–9 only, upper case, accents folded: the pipeline's own rule
+    (``vision.plates.normalize``), so a plate typed as written ("MÜ-AB 123") finds, alerts
+    and erases what the pipeline stored ("MUAB123"), never another plate ("MAB123")."""
+    return normalize(text)
 
 
 def _add_months(d: date, n: int) -> date:

@@ -83,7 +83,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> EventStore:
 
 
 def test_normalize_plate_keeps_a_to_z_and_digits() -> None:
+    from anpr_pipeline.vision.plates import normalize
+
     assert normalize_plate("ab-123 cd") == "AB123CD"
+    # Typed as written, a German plate with an umlaut is the plate the reader stored, not
+    # another one with the letter dropped (MAB123 is a different, valid Munich plate).
+    for typed, stored in (("MÜ-AB 123", "MUAB123"), ("TÖL X 12", "TOLX12"), ("ＡＢ１２３", "AB123")):
+        assert normalize_plate(typed) == normalize(typed) == stored
 
 
 # -- schema --------------------------------------------------------------------------------------
