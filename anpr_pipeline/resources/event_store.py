@@ -43,7 +43,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+# 2: ix_events_created_at (the watchlist sensor's scan) and the watchlist_alerts table.
+SCHEMA_VERSION = 2
+# How long the nightly partition upkeep waits for its table lock before giving up.
+PARTITION_LOCK_TIMEOUT = "10s"
 
 
 class EventStoreError(RuntimeError):
@@ -119,6 +122,8 @@ def build_events_table(metadata: sa.MetaData, *, partitioned: bool) -> sa.Table:
     )
     # Replacing a video's rows deletes by video_key: keep that an index lookup.
     sa.Index("ix_events_video_key", table.c.video_key)
+    # The watchlist sensor reads "events created since its watermark" every 30 s.
+    sa.Index("ix_events_created_at", table.c.created_at, table.c.id)
     return table
 
 
@@ -132,10 +137,30 @@ def _schema_info_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
+def _watchlist_alerts_table(metadata: sa.MetaData) -> sa.Table:
+    """One row per event the watchlist alerted on: deduplication and webhook delivery state.
+
+    No plate text: the event row holds that (and a GDPR erasure deletes it), so an alert
+    row whose event is gone says nothing about anyone.
+    """
+    return sa.Table(
+        "watchlist_alerts",
+        metadata,
+        sa.Column("event_id", sa.Text(), primary_key=True),
+        sa.Column("alerted_at", UTCDateTime(), nullable=False, index=True),
+        # logged (no webhook) | sending | posted | failed | abandoned | dropped
+        sa.Column("delivery", sa.Text(), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("last_attempt_at", UTCDateTime(), nullable=True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+    )
+
+
 # Module-level table for queries (column references are the same on both databases).
 metadata = sa.MetaData()
 events = build_events_table(metadata, partitioned=False)
 schema_info = _schema_info_table(metadata)
+watchlist_alerts = _watchlist_alerts_table(metadata)
 
 EVENT_COLUMNS: tuple[str, ...] = tuple(c.name for c in events.columns if c.name != "id")
 REQUIRED_KEYS = frozenset(EVENT_COLUMNS) - {"region", "crop_key", "created_at", "video_key"}
@@ -286,6 +311,11 @@ class EventStore:
                     conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('anpr_events_schema'))"))
                 self._table.metadata.create_all(conn, checkfirst=True)
                 schema_info.create(conn, checkfirst=True)
+                watchlist_alerts.create(conn, checkfirst=True)
+                # Indexes added after v1: create_all skips them on an existing table. On a
+                # big Postgres table this one-off build blocks writes while it runs.
+                for index in self._table.indexes:
+                    index.create(conn, checkfirst=True)
                 if self.dialect == "postgresql":
                     conn.execute(
                         sa.text("CREATE TABLE IF NOT EXISTS events_default PARTITION OF events DEFAULT")
@@ -348,8 +378,21 @@ class EventStore:
                     return created  # the common case: nothing to do, no table lock taken
                 # Lock the parent first (the same order as DML: parent, then partitions) so no
                 # row can land in DEFAULT between moving its rows and creating the partition.
-                # Writers wait for this short, nightly transaction.
-                conn.execute(sa.text("LOCK TABLE events IN ACCESS EXCLUSIVE MODE"))
+                # Writers wait for this short, nightly transaction. A long query holding a
+                # lock on events would make this wait, and every writer queue behind it:
+                # give up after PARTITION_LOCK_TIMEOUT instead (partitions exist months ahead).
+                conn.execute(sa.text(f"SET LOCAL lock_timeout = '{PARTITION_LOCK_TIMEOUT}'"))
+                try:
+                    conn.execute(sa.text("LOCK TABLE events IN ACCESS EXCLUSIVE MODE"))
+                except sa.exc.OperationalError as exc:
+                    code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+                    if code != "55P03":  # lock_not_available (psycopg 3 / psycopg2 spelling)
+                        raise
+                    raise EventStoreError(
+                        f"ensure month partitions on {self.describe()}: events stayed locked by another "
+                        f"transaction for {PARTITION_LOCK_TIMEOUT} (a long query or a dump?); nothing "
+                        "changed, run it again later"
+                    ) from exc
                 for month in sorted(ahead | set(conn.execute(stray_sql).scalars())):
                     name = partition_name(month)
                     if name not in existing:

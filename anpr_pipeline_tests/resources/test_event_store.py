@@ -98,9 +98,29 @@ def test_normalize_plate_keeps_a_to_z_and_digits() -> None:
 def test_init_schema_is_idempotent_and_creates_indexes(store: EventStore) -> None:
     store.init_schema()
     store.init_schema()
-    assert store.schema_version() == 1
+    assert store.schema_version() == 2
     names = set(store.index_names())
-    assert {"ix_events_camera_captured", "ix_events_plate_captured", "ix_events_plate_prefix"} <= names
+    assert {
+        "ix_events_camera_captured",
+        "ix_events_plate_captured",
+        "ix_events_plate_prefix",
+        "ix_events_created_at",
+    } <= names
+    assert sa.inspect(store.engine).has_table("watchlist_alerts")
+
+
+def test_init_schema_upgrades_a_version_1_database(store: EventStore) -> None:
+    """A database made by v1 (no created_at index, no watchlist_alerts) gets them, rows kept."""
+    store.replace_video_events("cam1/20240315T080000Z", make_rows("cam1/20240315T080000Z", n=3))
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("DROP INDEX ix_events_created_at"))
+        conn.execute(sa.text("DROP TABLE watchlist_alerts"))
+        conn.execute(sa.text("UPDATE anpr_schema SET version = 1"))
+    upgraded = EventStore(str(store.url.render_as_string(hide_password=False)))
+    upgraded.init_schema()
+    assert upgraded.schema_version() == 2 and "ix_events_created_at" in upgraded.index_names()
+    assert sa.inspect(upgraded.engine).has_table("watchlist_alerts") and upgraded.count() == 3
+    upgraded.dispose()
     cols = {c["name"] for c in sa.inspect(store.engine).get_columns("events")}
     assert {"id", "event_id", "captured_at", "char_confidences", "created_at", "video_key"} <= cols
 
@@ -310,6 +330,27 @@ def test_ensure_month_partitions_ahead(fresh_postgres_url: str) -> None:
     s.replace_video_events("cam1/20320201T000000Z", row)
     with s.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM events_y2032m02")).scalar_one() == 1
+
+
+def test_partition_upkeep_gives_up_on_a_held_lock_instead_of_queueing_writers(
+    fresh_postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long transaction holding events (a report, a dump) must not let the nightly
+    ACCESS EXCLUSIVE request sit in the lock queue, where every writer would wait behind it."""
+    from anpr_pipeline.resources import event_store as module
+
+    monkeypatch.setattr(module, "PARTITION_LOCK_TIMEOUT", "300ms")
+    s = EventStore(fresh_postgres_url)
+    s.init_schema()
+    with s.engine.connect() as reader:
+        reader.execute(sa.text("BEGIN"))
+        reader.execute(sa.text("SELECT count(*) FROM events"))  # holds ACCESS SHARE till the end
+        with pytest.raises(EventStoreError, match="stayed locked by another transaction for 300ms"):
+            s.ensure_month_partitions(today=date(2033, 1, 1))
+        reader.execute(sa.text("ROLLBACK"))
+    assert "events_y2033m01" not in s.partitions()
+    assert s.ensure_month_partitions(today=date(2033, 1, 1))[0] == "events_y2033m01"  # later: fine
+    s.dispose()
 
 
 def test_resource_from_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
