@@ -28,6 +28,22 @@ from anpr_pipeline.resources.event_store import EventStoreResource
 from anpr_pipeline.resources.object_store import ObjectStoreResource
 
 OPS_TAGS = {"anpr/kind": "ops"}
+# Run tag the instance limits to one run at a time (`concurrency: runs:
+# tag_concurrency_limits` in deploy/dagster.yaml and dagster.yaml), so these jobs queue
+# behind each other instead of contending for locks and objects:
+# - retention_sweep, archive: bulk DELETE / DETACH + DROP partition, delete and move objects;
+# - db_maintenance: VACUUM (ANALYZE) and CREATE partition on the same table;
+# - backup: pg_dump holds its share lock for the whole dump, so a partition DROP waits on
+#   it, and every events write then queues behind that waiting DROP;
+# - restore_test: pg_restore loads the same server, and a backup finishing meanwhile may
+#   prune the dump it is restoring.
+# GDPR export/erase are not held: a data subject's request should not wait hours behind an
+# archive or VACUUM, and export only reads. Erase does rewrite Parquet files that retention
+# and archive also touch, but the run queue could not order it anyway: `anpr erase-plate`
+# and `anpr ops <job>` (execute_in_process) run outside it, so that ordering belongs in the
+# ops functions themselves.
+MAINTENANCE_TAG = "anpr/maintenance"
+MAINTENANCE_TAGS = {**OPS_TAGS, MAINTENANCE_TAG: "true"}
 
 
 def _parse_now(text: str) -> datetime:
@@ -106,7 +122,9 @@ def retention_sweep_op(
 
 
 @job(
-    name="retention_sweep", tags=OPS_TAGS, description="Per-class retention (videos, crops, events, Parquet)."
+    name="retention_sweep",
+    tags=MAINTENANCE_TAGS,
+    description="Per-class retention (videos, crops, events, Parquet).",
 )
 def retention_sweep_job():
     retention_sweep_op()
@@ -132,7 +150,7 @@ def db_maintenance_op(context: OpExecutionContext, config: MaintenanceConfig, ev
     return Output(summary, metadata=as_metadata(summary))
 
 
-@job(name="db_maintenance", tags=OPS_TAGS, description="Nightly events-database upkeep.")
+@job(name="db_maintenance", tags=MAINTENANCE_TAGS, description="Nightly events-database upkeep.")
 def db_maintenance_job():
     db_maintenance_op()
 
@@ -167,7 +185,7 @@ def backup_op(
     return Output(summary, metadata=as_metadata(summary))
 
 
-@job(name="backup", tags=OPS_TAGS, description="Nightly backup of the events database to the bucket.")
+@job(name="backup", tags=MAINTENANCE_TAGS, description="Nightly backup of the events database to the bucket.")
 def backup_job():
     backup_op()
 
@@ -192,7 +210,11 @@ def restore_test_op(
     return Output(summary, metadata=as_metadata(summary))
 
 
-@job(name="restore_test", tags=OPS_TAGS, description="Monthly proof that the newest backup restores intact.")
+@job(
+    name="restore_test",
+    tags=MAINTENANCE_TAGS,
+    description="Monthly proof that the newest backup restores intact.",
+)
 def restore_test_job():
     restore_test_op()
 
@@ -318,7 +340,11 @@ def archive_op(
     return Output(summary, metadata=as_metadata(summary))
 
 
-@job(name="archive", tags=OPS_TAGS, description="Weekly: move old videos and event months to the archive.")
+@job(
+    name="archive",
+    tags=MAINTENANCE_TAGS,
+    description="Weekly: move old videos and event months to the archive.",
+)
 def archive_job():
     archive_op()
 
