@@ -5,21 +5,29 @@ pyarrow write hive datasets, the partition columns (``date``, ``camera_id``) liv
 path, not inside the files: ``pyarrow.dataset``, DuckDB (``hive_partitioning=1``) and
 ``pandas.read_parquet`` on the folder all return them as columns. One file per video per
 day, so re-processing a video replaces exactly its files.
+
+Read it with :data:`PARTITION_SCHEMA` (:func:`read_events` does): left to infer the types
+from the paths, readers turn a camera id that looks numeric into a number (``0042`` -> 42,
+a leading zero lost), and only when every id in the selection looks numeric, so the type
+changes with the filter.
 """
 
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from anpr_pipeline.resources.object_store import ObjectStore
 
 EVENTS_PREFIX = "parquet/events/"
+_DATE_SEGMENT = re.compile(r"/date=(?P<day>\d{4}-\d{2}-\d{2})/")
 
 EVENTS_SCHEMA = pa.schema(
     [
@@ -46,6 +54,18 @@ EVENTS_SCHEMA = pa.schema(
 )
 
 
+# The hive columns, typed: camera ids are text whatever they look like; date is a calendar day.
+PARTITION_SCHEMA = pa.schema([("date", pa.date32()), ("camera_id", pa.string())])
+# Files hold EVENTS_SCHEMA; the dataset adds the path columns. Explicit so an empty selection
+# and files written before a column was added read back with the same columns.
+DATASET_SCHEMA = pa.schema([*EVENTS_SCHEMA, *PARTITION_SCHEMA])
+
+
+def events_partitioning() -> ds.Partitioning:
+    """The dataset's hive partitioning with explicit types (never inferred from the paths)."""
+    return ds.partitioning(PARTITION_SCHEMA, flavor="hive")
+
+
 def partition_key_for(camera_id: str, day: date, video_timestamp: str) -> str:
     return f"{EVENTS_PREFIX}date={day.isoformat()}/camera_id={camera_id}/{video_timestamp}.parquet"
 
@@ -61,7 +81,14 @@ def table_bytes(rows: Sequence[dict]) -> bytes:
     return buffer.getvalue()
 
 
-def _days_spanned(start: datetime, end: datetime) -> list[date]:
+def day_of_key(key: str) -> date | None:
+    """The ``date=`` partition of a dataset key, or None for a key outside the layout."""
+    match = _DATE_SEGMENT.search(key)
+    return date.fromisoformat(match["day"]) if match else None
+
+
+def days_spanned(start: datetime, end: datetime) -> list[date]:
+    """The UTC calendar days from ``start`` to ``end``, both included."""
     days, day = [], start.date()
     while day <= end.date():
         days.append(day)
@@ -94,9 +121,7 @@ def write_video_events(
         )
         written.append(key)
     stale = [
-        partition_key_for(camera_id, day, video_timestamp)
-        for day in _days_spanned(*span)
-        if day not in by_day
+        partition_key_for(camera_id, day, video_timestamp) for day in days_spanned(*span) if day not in by_day
     ]
     stale_existing = [key for key in stale if store.exists(key)]
     if stale_existing:
@@ -105,21 +130,20 @@ def write_video_events(
 
 
 def read_events(store: ObjectStore, keys: Iterable[str] | None = None) -> pd.DataFrame:
-    """Read the dataset (or only ``keys``) back as a DataFrame with date/camera_id columns."""
-    import pyarrow.dataset as ds
-
+    """Read the dataset (or only ``keys``) as a DataFrame with ``date`` (datetime.date) and
+    ``camera_id`` (str, exactly as in the path) columns."""
     filesystem, base = store.arrow_filesystem()
-    root = f"{base.rstrip('/')}/{EVENTS_PREFIX.rstrip('/')}"
+    base = base.rstrip("/")
+    root = f"{base}/{EVENTS_PREFIX.rstrip('/')}"
+    options = {"filesystem": filesystem, "format": "parquet", "schema": DATASET_SCHEMA}
     if keys is not None:
-        paths = [f"{base.rstrip('/')}/{key}" for key in keys]
+        paths = [f"{base}/{key}" for key in keys]
         if not paths:
-            return _to_table([]).to_pandas()
-        dataset = ds.dataset(
-            paths, filesystem=filesystem, format="parquet", partitioning="hive", partition_base_dir=root
-        )
+            return DATASET_SCHEMA.empty_table().to_pandas()
+        dataset = ds.dataset(paths, partitioning=events_partitioning(), partition_base_dir=root, **options)
     else:
         try:
-            dataset = ds.dataset(root, filesystem=filesystem, format="parquet", partitioning="hive")
+            dataset = ds.dataset(root, partitioning=events_partitioning(), **options)
         except FileNotFoundError:
-            return _to_table([]).to_pandas()
+            return DATASET_SCHEMA.empty_table().to_pandas()
     return dataset.to_table().to_pandas()
