@@ -55,7 +55,12 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     return Definitions(
         assets=load_assets_from_modules([video, detections, reads, events, stats]),
         jobs=[jobs_module.process_video_job, *OPS_JOBS],
-        sensors=[sensors_module.upload_sensor, watchlist_sensor, *OPS_SENSORS],
+        sensors=[
+            sensors_module.upload_sensor,
+            watchlist_sensor,
+            stats.stale_daily_stats_sensor,
+            *OPS_SENSORS,
+        ],
         schedules=SCHEDULES,
         resources=build_resources(settings),
         executor=executor_for(settings.executor),

@@ -12,7 +12,9 @@ def test_definitions_contain_the_pipeline():
     asset_keys = {key.to_user_string() for key in repo.asset_graph.get_all_asset_keys()}
     assert {"video", "frames", "plate_detections", "plate_reads", "plate_events"} <= asset_keys
     assert "process_video" in {job.name for job in repo.get_all_jobs()}
-    assert "upload_sensor" in {s.name for s in repo.sensor_defs}
+    assert {"upload_sensor", "watchlist_sensor", "stale_daily_stats_sensor"} <= {
+        s.name for s in repo.sensor_defs
+    }
     checks = {key.name for key in repo.asset_graph.asset_check_keys}
     assert {"decodable_and_non_empty", "low_confidence_share", "unique_ids_and_timestamps_in_span"} <= checks
     assert repo.asset_graph.get(AssetKey("video")).partitions_def.name == "videos"

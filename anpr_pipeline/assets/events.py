@@ -18,7 +18,7 @@ from anpr_pipeline.partitions import videos_partitions
 from anpr_pipeline.resources.event_store import EventStoreResource
 from anpr_pipeline.resources.models import ModelsResource
 from anpr_pipeline.resources.object_store import ObjectStoreResource
-from anpr_pipeline.resources.parquet_dataset import write_video_events
+from anpr_pipeline.resources.parquet_dataset import day_of_key, days_spanned, write_video_events
 from anpr_pipeline.resources.pipeline_config import PipelineConfig
 from anpr_pipeline.settings import parse_regions
 from anpr_pipeline.vision.plates import fits_format, normalize, reportable
@@ -175,6 +175,14 @@ def previous_parquet_files(context: AssetExecutionContext) -> list[str]:
     return [str(k) for k in entry.value] if entry is not None else []
 
 
+def affected_days(span: tuple[datetime, datetime], previous_files: Sequence[str]) -> list[str]:
+    """UTC days (ISO) whose events this run may have changed: every day of the video's span
+    (new events, and events a re-run no longer finds) plus the days an earlier run wrote
+    files for (a sidecar since moved the video). ``stale_daily_stats_sensor`` reads them."""
+    days = set(days_spanned(*span)) | {d for d in map(day_of_key, previous_files) if d is not None}
+    return sorted(d.isoformat() for d in days)
+
+
 @asset(
     ins={"video": AssetIn(), "plate_reads": AssetIn()},
     partitions_def=videos_partitions,
@@ -204,11 +212,10 @@ def plate_events(
     span = video_span(video)
     parquet_keys = write_video_events(bucket.get_store(), video["camera_id"], video["timestamp"], rows, span)
     bucket_store = bucket.get_store()
+    previous = previous_parquet_files(context)
     # Files an earlier run of this partition wrote under other names (a sidecar since moved
     # the video to another camera or day) would count its events twice.
-    superseded = [
-        k for k in previous_parquet_files(context) if k not in parquet_keys and bucket_store.exists(k)
-    ]
+    superseded = [k for k in previous if k not in parquet_keys and bucket_store.exists(k)]
     if superseded:
         bucket_store.delete(superseded)
     stored = store.events_for_video(video["video_key"])
@@ -227,6 +234,7 @@ def plate_events(
                 mask_plate(r["normalized_plate"], pipeline.show_plates_in_ui) for r in rows[:20]
             ),
             "parquet_files": MetadataValue.json(parquet_keys),
+            "affected_days": MetadataValue.json(affected_days(span, previous)),
             "superseded_parquet_files_deleted": len(superseded),
             "events_table": MetadataValue.md(
                 events_markdown(rows, pipeline.show_plates_in_ui, urls=thumbnails)

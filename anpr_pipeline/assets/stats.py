@@ -5,11 +5,17 @@ the day's videos were processed, re-runs included. The counts are written to the
 ``camera_hourly_stats`` table in the events DB (replaced per day, one transaction) for SQL
 users and dashboards; the UI gets a per-camera summary and a PNG plot of plates per hour.
 The plot is drawn with PIL (already a dependency) rather than adding matplotlib.
+
+The schedule computes each day once, the night after. Events that reach the database later
+(a camera uploading a day late, a backfill, a re-run) would leave that day's stats stale:
+``stale_daily_stats_sensor`` watches ``plate_events`` materializations and recomputes the
+days they touched whose stats were materialised before them.
 """
 
 import base64
 import io
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 import sqlalchemy as sa
@@ -17,18 +23,31 @@ from dagster import (
     AllPartitionMapping,
     AssetDep,
     AssetExecutionContext,
+    AssetKey,
+    AssetRecordsFilter,
+    DagsterEventType,
+    DagsterInstance,
     DailyPartitionsDefinition,
     DefaultScheduleStatus,
+    DefaultSensorStatus,
+    EventLogRecord,
     MetadataValue,
     Output,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
     asset,
     build_schedule_from_partitioned_job,
     define_asset_job,
+    sensor,
 )
 from PIL import Image, ImageDraw, ImageFont
 
 from anpr_pipeline.resources.event_store import EventStoreResource, UTCDateTime, events
 from anpr_pipeline.resources.object_store import ObjectStoreResource
+from anpr_pipeline.resources.parquet_dataset import day_of_key
+from anpr_pipeline.uploads import UploadNameError, parse_partition_key
 
 daily_partitions = DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC")
 
@@ -238,3 +257,84 @@ camera_daily_stats_schedule = build_schedule_from_partitioned_job(
     name="camera_daily_stats_schedule",
     default_status=DefaultScheduleStatus.RUNNING,  # Dagster's default is STOPPED; see schedules.py
 )
+
+
+# -- late events: recompute days whose stats predate them --------------------------------------------
+
+PLATE_EVENTS = AssetKey("plate_events")
+# plate_events materializations read per tick: a long history (first tick, or the sensor
+# switched on late) is caught up over several ticks instead of one slow one.
+STALE_STATS_PAGE = 1000
+
+
+def days_of_materialization(record: EventLogRecord) -> set[str]:
+    """UTC days (ISO) whose events one plate_events materialization may have changed."""
+    materialization = record.asset_materialization
+    if materialization is None:
+        return set()
+    metadata = materialization.metadata
+    if "affected_days" in metadata:
+        return {str(day) for day in metadata["affected_days"].value}
+    # Recorded before plate_events wrote affected_days: its Parquet files' days and the start day.
+    files = metadata["parquet_files"].value if "parquet_files" in metadata else []
+    days = {day.isoformat() for day in map(day_of_key, (str(f) for f in files)) if day is not None}
+    try:
+        days.add(parse_partition_key(materialization.partition or "")[1].date().isoformat())
+    except UploadNameError:
+        pass  # not a video partition key: the files' days are all there is
+    return days
+
+
+def newest_change_by_day(records: Sequence[EventLogRecord]) -> dict[str, int]:
+    """Day -> storage id of the newest of ``records`` that touched it."""
+    newest: dict[str, int] = {}
+    for record in records:
+        for day in days_of_materialization(record):
+            newest[day] = max(newest.get(day, 0), record.storage_id)
+    return newest
+
+
+def stale_days(instance: DagsterInstance, changes: dict[str, int], today: date) -> dict[str, int]:
+    """The days of ``changes`` whose stats were materialised before their latest change.
+
+    Never-materialised days are left to the schedule (or a backfill), and today is not
+    complete yet (its partition does not exist before midnight UTC). Storage ids order the
+    event log, so comparing them needs no clocks.
+    """
+    start = daily_partitions.start.date().isoformat()
+    candidates = {day: sid for day, sid in changes.items() if start <= day < today.isoformat()}
+    if not candidates:
+        return {}
+    computed = instance.get_latest_storage_id_by_partition(
+        camera_daily_stats.key, DagsterEventType.ASSET_MATERIALIZATION, partitions=set(candidates)
+    )
+    return {day: sid for day, sid in candidates.items() if day in computed and computed[day] < sid}
+
+
+@sensor(
+    job=camera_daily_stats_job,
+    minimum_interval_seconds=300,  # late videos are not urgent; a backfill's changes coalesce
+    default_status=DefaultSensorStatus.RUNNING,  # Dagster's default is STOPPED
+    description="Recompute camera_daily_stats for past days that plate_events changed after the "
+    "day's stats were materialised (late uploads, backfills, re-runs).",
+)
+def stale_daily_stats_sensor(context: SensorEvaluationContext) -> SensorResult:
+    after = int(context.cursor) if context.cursor else None
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=PLATE_EVENTS, after_storage_id=after),
+        limit=STALE_STATS_PAGE,
+        ascending=True,
+    ).records
+    if not records:
+        return SensorResult(
+            skip_reason=SkipReason("no new plate_events materializations"), cursor=context.cursor
+        )
+    stale = stale_days(context.instance, newest_change_by_day(records), datetime.now(UTC).date())
+    requests = [
+        # The key names the change it answers: a re-evaluated tick never asks twice, a later
+        # change to the same day asks again.
+        RunRequest(run_key=f"stale-stats:{day}:{sid}", partition_key=day, tags={"anpr/reason": "late-events"})
+        for day, sid in sorted(stale.items())
+    ]
+    skip = None if requests else SkipReason(f"{len(records)} plate_events materializations, no stale days")
+    return SensorResult(run_requests=requests, skip_reason=skip, cursor=str(records[-1].storage_id))

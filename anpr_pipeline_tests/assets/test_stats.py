@@ -5,14 +5,35 @@ import io
 import re
 from datetime import UTC, datetime, timedelta
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
-from dagster import DagsterInstance, build_schedule_context, materialize
+from dagster import (
+    AssetKey,
+    AssetsDefinition,
+    DagsterInstance,
+    SensorResult,
+    asset,
+    build_schedule_context,
+    build_sensor_context,
+    instance_for_test,
+    materialize,
+)
 from PIL import Image
 
-from anpr_pipeline.assets.stats import camera_daily_stats, camera_daily_stats_schedule, plot_hourly
+from anpr_pipeline.assets.events import affected_days, plate_events
+from anpr_pipeline.assets.stats import (
+    camera_daily_stats,
+    camera_daily_stats_schedule,
+    plot_hourly,
+    stale_daily_stats_sensor,
+    stale_days,
+)
+from anpr_pipeline.partitions import videos_partitions
 from anpr_pipeline.resources.event_store import EventStore, EventStoreResource
+from anpr_pipeline.resources.models import ModelsResource
 from anpr_pipeline.resources.object_store import ObjectStoreResource
+from anpr_pipeline.resources.pipeline_config import PipelineConfig
 from anpr_pipeline_tests.factories import event_row
 
 DAY = datetime(2026, 11, 20, tzinfo=UTC)
@@ -118,3 +139,145 @@ def test_schedule_targets_the_day_that_just_ended():
     (request,) = schedule.evaluate_tick(context).run_requests
     assert request.partition_key == "2026-11-20"
     assert schedule.cron_schedule == "15 1 * * *" and schedule.job_name == "camera_daily_stats_job"
+
+
+# -- late videos: stale_daily_stats_sensor -------------------------------------------------------
+
+
+def late_video_assets(camera: str, started: datetime, plates: list[str]) -> list[AssetsDefinition]:
+    """The real plate_events, fed by upstream assets that hand it one video's probe and reads
+    (each plate read on 4 consecutive frames), as the decode/detect/read steps would."""
+    ts = f"{started:%Y%m%dT%H%M%SZ}"
+    video_info = {
+        "video_key": f"uploads/{camera}/{ts}.mp4",
+        "camera_id": camera,
+        "timestamp": ts,
+        "started_at": started.isoformat(),
+        "duration_s": 60.0,
+        "fps": 25.0,
+        "width": 1280,
+        "height": 720,
+        "region": None,
+    }
+    reads = pd.DataFrame(
+        [
+            {
+                "sample_index": 50 * n + f,
+                "pts_s": 10.0 * n + 0.2 * f,
+                "x": 500 + 4 * f,
+                "y": 300,
+                "w": 160,
+                "h": 50,
+                "plate_text": plate,
+                "normalized_plate": plate,
+                "read_confidence": 0.9,
+                "char_confidences": [0.9] * len(plate),
+                "region": None,
+                "score": 0.9,
+                "crop_key": f"crops/{camera}/{started.date()}/{ts}/{50 * n + f:06d}_0.jpg",
+                "detector_version": "test-det",
+                "reader_version": "test-read",
+            }
+            for n, plate in enumerate(plates)
+            for f in range(4)
+        ]
+    )
+
+    @asset(name="video", partitions_def=videos_partitions)
+    def video_probe() -> dict:
+        return video_info
+
+    @asset(name="plate_reads", partitions_def=videos_partitions)
+    def reads_of_video() -> pd.DataFrame:
+        return reads
+
+    return [video_probe, reads_of_video, plate_events]
+
+
+def stats_resources(url: str, bucket_dir) -> dict:
+    return {
+        "events_db": EventStoreResource(database_url=url),
+        "bucket": ObjectStoreResource(kind="local", bucket_dir=str(bucket_dir)),
+        "models": ModelsResource(),
+        "pipeline": PipelineConfig(),
+    }
+
+
+def materialize_stats(instance: DagsterInstance, resources: dict, day: str) -> int:
+    """Materialise one day's stats; returns the events it counted."""
+    result = materialize([camera_daily_stats], partition_key=day, instance=instance, resources=resources)
+    assert result.success
+    (mat,) = result.asset_materializations_for_node("camera_daily_stats")
+    return mat.metadata["events"].value
+
+
+def process_video(instance: DagsterInstance, resources: dict, camera: str, started: datetime, plates):
+    partition = f"{camera}/{started:%Y%m%dT%H%M%SZ}"
+    instance.add_dynamic_partitions("videos", [partition])
+    assets = late_video_assets(camera, started, plates)
+    result = materialize(assets, partition_key=partition, instance=instance, resources=resources)
+    assert result.success
+
+
+def tick(instance: DagsterInstance, cursor: str | None) -> SensorResult:
+    return stale_daily_stats_sensor(build_sensor_context(instance=instance, cursor=cursor))
+
+
+def test_a_late_video_recomputes_only_its_days_stats(tmp_path):
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    seed(url)
+    resources = stats_resources(url, tmp_path / "bucket")
+    with instance_for_test() as instance:
+        # The schedule has computed the 19th and the 20th; the 18th was never computed.
+        assert materialize_stats(instance, resources, "2026-11-20") == 7
+        assert materialize_stats(instance, resources, "2026-11-19") == 1  # seed's 23:59:59 event
+        first = tick(instance, None)
+        assert not first.run_requests and first.skip_reason
+
+        # Days later, cam-late uploads a video of the 20th, and one of the 18th arrives too.
+        process_video(instance, resources, "cam-late", DAY + timedelta(hours=14), ["LATE1", "LATE2"])
+        process_video(instance, resources, "cam-late", DAY - timedelta(days=2, hours=-9), ["OLD1"])
+        record = instance.get_latest_materialization_event(AssetKey("plate_events"))
+        assert record.asset_materialization.metadata["affected_days"].value == ["2026-11-18"]
+
+        second = tick(instance, first.cursor)
+        assert [r.partition_key for r in second.run_requests] == ["2026-11-20"]
+        assert stale_daily_stats_sensor.job_name == "camera_daily_stats_job"
+        # Re-evaluating the same tick asks with the same run key: the daemon runs it once.
+        assert [r.run_key for r in tick(instance, first.cursor).run_requests] == [
+            second.run_requests[0].run_key
+        ]
+        # Running the request brings the two late events into the day's stats ...
+        assert materialize_stats(instance, resources, second.run_requests[0].partition_key) == 9
+        # ... and nothing new means nothing asked again.
+        third = tick(instance, second.cursor)
+        assert not third.run_requests and third.cursor == second.cursor
+
+        # A re-run of the video after the recompute changes the 20th again: asked again.
+        process_video(instance, resources, "cam-late", DAY + timedelta(hours=14), ["LATE1"])
+        fourth = tick(instance, third.cursor)
+        assert [r.partition_key for r in fourth.run_requests] == ["2026-11-20"]
+        assert fourth.run_requests[0].run_key != second.run_requests[0].run_key
+
+
+def test_stale_days_skips_today_and_days_without_stats(tmp_path):
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    seed(url)
+    resources = stats_resources(url, tmp_path / "bucket")
+    with instance_for_test() as instance:
+        materialize_stats(instance, resources, "2026-11-20")
+        later = 10**9  # a change newer than any stats materialization
+        changes = {"2026-11-20": later, "2026-11-21": later, "2024-12-31": later}
+        assert stale_days(instance, changes, today=datetime(2026, 12, 1).date()) == {"2026-11-20": later}
+        # On the 20th itself the day is not complete: never asked, even with stats present.
+        assert stale_days(instance, changes, today=DAY.date()) == {}
+        # A change older than the stats is already counted in them.
+        assert stale_days(instance, {"2026-11-20": 1}, today=datetime(2026, 12, 1).date()) == {}
+
+
+def test_affected_days_cover_the_span_and_the_days_an_earlier_run_wrote():
+    # A video across midnight, re-run after a sidecar moved it from the 17th.
+    span = (datetime(2026, 11, 20, 23, 59, 50, tzinfo=UTC), datetime(2026, 11, 21, 0, 0, 20, tzinfo=UTC))
+    previous = ["parquet/events/date=2026-11-17/camera_id=0042/20261117T100000Z.parquet"]
+    assert affected_days(span, previous) == ["2026-11-17", "2026-11-20", "2026-11-21"]
+    assert affected_days(span, []) == ["2026-11-20", "2026-11-21"]
