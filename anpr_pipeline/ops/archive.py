@@ -18,7 +18,10 @@ before anything is removed. Then, in one transaction that re-counts the month (n
 arrived meanwhile), the month's Postgres partition is detached and dropped, or the rows
 deleted (DEFAULT partition, SQLite). The part name is a digest of the archived event ids,
 so a re-run after a crash between upload and delete overwrites the same part instead of
-duplicating rows; a late backfill into an archived month becomes a new part.
+duplicating rows; a late backfill into an archived month becomes a new part. A month that
+changed during its archive keeps its rows and loses the part just written (the next run
+exports it again, under another digest). Each month is archived under the data lock
+(``locks``), so an erase waits for it rather than missing its part.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from anpr_pipeline.ops.locks import data_lock
 from anpr_pipeline.ops.retention import ARCHIVE_EVENTS_PREFIX, awaiting_processing, month_bounds, object_time
 from anpr_pipeline.resources.event_store import EventStore, events, partition_name
 from anpr_pipeline.resources.object_store import ObjectInfo, ObjectStore, S3ObjectStore
@@ -178,6 +182,13 @@ class MonthArchive:
 
 
 def archive_month(es: EventStore, store: ObjectStore, month: date) -> MonthArchive:
+    """Export, verify and remove one month, under the data lock (see ``locks``): an erase
+    must not read the archive before this part exists and delete the rows after it is made."""
+    with data_lock(es, f"archive {month:%Y-%m}"):
+        return _archive_month(es, store, month)
+
+
+def _archive_month(es: EventStore, store: ObjectStore, month: date) -> MonthArchive:
     with tempfile.TemporaryDirectory(prefix="anpr-archive-") as tmp:
         path = Path(tmp) / "part.parquet"
         digest, rows = hashlib.sha256(), 0
@@ -197,7 +208,13 @@ def archive_month(es: EventStore, store: ObjectStore, month: date) -> MonthArchi
         raise ArchiveError(
             f"{key}: archived copy has {copy.num_rows} rows / other ids than the {rows} exported; events kept"
         )
-    dropped = _remove_month(es, month, rows)
+    try:
+        dropped = _remove_month(es, month, rows)
+    except Exception:
+        # The rows stay in the database, so this part is a copy of them: kept, the next run
+        # (which exports the month again, under another digest) would archive them twice.
+        store.delete([key])
+        raise
     return MonthArchive(f"{month:%Y-%m}", rows, key, size, dropped, ids_digest)
 
 

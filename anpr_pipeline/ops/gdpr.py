@@ -21,7 +21,8 @@ and ``crops/...`` (the JPEGs). The key carries a salted hash, never the plate.
 erase_plate deletes the rows, deletes the crops, rewrites each affected Parquet file
 without the plate's rows (deleting files left empty), and deletes the plate's earlier
 export zips (found by the salted hash in their name: zips made under another
-ANPR_GDPR_SALT are not found).
+ANPR_GDPR_SALT are not found). It holds the data lock (``locks``) from its first read to its
+last delete, so archive and retention runs, and other erasures, wait for it and it for them.
 
 Audit: one JSON object per action (a one-line JSON-lines file) under
 ``audit/gdpr/<YYYY-MM-DD>/<time>-<action>-<id>.jsonl`` in the bucket, next to the data it
@@ -56,6 +57,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from anpr_pipeline.ops.locks import DataLockTimeout, data_lock
 from anpr_pipeline.ops.retention import delete_step_outputs, partition_key_of
 from anpr_pipeline.resources.event_store import EventStore, events, normalize_plate
 from anpr_pipeline.resources.object_store import ObjectNotFoundError, ObjectStore
@@ -356,6 +358,24 @@ def erase_plate(
     too; re-running such a video recomputes them from the upload.
     """
     p = check_request(plate, salt, production)
+    if dry_run:
+        return _erase(p, es, store, salt, dry_run, actor, now, io_manager_dir)
+    # From the first read to the last delete: an archive or retention run, or another erase,
+    # working on the same files in between would bring the plate or an expired file back.
+    with data_lock(es, "erase-plate"):
+        return _erase(p, es, store, salt, dry_run, actor, now, io_manager_dir)
+
+
+def _erase(
+    p: str,
+    es: EventStore,
+    store: ObjectStore,
+    salt: str,
+    dry_run: bool,
+    actor: str | None,
+    now: datetime | None,
+    io_manager_dir: str,
+) -> EraseResult:
     data = find_plate(p, es, store)
     exports = [o.key for o in store.list(export_prefix(plate_digest(p, salt)))]
     if dry_run:
@@ -411,11 +431,12 @@ def _stores_from_settings() -> tuple[EventStore, ObjectStore, str, str]:
 
 
 def _cli_errors() -> tuple[type[Exception], ...]:
-    """What the GDPR commands report as one line: a refusal, an unreachable database or bucket."""
+    """What the GDPR commands report as one line: a refusal, an unreachable database or
+    bucket, a data lock another run held for too long."""
     from anpr_pipeline.resources.event_store import EventStoreError
     from anpr_pipeline.resources.object_store import ObjectStoreError
 
-    return (GdprError, EventStoreError, ObjectStoreError)
+    return (GdprError, EventStoreError, ObjectStoreError, DataLockTimeout)
 
 
 def main_export(argv: list[str]) -> int:

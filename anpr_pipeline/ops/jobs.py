@@ -40,8 +40,8 @@ OPS_TAGS = {"anpr/kind": "ops"}
 # GDPR export/erase are not held: a data subject's request should not wait hours behind an
 # archive or VACUUM, and export only reads. Erase does rewrite Parquet files that retention
 # and archive also touch, but the run queue could not order it anyway: `anpr erase-plate`
-# and `anpr ops <job>` (execute_in_process) run outside it, so that ordering belongs in the
-# ops functions themselves.
+# and `anpr ops <job>` (execute_in_process) run outside it. The ops functions order those
+# three themselves with the data lock (ops/locks.py).
 MAINTENANCE_TAG = "anpr/maintenance"
 MAINTENANCE_TAGS = {**OPS_TAGS, MAINTENANCE_TAG: "true"}
 

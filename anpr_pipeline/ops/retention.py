@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
+from anpr_pipeline.ops.locks import data_lock
 from anpr_pipeline.resources.event_store import EventStore, events, partition_name
 from anpr_pipeline.resources.object_store import ObjectInfo, ObjectStore
 from anpr_pipeline.uploads import TIMESTAMP_FORMAT, UPLOADS_PREFIX
@@ -366,6 +367,22 @@ def run_retention(
 
     `processed`: the ``videos`` partitions that have ``plate_events`` materialised.
     """
+    if dry_run or events_store is None:
+        return _plan_and_apply(now, store, events_store, policy, processed, dry_run)
+    # Planned and applied under the data lock: an erase-plate rewriting a Parquet file this
+    # sweep deletes would otherwise write the expired file back.
+    with data_lock(events_store, "retention_sweep"):
+        return _plan_and_apply(now, store, events_store, policy, processed, dry_run)
+
+
+def _plan_and_apply(
+    now: datetime,
+    store: ObjectStore,
+    events_store: EventStore | None,
+    policy: RetentionPolicy,
+    processed: Container[str],
+    dry_run: bool,
+) -> tuple[RetentionPlan, RetentionResult | None]:
     events_plan = plan_event_retention(events_store, now, policy) if events_store is not None else None
     plan = plan_retention(now, list_objects(store, policy), policy, events_plan, processed=processed)
     if dry_run:

@@ -12,6 +12,7 @@ import pytest
 from dagster import Failure, instance_for_test
 
 from anpr_pipeline.assets.common import find_upload
+from anpr_pipeline.ops import archive as archive_module
 from anpr_pipeline.ops.archive import ArchiveError, _remove_month, plan_video_archive
 from anpr_pipeline.ops.gdpr import find_plate
 from anpr_pipeline.ops.jobs import archive_job
@@ -156,3 +157,32 @@ def test_month_that_changed_during_archive_is_kept(local_backend):
     with pytest.raises(ArchiveError, match="changed during the archive"):
         _remove_month(local_backend.events, month.date(), expected=2)
     assert len(local_backend.events.search("KEEP1")) == 1
+
+
+def test_a_month_that_changed_leaves_no_part_behind(local_backend, monkeypatch):
+    """An event arriving while its month is exported: the month is kept in the database and
+    the part just written is removed, so the next run archives each event exactly once."""
+    month = datetime(2024, 4, 1, tzinfo=UTC)
+    key = "uploads/camR/20240401T000000Z.mp4"
+    rows = [event_row(month + timedelta(days=d), f"APR{d:02d}", "camR", key, n=d) for d in (1, 2)]
+    local_backend.events.replace_video_events(key, rows)
+    late_key = "uploads/camR/20240420T000000Z.mp4"
+    late = [event_row(month + timedelta(days=19), "LATE01", "camR", late_key)]
+    export_batches = archive_module._batches
+
+    def batches_then_a_late_upload(es, m):
+        yield from export_batches(es, m)
+        es.replace_video_events(late_key, late)  # lands after the export read the month
+
+    monkeypatch.setattr(archive_module, "_batches", batches_then_a_late_upload)
+    with pytest.raises(ArchiveError, match="changed during the archive"):
+        archive_module.archive_month(local_backend.events, local_backend.store, month.date())
+    assert list(local_backend.store.list("archive/events/")) == []
+    assert len(local_backend.events.search("APR01")) == 1
+
+    monkeypatch.setattr(archive_module, "_batches", export_batches)
+    done = archive_module.archive_month(local_backend.events, local_backend.store, month.date())
+    assert done.rows == 3
+    [part] = local_backend.store.list("archive/events/")
+    ids = pq.read_table(io.BytesIO(local_backend.store.get_bytes(part.key))).column("event_id").to_pylist()
+    assert sorted(ids) == sorted(r["event_id"] for r in rows + late)

@@ -1,0 +1,99 @@
+"""The data lock on both backends: a second holder (another process, as `anpr erase-plate`
+beside the daemon's archive run would be) waits, times out with a clear error, and gets the
+lock once it is released; erase_plate waits for a run holding it instead of interleaving."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from anpr_pipeline.ops.gdpr import erase_plate
+from anpr_pipeline.ops.locks import DataLockTimeout, data_lock
+from anpr_pipeline.ops.retention import run_retention
+from anpr_pipeline.settings import Settings
+from anpr_pipeline_tests.ops.test_gdpr import PLATE, SALT, _two_videos
+
+HOLDER = """
+import sys
+from anpr_pipeline.ops.locks import data_lock
+from anpr_pipeline.resources.event_store import EventStore
+with data_lock(EventStore(sys.argv[1]), "holder"):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_a_second_process_waits_times_out_then_gets_the_lock(backend):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, backend.database_url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        started = time.monotonic()
+        with pytest.raises(DataLockTimeout, match=r"^erase-plate: another erase-plate, archive or retention"):
+            with data_lock(backend.events, "erase-plate", timeout_s=0.5, poll_s=0.05):
+                pytest.fail("the lock was taken twice")
+        assert time.monotonic() - started >= 0.5
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        with data_lock(backend.events, "erase-plate", timeout_s=30, poll_s=0.05):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_the_lock_is_released_when_the_block_raises(backend):
+    with pytest.raises(ValueError):
+        with data_lock(backend.events, "first"):
+            raise ValueError("boom")
+    with data_lock(backend.events, "second", timeout_s=0.5, poll_s=0.05):
+        pass
+
+
+def test_erase_waits_for_the_run_holding_the_lock(backend):
+    _two_videos(backend)
+    done = threading.Event()
+
+    def erase() -> None:
+        erase_plate(PLATE, backend.events, backend.store, SALT)
+        done.set()
+
+    with data_lock(backend.events, "archive 2024-01"):
+        # A dry run only reads: it does not queue behind the archive.
+        assert erase_plate(PLATE, backend.events, backend.store, SALT, dry_run=True).events_deleted == 2
+        worker = threading.Thread(target=erase, daemon=True)
+        worker.start()
+        assert not done.wait(1.5)
+        assert len(backend.events.search(PLATE)) == 2  # nothing touched while the lock is held
+    worker.join(30)
+    assert done.is_set()
+    assert backend.events.search(PLATE) == []
+
+
+def test_retention_sweep_waits_for_the_run_holding_the_lock(backend):
+    _two_videos(backend)  # events 1 and 3 days old
+    policy = Settings(retention_events_days=2)
+    now = datetime.now(UTC)
+    finished = threading.Event()
+
+    def sweep() -> None:
+        run_retention(now, backend.store, backend.events, policy, processed=set())
+        finished.set()
+
+    with data_lock(backend.events, "erase-plate"):
+        worker = threading.Thread(target=sweep, daemon=True)
+        worker.start()
+        assert not finished.wait(1.5)
+        assert len(backend.events.search(PLATE)) == 2
+    worker.join(30)
+    assert finished.is_set()
+    assert len(backend.events.search(PLATE)) == 1  # the 3-day-old event went
