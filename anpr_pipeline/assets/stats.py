@@ -73,10 +73,10 @@ def _hour_expr(dialect: str):
     return sa.cast(sa.func.strftime("%H", events.c.captured_at), sa.Integer)
 
 
-def hourly_counts(engine: sa.Engine, day: datetime) -> pd.DataFrame:
+def hourly_counts(conn: sa.Connection, day: datetime) -> pd.DataFrame:
     """Events, distinct plates and mean confidence per (camera, hour) for one UTC day."""
     start = day.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=UTC)
-    hour = _hour_expr(engine.dialect.name).label("hour")
+    hour = _hour_expr(conn.dialect.name).label("hour")
     stmt = (
         sa.select(
             events.c.camera_id,
@@ -89,34 +89,47 @@ def hourly_counts(engine: sa.Engine, day: datetime) -> pd.DataFrame:
         .group_by(events.c.camera_id, hour)
         .order_by(events.c.camera_id, hour)
     )
-    with engine.connect() as conn:
-        df = pd.DataFrame(
-            [dict(r._mapping) for r in conn.execute(stmt)],
-            columns=["camera_id", "hour", "events", "distinct_plates", "mean_confidence"],
-        )
+    df = pd.DataFrame(
+        [dict(r._mapping) for r in conn.execute(stmt)],
+        columns=["camera_id", "hour", "events", "distinct_plates", "mean_confidence"],
+    )
     df.insert(0, "day", start.date())
     return df.astype({"hour": int, "events": int, "distinct_plates": int, "mean_confidence": float})[
         STATS_COLUMNS
     ]
 
 
-def replace_day(engine: sa.Engine, day: datetime, df: pd.DataFrame) -> int:
-    """Replace one day's rows of ``camera_hourly_stats`` in one transaction."""
+def refresh_day(engine: sa.Engine, day: datetime) -> pd.DataFrame:
+    """Count one day's events and replace its rows of ``camera_hourly_stats``, in one
+    transaction; returns the counts.
+
+    Two runs of the same day (the schedule and ``stale_daily_stats_sensor``, or a backfill)
+    can overlap. Serialised per day, the later one waits and then writes counts at least as
+    new as the earlier one's; unserialised, it failed on the primary key the earlier one had
+    just inserted (Postgres), or wrote counts read before the earlier one's. On Postgres a
+    per-day advisory lock does it; on SQLite the DELETE first takes the write lock.
+    """
     stats_metadata.create_all(engine, checkfirst=True)
-    now = datetime.now(UTC)
-    rows = [
-        {
-            **row,
-            "mean_confidence": None if pd.isna(row["mean_confidence"]) else float(row["mean_confidence"]),
-            "computed_at": now,
-        }
-        for row in df.to_dict("records")
-    ]
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
+                {"k": f"camera_hourly_stats:{day.date().isoformat()}"},
+            )
         conn.execute(sa.delete(camera_hourly_stats).where(camera_hourly_stats.c.day == day.date()))
+        df = hourly_counts(conn, day)
+        now = datetime.now(UTC)
+        rows = [
+            {
+                **row,
+                "mean_confidence": None if pd.isna(row["mean_confidence"]) else float(row["mean_confidence"]),
+                "computed_at": now,
+            }
+            for row in df.to_dict("records")
+        ]
         if rows:
             conn.execute(sa.insert(camera_hourly_stats), rows)
-    return len(rows)
+    return df
 
 
 # -- the plot ------------------------------------------------------------------------------------
@@ -211,8 +224,8 @@ def camera_daily_stats(
 ) -> Output[pd.DataFrame]:
     day = datetime.fromisoformat(context.partition_key).replace(tzinfo=UTC)
     engine = events_db.get_store().engine
-    df = hourly_counts(engine, day)
-    written = replace_day(engine, day, df)
+    df = refresh_day(engine, day)
+    written = len(df)
     png = plot_hourly(df, f"Plates per hour, {context.partition_key} (UTC)")
     plot_key = f"stats/camera_daily/{context.partition_key}.png"
     bucket.get_store().put_bytes(plot_key, png, "image/png")

@@ -3,6 +3,7 @@
 import base64
 import io
 import re
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -21,6 +22,7 @@ from dagster import (
 )
 from PIL import Image
 
+from anpr_pipeline.assets import stats as stats_module
 from anpr_pipeline.assets.events import affected_days, plate_events
 from anpr_pipeline.assets.stats import (
     camera_daily_stats,
@@ -281,3 +283,57 @@ def test_affected_days_cover_the_span_and_the_days_an_earlier_run_wrote():
     previous = ["parquet/events/date=2026-11-17/camera_id=0042/20261117T100000Z.parquet"]
     assert affected_days(span, previous) == ["2026-11-17", "2026-11-20", "2026-11-21"]
     assert affected_days(span, []) == ["2026-11-20", "2026-11-21"]
+
+
+@pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_overlapping_runs_of_one_day_wait_for_each_other(db, tmp_path, request, monkeypatch):
+    """The schedule's run and the stale-stats sensor's run of the same day at once: the second
+    waits for the first's transaction instead of failing on its primary key."""
+    url = (
+        f"sqlite:///{tmp_path / 'events.db'}"
+        if db == "sqlite"
+        else request.getfixturevalue("fresh_postgres_url")
+    )
+    seed(url)
+    store = EventStore(url)
+    stats_module.refresh_day(store.engine, DAY)  # a day computed before, as the sensor finds it
+    first_inside, release = threading.Event(), threading.Event()
+    count = stats_module.hourly_counts
+
+    def first_run_pauses_after_its_delete(conn, day):
+        if not first_inside.is_set():
+            first_inside.set()
+            assert release.wait(30)
+        return count(conn, day)
+
+    monkeypatch.setattr(stats_module, "hourly_counts", first_run_pauses_after_its_delete)
+    errors: list[BaseException] = []
+
+    def refresh() -> None:
+        try:
+            stats_module.refresh_day(store.engine, DAY)
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+
+    first = threading.Thread(target=refresh)
+    first.start()
+    assert first_inside.wait(30)
+    second = threading.Thread(target=refresh)
+    second.start()
+    second.join(1.0)
+    assert second.is_alive()  # waiting for the first run's transaction
+    release.set()
+    first.join(60)
+    second.join(60)
+    assert errors == []
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT camera_id, hour, events FROM camera_hourly_stats ORDER BY 1, 2")
+        ).all()
+    store.dispose()
+    assert [tuple(r) for r in rows] == [
+        ("cam-east", 7, 2),
+        ("cam-east", 23, 1),
+        ("cam-north", 7, 3),
+        ("cam-north", 8, 1),
+    ]
