@@ -14,8 +14,8 @@ Events: every whole calendar month that ended more than ``archive_events_after_d
 is exported, streamed in batches, to ``archive/events/month=YYYY-MM/part-<digest>.parquet``
 (all columns, including ``camera_id`` and ``created_at``). The file is read back and its
 row count and a SHA-256 over its event ids (in file order) must equal what was written
-before anything is removed. Then, in one transaction that re-counts the month (nothing
-arrived meanwhile), the month's Postgres partition is detached and dropped, or the rows
+before anything is removed. Then, in one transaction that re-reads the month's ids and
+checks the same digest (nothing arrived, left or was replaced meanwhile), the month's Postgres partition is detached and dropped, or the rows
 deleted (DEFAULT partition, SQLite). The part name is a digest of the archived event ids,
 so a re-run after a crash between upload and delete overwrites the same part instead of
 duplicating rows; a late backfill into an archived month becomes a new part. A month that
@@ -145,13 +145,18 @@ def archivable_months(es: EventStore, now: datetime, days: int) -> list[tuple[da
     return months
 
 
-def _batches(es: EventStore, month: date) -> Iterable[list[dict[str, Any]]]:
+def _month_query(columns: Any, month: date) -> sa.Select[Any]:
+    """The month's rows in export order (the ids digest depends on it)."""
     lo, hi = month_bounds(month)
-    stmt = (
-        sa.select(events)
+    return (
+        sa.select(columns)
         .where(events.c.captured_at >= lo, events.c.captured_at < hi)
         .order_by(events.c.captured_at, events.c.event_id)
     )
+
+
+def _batches(es: EventStore, month: date) -> Iterable[list[dict[str, Any]]]:
+    stmt = _month_query(events, month)
     with es.engine.connect() as conn:
         result = conn.execution_options(yield_per=BATCH_ROWS).execute(stmt)
         for part in result.partitions():
@@ -209,7 +214,7 @@ def _archive_month(es: EventStore, store: ObjectStore, month: date) -> MonthArch
             f"{key}: archived copy has {copy.num_rows} rows / other ids than the {rows} exported; events kept"
         )
     try:
-        dropped = _remove_month(es, month, rows)
+        dropped = _remove_month(es, month, rows, ids_digest)
     except Exception:
         # The rows stay in the database, so this part is a copy of them: kept, the next run
         # (which exports the month again, under another digest) would archive them twice.
@@ -218,7 +223,12 @@ def _archive_month(es: EventStore, store: ObjectStore, month: date) -> MonthArch
     return MonthArchive(f"{month:%Y-%m}", rows, key, size, dropped, ids_digest)
 
 
-def _remove_month(es: EventStore, month: date, expected: int) -> str | None:
+def _remove_month(es: EventStore, month: date, expected_rows: int, expected_digest: str) -> str | None:
+    """Drop the month if it still holds exactly the archived rows (same ids, same order).
+
+    A count alone would miss a row replaced meanwhile (a re-run video's new event ids):
+    the new row would be dropped without ever reaching the archive.
+    """
     lo, hi = month_bounds(month)
     in_month = sa.and_(events.c.captured_at >= lo, events.c.captured_at < hi)
     with es.engine.begin() as conn:
@@ -227,11 +237,17 @@ def _remove_month(es: EventStore, month: date, expected: int) -> str | None:
             # Blocks concurrent writers to the month for the rest of the transaction.
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('anpr_events_schema'))"))
             conn.execute(sa.text("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"))
-        now_count = conn.execute(sa.select(sa.func.count()).select_from(events).where(in_month)).scalar_one()
-        if now_count != expected:
+        # yield_per on the statement: on the connection it would stream the DDL below too.
+        ids = conn.scalars(_month_query(events.c.event_id, month).execution_options(yield_per=BATCH_ROWS))
+        now_rows, digest = 0, hashlib.sha256()
+        for event_id in ids:
+            now_rows += 1
+            digest.update(str(event_id).encode() + b"\n")
+        if now_rows != expected_rows or digest.hexdigest() != expected_digest:
             raise ArchiveError(
-                f"month {month:%Y-%m} changed during the archive ({now_count} rows now, "
-                f"{expected} archived); events kept, the next run archives it again"
+                f"month {month:%Y-%m} changed during the archive ({now_rows} rows now, "
+                f"{expected_rows} archived{', other ids' if now_rows == expected_rows else ''}); "
+                "events kept, the next run archives it again"
             )
         name = partition_name(month)
         if name in es.partitions(conn):
