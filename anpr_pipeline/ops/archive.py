@@ -14,8 +14,8 @@ Events: every whole calendar month that ended more than ``archive_events_after_d
 is exported, streamed in batches, to ``archive/events/month=YYYY-MM/part-<digest>.parquet``
 (all columns, including ``camera_id`` and ``created_at``). The file is read back and its
 row count and a SHA-256 over its event ids (in file order) must equal what was written
-before anything is removed. Then, in one transaction that re-reads the month's ids and
-checks the same digest (nothing arrived, left or was replaced meanwhile), the month's Postgres partition is detached and dropped, or the rows
+before anything is removed. Then, in one write transaction that re-reads the month and
+checks every row against the export (nothing arrived, left or was replaced meanwhile), the month's Postgres partition is detached and dropped, or the rows
 deleted (DEFAULT partition, SQLite). The part name is a digest of the archived event ids,
 so a re-run after a crash between upload and delete overwrites the same part instead of
 duplicating rows; a late backfill into an archived month becomes a new part. A month that
@@ -56,6 +56,10 @@ ARCHIVE_SCHEMA = pa.schema(
 
 class ArchiveError(RuntimeError):
     """An archive copy could not be verified; the original was kept."""
+
+
+class MonthChangedError(ArchiveError):
+    """The month's rows changed after the export; nothing was removed from the database."""
 
 
 # --------------------------------------------------------------------------------------
@@ -145,22 +149,22 @@ def archivable_months(es: EventStore, now: datetime, days: int) -> list[tuple[da
     return months
 
 
-def _month_query(columns: Any, month: date) -> sa.Select[Any]:
+def _month_query(month: date, *columns: Any) -> sa.Select[Any]:
     """The month's rows in export order (the ids digest depends on it)."""
     lo, hi = month_bounds(month)
     return (
-        sa.select(columns)
+        sa.select(*columns)
         .where(events.c.captured_at >= lo, events.c.captured_at < hi)
         .order_by(events.c.captured_at, events.c.event_id)
     )
 
 
 def _batches(es: EventStore, month: date) -> Iterable[list[dict[str, Any]]]:
-    stmt = _month_query(events, month)
+    stmt = _month_query(month, events)
     with es.engine.connect() as conn:
         result = conn.execution_options(yield_per=BATCH_ROWS).execute(stmt)
         for part in result.partitions():
-            yield [dict(r._mapping) | {"event_id": str(r.event_id)} for r in part]
+            yield [_as_exported(r) for r in part]
 
 
 def _table(rows: list[dict[str, Any]]) -> pa.Table:
@@ -196,13 +200,14 @@ def archive_month(es: EventStore, store: ObjectStore, month: date) -> MonthArchi
 def _archive_month(es: EventStore, store: ObjectStore, month: date) -> MonthArchive:
     with tempfile.TemporaryDirectory(prefix="anpr-archive-") as tmp:
         path = Path(tmp) / "part.parquet"
-        digest, rows = hashlib.sha256(), 0
+        digest, rows_digest, rows = hashlib.sha256(), hashlib.sha256(), 0
         with pq.ParquetWriter(path, ARCHIVE_SCHEMA, compression="zstd") as writer:
             for batch in _batches(es, month):
                 writer.write_table(_table(batch))
                 rows += len(batch)
                 for r in batch:
                     digest.update(r["event_id"].encode() + b"\n")
+                    rows_digest.update(_row_fingerprint(r))
         ids_digest = digest.hexdigest()
         key = f"{ARCHIVE_EVENTS_PREFIX}month={month:%Y-%m}/part-{ids_digest[:16]}.parquet"
         store.put_file(key, path, "application/vnd.apache.parquet")
@@ -214,20 +219,33 @@ def _archive_month(es: EventStore, store: ObjectStore, month: date) -> MonthArch
             f"{key}: archived copy has {copy.num_rows} rows / other ids than the {rows} exported; events kept"
         )
     try:
-        dropped = _remove_month(es, month, rows, ids_digest)
-    except Exception:
-        # The rows stay in the database, so this part is a copy of them: kept, the next run
-        # (which exports the month again, under another digest) would archive them twice.
+        dropped = _remove_month(es, month, rows, rows_digest.hexdigest())
+    except MonthChangedError:
+        # Raised before anything was removed: the rows stay in the database, so this part is
+        # a copy of them. Kept, the next run (which exports the month again, under another
+        # digest) would archive them twice. Any other failure (a commit whose answer was
+        # lost, say) may have removed the rows: the part is then their only copy and stays.
         store.delete([key])
         raise
     return MonthArchive(f"{month:%Y-%m}", rows, key, size, dropped, ids_digest)
 
 
-def _remove_month(es: EventStore, month: date, expected_rows: int, expected_digest: str) -> str | None:
-    """Drop the month if it still holds exactly the archived rows (same ids, same order).
+def _as_exported(row: Any) -> dict[str, Any]:
+    return dict(row._mapping) | {"event_id": str(row.event_id)}
 
-    A count alone would miss a row replaced meanwhile (a re-run video's new event ids):
-    the new row would be dropped without ever reaching the archive.
+
+def _row_fingerprint(row: dict[str, Any]) -> bytes:
+    """One stored row, every column: a re-run video writes its events again under the same
+    event ids (derived from video and track), with new reads."""
+    return repr(sorted(row.items())).encode() + b"\n"
+
+
+def _remove_month(es: EventStore, month: date, expected_rows: int, expected_digest: str) -> str | None:
+    """Drop the month if it still holds exactly the exported rows (every column, same
+    order), checked and removed in one write transaction.
+
+    A count alone would miss a row replaced meanwhile (a re-run video's new version, or
+    another event): it would be dropped without ever reaching the archive.
     """
     lo, hi = month_bounds(month)
     in_month = sa.and_(events.c.captured_at >= lo, events.c.captured_at < hi)
@@ -237,16 +255,21 @@ def _remove_month(es: EventStore, month: date, expected_rows: int, expected_dige
             # Blocks concurrent writers to the month for the rest of the transaction.
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('anpr_events_schema'))"))
             conn.execute(sa.text("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"))
+        else:
+            # pysqlite begins the transaction only at the first write, so the check below
+            # would read outside it and a row committed before the DELETE would go
+            # unarchived. A write that matches nothing takes SQLite's write lock first.
+            conn.execute(sa.delete(events).where(sa.false()))
         # yield_per on the statement: on the connection it would stream the DDL below too.
-        ids = conn.scalars(_month_query(events.c.event_id, month).execution_options(yield_per=BATCH_ROWS))
+        stored = conn.execute(_month_query(month, events).execution_options(yield_per=BATCH_ROWS))
         now_rows, digest = 0, hashlib.sha256()
-        for event_id in ids:
+        for row in stored:
             now_rows += 1
-            digest.update(str(event_id).encode() + b"\n")
+            digest.update(_row_fingerprint(_as_exported(row)))
         if now_rows != expected_rows or digest.hexdigest() != expected_digest:
-            raise ArchiveError(
+            raise MonthChangedError(
                 f"month {month:%Y-%m} changed during the archive ({now_rows} rows now, "
-                f"{expected_rows} archived{', other ids' if now_rows == expected_rows else ''}); "
+                f"{expected_rows} archived{', other rows' if now_rows == expected_rows else ''}); "
                 "events kept, the next run archives it again"
             )
         name = partition_name(month)

@@ -74,11 +74,12 @@ def _postgres_lock(es: EventStore, what: str, timeout_s: float, poll_s: float) -
         finally:
             try:
                 conn.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:name))"), {"name": LOCK_NAME})
-            except Exception:
-                # The lock is the session's: a connection that cannot unlock must not go
-                # back to the pool still holding it.
+            except Exception as exc:
+                # The lock is the session's: closing the session releases it on the server
+                # (a lost connection already has), and a connection that could not unlock
+                # must not go back to the pool. The work itself is done: no failure.
+                log.warning("%s: could not release the data lock (%s); closing its connection", what, exc)
                 conn.invalidate()
-                raise
 
 
 @contextmanager

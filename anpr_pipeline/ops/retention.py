@@ -279,10 +279,13 @@ def plan_event_retention(store: EventStore, now: datetime, policy: RetentionPoli
     if cutoff is None:
         return EventsPlan(None)
     with store.engine.connect() as conn:
+        # Before any read of events: an archive run must not drop a listed partition before
+        # its count, and locking after reading events would take the locks in the opposite
+        # order to archive and partition upkeep (schema lock, then the table): a deadlock.
+        _lock_schema(store, conn)
         rows = conn.execute(
             sa.select(sa.func.count()).select_from(events).where(events.c.captured_at < cutoff)
         ).scalar_one()
-        _lock_schema(store, conn)  # an archive run must not drop a listed partition before its count
         drop = expired_partitions(store.partitions(conn), cutoff)
         in_drop = sum(conn.execute(sa.text(f"SELECT count(*) FROM {name}")).scalar_one() for name in drop)
     return EventsPlan(cutoff, int(rows), drop, int(in_drop))

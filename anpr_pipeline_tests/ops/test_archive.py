@@ -5,10 +5,12 @@ then their Postgres partition is dropped; recent data is untouched."""
 from __future__ import annotations
 
 import io
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pyarrow.parquet as pq
 import pytest
+import sqlalchemy as sa
 from dagster import Failure, instance_for_test
 
 from anpr_pipeline.assets.common import find_upload
@@ -16,7 +18,7 @@ from anpr_pipeline.ops import archive as archive_module
 from anpr_pipeline.ops.archive import ArchiveError, _remove_month, plan_video_archive
 from anpr_pipeline.ops.gdpr import find_plate
 from anpr_pipeline.ops.jobs import archive_job
-from anpr_pipeline.resources.event_store import partition_name
+from anpr_pipeline.resources.event_store import EventStore, partition_name
 from anpr_pipeline.resources.object_store import ObjectInfo, S3ObjectStore
 from anpr_pipeline_tests.ops.conftest import event_row, store_video
 from anpr_pipeline_tests.ops.test_jobs import mark_processed, resources_for
@@ -189,8 +191,8 @@ def test_a_month_that_changed_leaves_no_part_behind(local_backend, monkeypatch):
 
 
 def test_a_row_replaced_during_the_archive_is_not_dropped(backend, monkeypatch):
-    """Same count, other ids (a video of the month re-run while it was exported): the new
-    row never reached the part, so the month must not be dropped."""
+    """Same count, other event ids (an event gone, another new): the new row never reached
+    the part, so the month must not be dropped."""
     month = datetime(2024, 5, 1, tzinfo=UTC)
     key = "uploads/camS/20240501T000000Z.mp4"
     rows = [event_row(month + timedelta(days=d), f"MAY{d:02d}", "camS", key, n=d) for d in (1, 2)]
@@ -203,7 +205,60 @@ def test_a_row_replaced_during_the_archive_is_not_dropped(backend, monkeypatch):
         es.replace_video_events(key, rerun)  # MAY02 gone, MAY03 new: still two rows
 
     monkeypatch.setattr(archive_module, "_batches", batches_then_a_rerun)
-    with pytest.raises(ArchiveError, match=r"\(2 rows now, 2 archived, other ids\)"):
+    with pytest.raises(ArchiveError, match=r"\(2 rows now, 2 archived, other rows\)"):
         archive_module.archive_month(backend.events, backend.store, month.date())
     assert [e["normalized_plate"] for e in backend.events.search("MAY03")] == ["MAY03"]
     assert list(backend.store.list("archive/events/")) == []
+
+
+def test_a_video_re_run_during_the_archive_is_not_dropped(backend, monkeypatch):
+    """A re-run writes the same event ids (video + track) as new rows with new reads: the
+    month holds other rows than the part, so it must stay."""
+    month = datetime(2024, 6, 1, tzinfo=UTC)
+    key = "uploads/camT/20240601T000000Z.mp4"
+    rows = [event_row(month + timedelta(days=d), f"OLD{d:02d}", "camT", key, n=d) for d in (1, 2)]
+    backend.events.replace_video_events(key, rows)
+    rerun = [dict(r, plate_text=f"NEW{i}", normalized_plate=f"NEW{i}") for i, r in enumerate(rows)]
+    export_batches = archive_module._batches
+
+    def batches_then_a_rerun(es, m):
+        yield from export_batches(es, m)
+        es.replace_video_events(key, rerun)
+
+    monkeypatch.setattr(archive_module, "_batches", batches_then_a_rerun)
+    with pytest.raises(ArchiveError, match=r"\(2 rows now, 2 archived, other rows\)"):
+        archive_module.archive_month(backend.events, backend.store, month.date())
+    assert [e["normalized_plate"] for e in backend.events.search("NEW1")] == ["NEW1"]
+    assert list(backend.store.list("archive/events/")) == []
+
+
+def test_an_event_written_during_the_final_check_waits_and_is_kept(backend):
+    """The row check and the DELETE are one write transaction (SQLite too): a writer that
+    arrives during the check waits for the drop instead of slipping in before it."""
+    month = datetime(2024, 7, 1, tzinfo=UTC)
+    key = "uploads/camU/20240701T000000Z.mp4"
+    backend.events.replace_video_events(key, [event_row(month + timedelta(days=1), "JUL01", "camU", key)])
+    late_key = "uploads/camU/20240720T000000Z.mp4"
+    late = [event_row(month + timedelta(days=19), "LATE01", "camU", late_key)]
+    other_writer = EventStore(backend.database_url)
+    wrote, month_reads = threading.Event(), []
+    writer = threading.Thread(
+        target=lambda: (other_writer.replace_video_events(late_key, late), wrote.set()), daemon=True
+    )
+
+    def start_the_writer_during_the_check(conn, cursor, statement, *args):
+        if statement.lstrip().upper().startswith("SELECT") and "ORDER BY events.captured_at" in statement:
+            month_reads.append(statement)
+            if len(month_reads) == 2:  # the export read the month first; this is the check
+                writer.start()
+                wrote.wait(2)  # it commits here unless the check holds the write lock
+
+    sa.event.listen(backend.events.engine, "before_cursor_execute", start_the_writer_during_the_check)
+    try:
+        done = archive_module.archive_month(backend.events, backend.store, month.date())
+    finally:
+        sa.event.remove(backend.events.engine, "before_cursor_execute", start_the_writer_during_the_check)
+    writer.join(60)
+    other_writer.dispose()
+    assert len(month_reads) == 2 and done.rows == 1 and wrote.is_set()
+    assert [e["normalized_plate"] for e in backend.events.search("LATE01")] == ["LATE01"]

@@ -11,10 +11,12 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+import sqlalchemy as sa
 
 from anpr_pipeline.ops.gdpr import erase_plate
 from anpr_pipeline.ops.locks import DataLockTimeout, data_lock
 from anpr_pipeline.ops.retention import run_retention
+from anpr_pipeline.resources.event_store import EventStore
 from anpr_pipeline.settings import Settings
 from anpr_pipeline_tests.ops.test_gdpr import PLATE, SALT, _two_videos
 
@@ -55,8 +57,30 @@ def test_the_lock_is_released_when_the_block_raises(backend):
     with pytest.raises(ValueError):
         with data_lock(backend.events, "first"):
             raise ValueError("boom")
-    with data_lock(backend.events, "second", timeout_s=0.5, poll_s=0.05):
+    # Another pool (another session): Postgres lets the session that holds a lock take it again.
+    elsewhere = EventStore(backend.database_url)
+    try:
+        with data_lock(elsewhere, "second", timeout_s=0.5, poll_s=0.05):
+            pass
+    finally:
+        elsewhere.dispose()
+
+
+@pytest.mark.postgres
+def test_a_lost_lock_connection_does_not_fail_the_finished_work(fresh_postgres_url):
+    """The lock's session killed (a server restart, a network drop): the server has released
+    the lock with it, so the work done inside still succeeds, and others can take the lock."""
+    es = EventStore(fresh_postgres_url)
+    holder = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    with data_lock(es, "erase-plate"):
+        with es.engine.connect() as conn:
+            [pid] = conn.execute(sa.text(holder)).scalars().all()
+            assert conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid}).scalar_one()
+    elsewhere = EventStore(fresh_postgres_url)
+    with data_lock(elsewhere, "archive", timeout_s=1, poll_s=0.05):
         pass
+    elsewhere.dispose()
+    es.dispose()
 
 
 def test_erase_waits_for_the_run_holding_the_lock(backend):
