@@ -15,8 +15,9 @@ is exported, streamed in batches, to ``archive/events/month=YYYY-MM/part-<digest
 (all columns, including ``camera_id`` and ``created_at``). The file is read back and its
 row count and a SHA-256 over its event ids (in file order) must equal what was written
 before anything is removed. Then, in one write transaction that re-reads the month and
-checks every row against the export (nothing arrived, left or was replaced meanwhile), the month's Postgres partition is detached and dropped, or the rows
-deleted (DEFAULT partition, SQLite). The part name is a digest of the archived event ids,
+checks every row against the export (nothing arrived, left or was replaced meanwhile),
+the month's Postgres partition is detached and dropped, or the rows deleted (DEFAULT
+partition, SQLite). The part name is a digest of the archived event ids,
 so a re-run after a crash between upload and delete overwrites the same part instead of
 duplicating rows; a late backfill into an archived month becomes a new part. A month that
 changed during its archive keeps its rows and loses the part just written (the next run
@@ -150,7 +151,7 @@ def archivable_months(es: EventStore, now: datetime, days: int) -> list[tuple[da
 
 
 def _month_query(month: date, *columns: Any) -> sa.Select[Any]:
-    """The month's rows in export order (the ids digest depends on it)."""
+    """The month's rows in export order (both digests depend on it)."""
     lo, hi = month_bounds(month)
     return (
         sa.select(*columns)

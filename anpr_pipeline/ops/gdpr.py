@@ -48,6 +48,7 @@ import logging
 import re
 import uuid
 import zipfile
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -358,59 +359,51 @@ def erase_plate(
     too; re-running such a video recomputes them from the upload.
     """
     p = check_request(plate, salt, production)
-    if dry_run:
-        return _erase(p, es, store, salt, dry_run, actor, now, io_manager_dir)
     # From the first read to the last delete: an archive or retention run, or another erase,
     # working on the same files in between would bring the plate or an expired file back.
-    with data_lock(es, "erase-plate"):
-        return _erase(p, es, store, salt, dry_run, actor, now, io_manager_dir)
-
-
-def _erase(
-    p: str,
-    es: EventStore,
-    store: ObjectStore,
-    salt: str,
-    dry_run: bool,
-    actor: str | None,
-    now: datetime | None,
-    io_manager_dir: str,
-) -> EraseResult:
-    data = find_plate(p, es, store)
-    exports = [o.key for o in store.list(export_prefix(plate_digest(p, salt)))]
-    if dry_run:
-        return EraseResult(
-            len(data.rows),
-            len(data.crop_keys),
-            len(data.parquet),
-            0,
-            data.parquet_rows,
-            exports_deleted=len(exports),
-            dry_run=True,
+    # A dry run only reads.
+    with nullcontext() if dry_run else data_lock(es, "erase-plate"):
+        data = find_plate(p, es, store)
+        exports = [o.key for o in store.list(export_prefix(plate_digest(p, salt)))]
+        if dry_run:
+            return EraseResult(
+                len(data.rows),
+                len(data.crop_keys),
+                len(data.parquet),
+                0,
+                data.parquet_rows,
+                exports_deleted=len(exports),
+                dry_run=True,
+            )
+        # Parquet and crops first, the database last: if a step fails, a re-run still finds the
+        # rows (and through them the crop keys) and finishes the job.
+        rewritten = deleted_files = rows_removed = 0
+        for key in data.parquet:
+            removed, gone = _rewrite_without(store, key, p)
+            rows_removed += removed
+            deleted_files += gone
+            rewritten += not gone
+        crops = store.delete(data.crop_keys) if data.crop_keys else 0
+        exports_deleted = store.delete(exports) if exports else 0
+        with es.engine.begin() as conn:
+            deleted = conn.execute(sa.delete(events).where(events.c.normalized_plate == p)).rowcount
+        videos = {r["video_key"] for r in data.rows} | {
+            r.get("video_key") for v in data.parquet.values() for r in v
+        }
+        partitions = {pk for v in videos if v and (pk := partition_key_of(v))}
+        outputs = delete_step_outputs(partitions, store, io_manager_dir)
+        result = EraseResult(
+            int(deleted),
+            crops,
+            rewritten,
+            deleted_files,
+            rows_removed,
+            outputs,
+            exports_deleted=exports_deleted,
         )
-    # Parquet and crops first, the database last: if a step fails, a re-run still finds the
-    # rows (and through them the crop keys) and finishes the job.
-    rewritten = deleted_files = rows_removed = 0
-    for key in data.parquet:
-        removed, gone = _rewrite_without(store, key, p)
-        rows_removed += removed
-        deleted_files += gone
-        rewritten += not gone
-    crops = store.delete(data.crop_keys) if data.crop_keys else 0
-    exports_deleted = store.delete(exports) if exports else 0
-    with es.engine.begin() as conn:
-        deleted = conn.execute(sa.delete(events).where(events.c.normalized_plate == p)).rowcount
-    videos = {r["video_key"] for r in data.rows} | {
-        r.get("video_key") for v in data.parquet.values() for r in v
-    }
-    partitions = {pk for v in videos if v and (pk := partition_key_of(v))}
-    outputs = delete_step_outputs(partitions, store, io_manager_dir)
-    result = EraseResult(
-        int(deleted), crops, rewritten, deleted_files, rows_removed, outputs, exports_deleted=exports_deleted
-    )
-    details = {k: v for k, v in result.summary().items() if k not in {"audit_key", "dry_run"}}
-    result.audit_key = write_audit(store, "erase", p, salt, details, actor=actor, now=now)
-    return result
+        details = {k: v for k, v in result.summary().items() if k not in {"audit_key", "dry_run"}}
+        result.audit_key = write_audit(store, "erase", p, salt, details, actor=actor, now=now)
+        return result
 
 
 # --------------------------------------------------------------------------------------

@@ -22,8 +22,8 @@ import fcntl
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -52,7 +52,7 @@ def _timeout_error(what: str, timeout_s: float) -> DataLockTimeout:
     )
 
 
-def _poll(try_once, what: str, timeout_s: float, poll_s: float) -> None:
+def _poll(try_once: Callable[[], bool], what: str, timeout_s: float, poll_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     if try_once():
         return
@@ -110,20 +110,14 @@ def _memory_lock(what: str, timeout_s: float) -> Iterator[None]:
         _MEMORY_LOCK.release()
 
 
-@contextmanager
 def data_lock(
     es: EventStore, what: str, timeout_s: float = DEFAULT_TIMEOUT_S, poll_s: float = POLL_S
-) -> Iterator[None]:
-    """Hold the data lock for the block; ``what`` names the caller in log lines and errors."""
+) -> AbstractContextManager[None]:
+    """The data lock, to hold for a block; ``what`` names the caller in log lines and errors."""
     if es.dialect == "postgresql":
-        with _postgres_lock(es, what, timeout_s, poll_s):
-            yield
-        return
+        return _postgres_lock(es, what, timeout_s, poll_s)
     database = es.url.database
     if not database or database == ":memory:":
-        with _memory_lock(what, timeout_s):
-            yield
-        return
+        return _memory_lock(what, timeout_s)
     path = Path(database).expanduser()
-    with _file_lock(path.with_name(path.name + ".data-lock"), what, timeout_s, poll_s):
-        yield
+    return _file_lock(path.with_name(path.name + ".data-lock"), what, timeout_s, poll_s)

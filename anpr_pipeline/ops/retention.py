@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Container, Iterable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -370,27 +371,15 @@ def run_retention(
 
     `processed`: the ``videos`` partitions that have ``plate_events`` materialised.
     """
-    if dry_run or events_store is None:
-        return _plan_and_apply(now, store, events_store, policy, processed, dry_run)
     # Planned and applied under the data lock: an erase-plate rewriting a Parquet file this
-    # sweep deletes would otherwise write the expired file back.
-    with data_lock(events_store, "retention_sweep"):
-        return _plan_and_apply(now, store, events_store, policy, processed, dry_run)
-
-
-def _plan_and_apply(
-    now: datetime,
-    store: ObjectStore,
-    events_store: EventStore | None,
-    policy: RetentionPolicy,
-    processed: Container[str],
-    dry_run: bool,
-) -> tuple[RetentionPlan, RetentionResult | None]:
-    events_plan = plan_event_retention(events_store, now, policy) if events_store is not None else None
-    plan = plan_retention(now, list_objects(store, policy), policy, events_plan, processed=processed)
-    if dry_run:
-        return plan, None
-    return plan, apply_retention(plan, store, events_store)
+    # sweep deletes would otherwise write the expired file back. A dry run only reads.
+    no_lock = dry_run or events_store is None
+    with nullcontext() if no_lock else data_lock(events_store, "retention_sweep"):
+        events_plan = plan_event_retention(events_store, now, policy) if events_store is not None else None
+        plan = plan_retention(now, list_objects(store, policy), policy, events_plan, processed=processed)
+        if dry_run:
+            return plan, None
+        return plan, apply_retention(plan, store, events_store)
 
 
 # --------------------------------------------------------------------------------------

@@ -66,6 +66,16 @@ def seed(url: str) -> None:
     store.dispose()
 
 
+# (camera, hour, events) rows of camera_hourly_stats for DAY after seed().
+SEEDED_STATS = [("cam-east", 7, 2), ("cam-east", 23, 1), ("cam-north", 7, 3), ("cam-north", 8, 1)]
+
+
+def stored_stats(engine: sa.Engine) -> list[tuple]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT camera_id, hour, events FROM camera_hourly_stats ORDER BY 1, 2"))
+        return [tuple(r) for r in rows]
+
+
 def run_stats(url: str, bucket_dir):
     with DagsterInstance.ephemeral() as instance:
         result = materialize(
@@ -100,17 +110,8 @@ def check_stats(url: str, tmp_path) -> None:
     # Re-running replaces the day's rows instead of adding to them.
     run_stats(url, tmp_path / "bucket")
     engine = sa.create_engine(url)
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.text("SELECT camera_id, hour, events FROM camera_hourly_stats ORDER BY 1, 2")
-        ).all()
+    assert stored_stats(engine) == SEEDED_STATS
     engine.dispose()
-    assert [tuple(r) for r in rows] == [
-        ("cam-east", 7, 2),
-        ("cam-east", 23, 1),
-        ("cam-north", 7, 3),
-        ("cam-north", 8, 1),
-    ]
 
 
 def test_camera_daily_stats_sqlite(tmp_path):
@@ -326,14 +327,5 @@ def test_overlapping_runs_of_one_day_wait_for_each_other(db, tmp_path, request, 
     first.join(60)
     second.join(60)
     assert errors == []
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            sa.text("SELECT camera_id, hour, events FROM camera_hourly_stats ORDER BY 1, 2")
-        ).all()
+    assert stored_stats(store.engine) == SEEDED_STATS
     store.dispose()
-    assert [tuple(r) for r in rows] == [
-        ("cam-east", 7, 2),
-        ("cam-east", 23, 1),
-        ("cam-north", 7, 3),
-        ("cam-north", 8, 1),
-    ]

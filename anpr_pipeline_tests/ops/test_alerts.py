@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from dagster import (
     DagsterEventType,
+    DagsterRun,
     build_run_status_sensor_context,
     build_sensor_context,
     instance_for_test,
@@ -92,27 +93,32 @@ def broken_video_job():
     decode_step()
 
 
-def test_run_failure_alert_logs_and_posts_with_retries(webhook):
-    with instance_for_test() as instance:
-        result = broken_video_job.execute_in_process(
-            instance=instance,
-            raise_on_error=False,
-            tags={"anpr/video_key": "uploads/cam1/20250101T000000Z.mp4"},
-        )
-        run = instance.get_run_by_id(result.run_id)
-        failure = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
-        context = build_run_status_sensor_context(
+def fail_and_alert(instance, webhook, tags: dict[str, str]) -> tuple[DagsterRun, list[dict]]:
+    """Fail a run on `instance`, evaluate run_failure_alert on it; (the run, posted payloads)."""
+    result = broken_video_job.execute_in_process(instance=instance, raise_on_error=False, tags=tags)
+    run = instance.get_run_by_id(result.run_id)  # as the sensor daemon reads it, after the failure
+    failure = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
+    run_failure_alert(
+        build_run_status_sensor_context(
             sensor_name="run_failure_alert",
             dagster_event=failure,
             dagster_instance=instance,
             dagster_run=run,
             resources={"ops_settings": OpsSettings(alert_webhook_url=webhook.url)},
         ).for_run_failure()
-        run_failure_alert(context)
-    [payload] = webhook.wait()
+    )
+    return run, webhook.wait()
+
+
+def test_run_failure_alert_logs_and_posts_with_retries(webhook):
+    with instance_for_test() as instance:
+        run, payloads = fail_and_alert(
+            instance, webhook, {"anpr/video_key": "uploads/cam1/20250101T000000Z.mp4"}
+        )
+    [payload] = payloads
     assert webhook.attempts == 3  # two 503s, then delivered
     assert payload["name"] == "run_failure" and payload["severity"] == "critical"
-    assert payload["details"]["run_id"] == result.run_id and payload["details"]["failed_steps"] == [
+    assert payload["details"]["run_id"] == run.run_id and payload["details"]["failed_steps"] == [
         "decode_step"
     ]
     assert payload["details"]["video_key"] == "uploads/cam1/20250101T000000Z.mp4"
@@ -277,31 +283,15 @@ def test_retry_after_takes_seconds_only_and_caps_them():
 # -- run failures that Dagster's run retries will re-launch ------------------------------
 
 
-def _failure_alert(instance, webhook, tags: dict[str, str]) -> tuple[dict, dict]:
-    """Fail a run on `instance`, evaluate run_failure_alert on it; (run tags, posted payload)."""
-    result = broken_video_job.execute_in_process(instance=instance, raise_on_error=False, tags=tags)
-    run = instance.get_run_by_id(result.run_id)  # as the sensor daemon reads it, after the failure
-    failure = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_FAILURE)
-    run_failure_alert(
-        build_run_status_sensor_context(
-            sensor_name="run_failure_alert",
-            dagster_event=failure,
-            dagster_instance=instance,
-            dagster_run=run,
-            resources={"ops_settings": OpsSettings(alert_webhook_url=webhook.url)},
-        ).for_run_failure()
-    )
-    return dict(run.tags), webhook.wait()[-1]
-
-
 def test_run_failure_alert_warns_when_the_run_will_be_retried(webhook):
     webhook.attempts = 2
     retries = {"run_retries": {"enabled": True, "max_retries": 2, "retry_on_asset_or_op_failure": True}}
     with instance_for_test(overrides=retries) as instance:
-        tags, payload = _failure_alert(
+        run, payloads = fail_and_alert(
             instance, webhook, {"dagster/retry_number": "1", "anpr/video_key": "uploads/cam1/x.mp4"}
         )
-    assert tags["dagster/will_retry"] == "true"  # set by Dagster itself when it stored the failure
+    payload = payloads[-1]
+    assert run.tags["dagster/will_retry"] == "true"  # set by Dagster itself when it stored the failure
     assert payload["severity"] == "warning"
     assert "(attempt 2 of 3; will be retried)" in payload["summary"]
     assert payload["details"]["will_retry"] is True and payload["details"]["attempt"] == 2
@@ -315,8 +305,9 @@ def test_run_failure_alert_is_critical_when_no_retry_follows(webhook):
     # deploy/dagster.yaml: a step failure (bad data) is not retried, only crashed workers are.
     retries = {"run_retries": {"enabled": True, "max_retries": 2, "retry_on_asset_or_op_failure": False}}
     with instance_for_test(overrides=retries) as instance:
-        tags, payload = _failure_alert(instance, webhook, {"dagster/retry_number": "2"})
-    assert tags["dagster/will_retry"] == "false"
+        run, payloads = fail_and_alert(instance, webhook, {"dagster/retry_number": "2"})
+    payload = payloads[-1]
+    assert run.tags["dagster/will_retry"] == "false"
     assert payload["severity"] == "critical" and "(attempt 3; no more retries)" in payload["summary"]
     assert payload["details"]["will_retry"] is False
 

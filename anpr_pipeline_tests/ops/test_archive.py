@@ -161,6 +161,18 @@ def test_month_that_changed_during_archive_is_kept(local_backend):
     assert len(local_backend.events.search("KEEP1")) == 1
 
 
+def write_after_the_export(monkeypatch, write) -> None:
+    """Run `write(events_store)` once the archive's export has read the month, as a
+    concurrent upload or re-run landing between the export and the final check would."""
+    export_batches = archive_module._batches
+
+    def batches_then_write(es, month):
+        yield from export_batches(es, month)
+        write(es)
+
+    monkeypatch.setattr(archive_module, "_batches", batches_then_write)
+
+
 def test_a_month_that_changed_leaves_no_part_behind(local_backend, monkeypatch):
     """An event arriving while its month is exported: the month is kept in the database and
     the part just written is removed, so the next run archives each event exactly once."""
@@ -170,19 +182,13 @@ def test_a_month_that_changed_leaves_no_part_behind(local_backend, monkeypatch):
     local_backend.events.replace_video_events(key, rows)
     late_key = "uploads/camR/20240420T000000Z.mp4"
     late = [event_row(month + timedelta(days=19), "LATE01", "camR", late_key)]
-    export_batches = archive_module._batches
-
-    def batches_then_a_late_upload(es, m):
-        yield from export_batches(es, m)
-        es.replace_video_events(late_key, late)  # lands after the export read the month
-
-    monkeypatch.setattr(archive_module, "_batches", batches_then_a_late_upload)
+    write_after_the_export(monkeypatch, lambda es: es.replace_video_events(late_key, late))
     with pytest.raises(ArchiveError, match="changed during the archive"):
         archive_module.archive_month(local_backend.events, local_backend.store, month.date())
     assert list(local_backend.store.list("archive/events/")) == []
     assert len(local_backend.events.search("APR01")) == 1
 
-    monkeypatch.setattr(archive_module, "_batches", export_batches)
+    monkeypatch.undo()
     done = archive_module.archive_month(local_backend.events, local_backend.store, month.date())
     assert done.rows == 3
     [part] = local_backend.store.list("archive/events/")
@@ -198,13 +204,8 @@ def test_a_row_replaced_during_the_archive_is_not_dropped(backend, monkeypatch):
     rows = [event_row(month + timedelta(days=d), f"MAY{d:02d}", "camS", key, n=d) for d in (1, 2)]
     backend.events.replace_video_events(key, rows)
     rerun = [rows[0], event_row(month + timedelta(days=3), "MAY03", "camS", key, n=3)]
-    export_batches = archive_module._batches
-
-    def batches_then_a_rerun(es, m):
-        yield from export_batches(es, m)
-        es.replace_video_events(key, rerun)  # MAY02 gone, MAY03 new: still two rows
-
-    monkeypatch.setattr(archive_module, "_batches", batches_then_a_rerun)
+    # MAY02 gone, MAY03 new: still two rows.
+    write_after_the_export(monkeypatch, lambda es: es.replace_video_events(key, rerun))
     with pytest.raises(ArchiveError, match=r"\(2 rows now, 2 archived, other rows\)"):
         archive_module.archive_month(backend.events, backend.store, month.date())
     assert [e["normalized_plate"] for e in backend.events.search("MAY03")] == ["MAY03"]
@@ -219,13 +220,7 @@ def test_a_video_re_run_during_the_archive_is_not_dropped(backend, monkeypatch):
     rows = [event_row(month + timedelta(days=d), f"OLD{d:02d}", "camT", key, n=d) for d in (1, 2)]
     backend.events.replace_video_events(key, rows)
     rerun = [dict(r, plate_text=f"NEW{i}", normalized_plate=f"NEW{i}") for i, r in enumerate(rows)]
-    export_batches = archive_module._batches
-
-    def batches_then_a_rerun(es, m):
-        yield from export_batches(es, m)
-        es.replace_video_events(key, rerun)
-
-    monkeypatch.setattr(archive_module, "_batches", batches_then_a_rerun)
+    write_after_the_export(monkeypatch, lambda es: es.replace_video_events(key, rerun))
     with pytest.raises(ArchiveError, match=r"\(2 rows now, 2 archived, other rows\)"):
         archive_module.archive_month(backend.events, backend.store, month.date())
     assert [e["normalized_plate"] for e in backend.events.search("NEW1")] == ["NEW1"]

@@ -83,23 +83,31 @@ def test_a_lost_lock_connection_does_not_fail_the_finished_work(fresh_postgres_u
     es.dispose()
 
 
+def waits_for_the_lock(backend, work, untouched) -> None:
+    """`work` started while another run holds the lock does not finish (and `untouched`
+    still holds) until the lock is released, then finishes."""
+    finished = threading.Event()
+    worker = threading.Thread(target=lambda: (work(), finished.set()), daemon=True)
+    with data_lock(backend.events, "another run"):
+        worker.start()
+        assert not finished.wait(1.5)
+        untouched()
+    worker.join(30)
+    assert finished.is_set()
+
+
 def test_erase_waits_for_the_run_holding_the_lock(backend):
     _two_videos(backend)
-    done = threading.Event()
-
-    def erase() -> None:
-        erase_plate(PLATE, backend.events, backend.store, SALT)
-        done.set()
-
     with data_lock(backend.events, "archive 2024-01"):
         # A dry run only reads: it does not queue behind the archive.
         assert erase_plate(PLATE, backend.events, backend.store, SALT, dry_run=True).events_deleted == 2
-        worker = threading.Thread(target=erase, daemon=True)
-        worker.start()
-        assert not done.wait(1.5)
-        assert len(backend.events.search(PLATE)) == 2  # nothing touched while the lock is held
-    worker.join(30)
-    assert done.is_set()
+
+    def nothing_erased() -> None:
+        assert len(backend.events.search(PLATE)) == 2
+
+    waits_for_the_lock(
+        backend, lambda: erase_plate(PLATE, backend.events, backend.store, SALT), nothing_erased
+    )
     assert backend.events.search(PLATE) == []
 
 
@@ -107,17 +115,13 @@ def test_retention_sweep_waits_for_the_run_holding_the_lock(backend):
     _two_videos(backend)  # events 1 and 3 days old
     policy = Settings(retention_events_days=2)
     now = datetime.now(UTC)
-    finished = threading.Event()
 
-    def sweep() -> None:
-        run_retention(now, backend.store, backend.events, policy, processed=set())
-        finished.set()
-
-    with data_lock(backend.events, "erase-plate"):
-        worker = threading.Thread(target=sweep, daemon=True)
-        worker.start()
-        assert not finished.wait(1.5)
+    def nothing_deleted() -> None:
         assert len(backend.events.search(PLATE)) == 2
-    worker.join(30)
-    assert finished.is_set()
+
+    waits_for_the_lock(
+        backend,
+        lambda: run_retention(now, backend.store, backend.events, policy, processed=set()),
+        nothing_deleted,
+    )
     assert len(backend.events.search(PLATE)) == 1  # the 3-day-old event went
