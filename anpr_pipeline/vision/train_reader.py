@@ -563,6 +563,17 @@ def _draw(
     return picks
 
 
+def _input_size(ap: argparse.ArgumentParser, text: str) -> tuple[int, int]:
+    """Parse HEIGHTxWIDTH ("48x192" -> (48, 192)); the CRNN pools height by 16, width by 4."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        ap.error(f"--input-size {text!r}: expected HEIGHTxWIDTH, e.g. 32x128")
+    if height < 16 or height % 16 or width < 16 or width % 4:
+        ap.error(f"--input-size {text!r}: height must be a multiple of 16, width a multiple of 4")
+    return height, width
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="anpr train reader", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", help="output folder (best.pt, last.pt, summary.json); required to train")
@@ -622,6 +633,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--channels", default="16,32,64,96,128", help="CRNN conv widths (5 values)")
     ap.add_argument("--hidden", type=int, default=96, help="BiLSTM hidden size per direction")
     ap.add_argument(
+        "--input-size",
+        default="32x128",
+        help="model input HEIGHTxWIDTH (crnn: height a multiple of 16, width of 4)",
+    )
+    ap.add_argument(
         "--aug-start", type=float, default=0.3, help="augmentation strength at the start (ramps to 1)"
     )
     ap.add_argument("--sequence", default="lstm", choices=["lstm", "conv"], help="sequence layer")
@@ -643,8 +659,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from anpr_pipeline.vision.device import resolve_device
 
+    height, width = _input_size(ap, args.input_size)
     cfg = replace(
         crnn.CRNNConfig(),
+        height=height,
+        width=width,
         channels=tuple(int(c) for c in args.channels.split(",")),
         hidden=args.hidden,
         sequence=args.sequence,

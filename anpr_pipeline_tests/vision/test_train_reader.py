@@ -8,9 +8,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from anpr_pipeline.vision import crnn, plates
-from anpr_pipeline.vision.reader import build_reader
+from anpr_pipeline.vision.reader import DEFAULT_CRNN, WEIGHTS_DIR, build_reader
 from anpr_pipeline.vision.train_reader import (
     FRAMED_SEED_BASE,
     Sample,
@@ -189,6 +190,31 @@ def test_train_reader_cli_writes_weights_the_reader_loads(tmp_path) -> None:
     reader = build_reader(f"crnn:{out / 'best.pt'}", device="cpu")
     reads = reader.read([np.zeros((40, 120, 3), np.uint8)])
     assert len(reads) == 1 and reader.version.startswith("crnn-best")
+
+
+def test_input_size_sets_the_model_input_the_reader_then_uses(tmp_path) -> None:
+    """--input-size 48x192 trains a 48-high model (48 CTC steps); the reader preprocesses
+    for each checkpoint's own size, so it reads alone and beside a 32 x 128 model."""
+    import torch
+
+    out, summary = _train_cli(tmp_path, 0.05, "--input-size", "48x192")
+    assert (summary["model_config"]["height"], summary["model_config"]["width"]) == (48, 192)
+    model, cfg, _ = crnn.load_checkpoint(out / "best.pt")
+    assert model(torch.zeros(1, 1, 48, 192)).shape == (1, 48, 37)
+    shipped = crnn.CRNNConfig()
+    assert (shipped.height, shipped.width) == (32, 128)
+    crop = np.full((40, 120, 3), 200, np.uint8)
+    for spec in (f"crnn:{out / 'best.pt'}", f"crnn:{out / 'best.pt'},{WEIGHTS_DIR / DEFAULT_CRNN}"):
+        (read,) = build_reader(spec, device="cpu").read([crop])
+        assert isinstance(read.normalized, str)
+
+
+@pytest.mark.parametrize("size", ["48", "40x192", "48x190", "axb"])
+def test_input_size_refuses_sizes_the_network_cannot_pool(tmp_path, size: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path / "run"), "--input-size", size])
+    assert exit_info.value.code == 2
+    assert f"--input-size {size!r}" in capsys.readouterr().err
 
 
 def test_easyocr_g2_backbone_starts_from_english_g2_and_fine_tunes(tmp_path) -> None:
