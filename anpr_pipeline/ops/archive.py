@@ -15,7 +15,8 @@ is exported, streamed in batches, to ``archive/events/month=YYYY-MM/part-<digest
 (all columns, including ``camera_id`` and ``created_at``). The file is read back and its
 row count and a SHA-256 over its event ids (in file order) must equal what was written
 before anything is removed. Then, in one write transaction that re-reads the month and
-checks every row against the export (nothing arrived, left or was replaced meanwhile),
+checks every row against the export (nothing arrived, left or was replaced meanwhile; on
+Postgres by a digest the server computes, in the export's snapshot and again here),
 the month's Postgres partition is detached and dropped, or the rows deleted (DEFAULT
 partition, SQLite). The part name is a digest of the archived event ids,
 so a re-run after a crash between upload and delete overwrites the same part instead of
@@ -160,12 +161,10 @@ def _month_query(month: date, *columns: Any) -> sa.Select[Any]:
     )
 
 
-def _batches(es: EventStore, month: date) -> Iterable[list[dict[str, Any]]]:
-    stmt = _month_query(month, events)
-    with es.engine.connect() as conn:
-        result = conn.execution_options(yield_per=BATCH_ROWS).execute(stmt)
-        for part in result.partitions():
-            yield [_as_exported(r) for r in part]
+def _batches(conn: sa.Connection, month: date) -> Iterable[list[dict[str, Any]]]:
+    result = conn.execution_options(yield_per=BATCH_ROWS).execute(_month_query(month, events))
+    for part in result.partitions():
+        yield [_as_exported(r) for r in part]
 
 
 def _table(rows: list[dict[str, Any]]) -> pa.Table:
@@ -201,15 +200,7 @@ def archive_month(es: EventStore, store: ObjectStore, month: date) -> MonthArchi
 def _archive_month(es: EventStore, store: ObjectStore, month: date) -> MonthArchive:
     with tempfile.TemporaryDirectory(prefix="anpr-archive-") as tmp:
         path = Path(tmp) / "part.parquet"
-        digest, rows_digest, rows = hashlib.sha256(), hashlib.sha256(), 0
-        with pq.ParquetWriter(path, ARCHIVE_SCHEMA, compression="zstd") as writer:
-            for batch in _batches(es, month):
-                writer.write_table(_table(batch))
-                rows += len(batch)
-                for r in batch:
-                    digest.update(r["event_id"].encode() + b"\n")
-                    rows_digest.update(_row_fingerprint(r))
-        ids_digest = digest.hexdigest()
+        rows, ids_digest, month_digest = _export(es, month, path)
         key = f"{ARCHIVE_EVENTS_PREFIX}month={month:%Y-%m}/part-{ids_digest[:16]}.parquet"
         store.put_file(key, path, "application/vnd.apache.parquet")
         size = path.stat().st_size
@@ -220,7 +211,7 @@ def _archive_month(es: EventStore, store: ObjectStore, month: date) -> MonthArch
             f"{key}: archived copy has {copy.num_rows} rows / other ids than the {rows} exported; events kept"
         )
     try:
-        dropped = _remove_month(es, month, rows, rows_digest.hexdigest())
+        dropped = _remove_month(es, month, rows, month_digest)
     except MonthChangedError:
         # Raised before anything was removed: the rows stay in the database, so this part is
         # a copy of them. Kept, the next run (which exports the month again, under another
@@ -229,6 +220,61 @@ def _archive_month(es: EventStore, store: ObjectStore, month: date) -> MonthArch
         store.delete([key])
         raise
     return MonthArchive(f"{month:%Y-%m}", rows, key, size, dropped, ids_digest)
+
+
+def _export(es: EventStore, month: date, path: Path) -> tuple[int, str, str]:
+    """Write the month to ``path``; return its row count, the digest of its event ids (in
+    file order) and the month digest that ``_remove_month`` compares, all of the rows written.
+
+    On Postgres the month digest is the server's (``_month_digest``), taken in the same
+    REPEATABLE READ snapshot as the rows, so the final check can compute it again without
+    moving the month's rows to Python while writers wait. SQLite fingerprints the rows
+    streamed to the file: two statements there would not share a snapshot.
+    """
+    ids, fingerprints, rows = hashlib.sha256(), hashlib.sha256(), 0
+    server: tuple[int, str] | None = None
+    with es.engine.connect() as conn, pq.ParquetWriter(path, ARCHIVE_SCHEMA, compression="zstd") as writer:
+        if es.dialect == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            server = _month_digest(conn, month)
+        for batch in _batches(conn, month):
+            writer.write_table(_table(batch))
+            rows += len(batch)
+            for r in batch:
+                ids.update(r["event_id"].encode() + b"\n")
+                if server is None:
+                    fingerprints.update(_row_fingerprint(r))
+    if server is None:
+        return rows, ids.hexdigest(), fingerprints.hexdigest()
+    if server[0] != rows:  # the two reads did not share a snapshot: the digest is not the file's
+        raise ArchiveError(f"month {month:%Y-%m}: exported {rows} rows but digested {server[0]}; events kept")
+    return rows, ids.hexdigest(), server[1]
+
+
+# The month's digest on the server: count plus a sum of 64-bit row hashes over every column
+# (``e::text``, the whole row, its ``id`` included). Rows are distinct (``id``), so the sum
+# is a digest of the set with no order and no rows sent to the client. Both of its reads
+# use this engine's sessions, so the text forms of timestamps and floats (TimeZone,
+# extra_float_digits) agree; if they did not, the digests differ and the month is kept.
+_PG_MONTH_DIGEST = sa.text(
+    "SELECT count(*), coalesce(sum(('x' || left(md5(e::text), 16))::bit(64)::bigint::numeric), 0)::text "
+    "FROM events AS e WHERE e.captured_at >= :lo AND e.captured_at < :hi"
+)
+
+
+def _month_digest(conn: sa.Connection, month: date) -> tuple[int, str]:
+    """The month's row count and digest (every column of every row) as stored now."""
+    if conn.dialect.name == "postgresql":
+        lo, hi = month_bounds(month)
+        count, total = conn.execute(_PG_MONTH_DIGEST, {"lo": lo, "hi": hi}).one()
+        return int(count), f"{count}:{total}"
+    # yield_per on the statement: on the connection it would stream the check's DDL too.
+    stored = conn.execute(_month_query(month, events).execution_options(yield_per=BATCH_ROWS))
+    rows, digest = 0, hashlib.sha256()
+    for row in stored:
+        rows += 1
+        digest.update(_row_fingerprint(_as_exported(row)))
+    return rows, digest.hexdigest()
 
 
 def _as_exported(row: Any) -> dict[str, Any]:
@@ -261,13 +307,8 @@ def _remove_month(es: EventStore, month: date, expected_rows: int, expected_dige
             # would read outside it and a row committed before the DELETE would go
             # unarchived. A write that matches nothing takes SQLite's write lock first.
             conn.execute(sa.delete(events).where(sa.false()))
-        # yield_per on the statement: on the connection it would stream the DDL below too.
-        stored = conn.execute(_month_query(month, events).execution_options(yield_per=BATCH_ROWS))
-        now_rows, digest = 0, hashlib.sha256()
-        for row in stored:
-            now_rows += 1
-            digest.update(_row_fingerprint(_as_exported(row)))
-        if now_rows != expected_rows or digest.hexdigest() != expected_digest:
+        now_rows, digest = _month_digest(conn, month)
+        if now_rows != expected_rows or digest != expected_digest:
             raise MonthChangedError(
                 f"month {month:%Y-%m} changed during the archive ({now_rows} rows now, "
                 f"{expected_rows} archived{', other rows' if now_rows == expected_rows else ''}); "

@@ -161,13 +161,14 @@ def test_month_that_changed_during_archive_is_kept(local_backend):
     assert len(local_backend.events.search("KEEP1")) == 1
 
 
-def write_after_the_export(monkeypatch, write) -> None:
-    """Run `write(events_store)` once the archive's export has read the month, as a
-    concurrent upload or re-run landing between the export and the final check would."""
+def write_after_the_export(monkeypatch, es, write) -> None:
+    """Run `write(es)` once the archive's export has read the month (its transaction still
+    open), as a concurrent upload or re-run landing between the export and the final check
+    would."""
     export_batches = archive_module._batches
 
-    def batches_then_write(es, month):
-        yield from export_batches(es, month)
+    def batches_then_write(conn, month):
+        yield from export_batches(conn, month)
         write(es)
 
     monkeypatch.setattr(archive_module, "_batches", batches_then_write)
@@ -182,7 +183,9 @@ def test_a_month_that_changed_leaves_no_part_behind(local_backend, monkeypatch):
     local_backend.events.replace_video_events(key, rows)
     late_key = "uploads/camR/20240420T000000Z.mp4"
     late = [event_row(month + timedelta(days=19), "LATE01", "camR", late_key)]
-    write_after_the_export(monkeypatch, lambda es: es.replace_video_events(late_key, late))
+    write_after_the_export(
+        monkeypatch, local_backend.events, lambda es: es.replace_video_events(late_key, late)
+    )
     with pytest.raises(ArchiveError, match="changed during the archive"):
         archive_module.archive_month(local_backend.events, local_backend.store, month.date())
     assert list(local_backend.store.list("archive/events/")) == []
@@ -205,7 +208,7 @@ def test_a_row_replaced_during_the_archive_is_not_dropped(backend, monkeypatch):
     backend.events.replace_video_events(key, rows)
     rerun = [rows[0], event_row(month + timedelta(days=3), "MAY03", "camS", key, n=3)]
     # MAY02 gone, MAY03 new: still two rows.
-    write_after_the_export(monkeypatch, lambda es: es.replace_video_events(key, rerun))
+    write_after_the_export(monkeypatch, backend.events, lambda es: es.replace_video_events(key, rerun))
     with pytest.raises(ArchiveError, match=r"\(2 rows now, 2 archived, other rows\)"):
         archive_module.archive_month(backend.events, backend.store, month.date())
     assert [e["normalized_plate"] for e in backend.events.search("MAY03")] == ["MAY03"]
@@ -220,11 +223,36 @@ def test_a_video_re_run_during_the_archive_is_not_dropped(backend, monkeypatch):
     rows = [event_row(month + timedelta(days=d), f"OLD{d:02d}", "camT", key, n=d) for d in (1, 2)]
     backend.events.replace_video_events(key, rows)
     rerun = [dict(r, plate_text=f"NEW{i}", normalized_plate=f"NEW{i}") for i, r in enumerate(rows)]
-    write_after_the_export(monkeypatch, lambda es: es.replace_video_events(key, rerun))
+    write_after_the_export(monkeypatch, backend.events, lambda es: es.replace_video_events(key, rerun))
     with pytest.raises(ArchiveError, match=r"\(2 rows now, 2 archived, other rows\)"):
         archive_module.archive_month(backend.events, backend.store, month.date())
     assert [e["normalized_plate"] for e in backend.events.search("NEW1")] == ["NEW1"]
     assert list(backend.store.list("archive/events/")) == []
+
+
+def test_postgres_export_digests_the_rows_it_writes(s3_backend, monkeypatch):
+    """Postgres: the month digest and the exported rows come from one snapshot, so an event
+    committed between the two reads is neither in the part nor in the digest: the final check
+    sees a changed month and keeps it, rather than the export failing on its own reads."""
+    month = datetime(2024, 8, 1, tzinfo=UTC)
+    key = "uploads/camV/20240801T000000Z.mp4"
+    s3_backend.events.replace_video_events(key, [event_row(month + timedelta(days=1), "AUG01", "camV", key)])
+    late_key = "uploads/camV/20240820T000000Z.mp4"
+    late = [event_row(month + timedelta(days=19), "LATE02", "camV", late_key)]
+    month_digest, calls = archive_module._month_digest, []
+
+    def digest_then_write(conn, m):
+        digest = month_digest(conn, m)
+        calls.append(m)
+        if len(calls) == 1:  # the export's digest; the second call is the check, under the lock
+            s3_backend.events.replace_video_events(late_key, late)
+        return digest
+
+    monkeypatch.setattr(archive_module, "_month_digest", digest_then_write)
+    with pytest.raises(ArchiveError, match=r"changed during the archive \(2 rows now, 1 archived\)"):
+        archive_module.archive_month(s3_backend.events, s3_backend.store, month.date())
+    assert list(s3_backend.store.list("archive/events/")) == []
+    assert [e["normalized_plate"] for e in s3_backend.events.search("LATE02")] == ["LATE02"]
 
 
 def test_an_event_written_during_the_final_check_waits_and_is_kept(backend):
@@ -236,17 +264,18 @@ def test_an_event_written_during_the_final_check_waits_and_is_kept(backend):
     late_key = "uploads/camU/20240720T000000Z.mp4"
     late = [event_row(month + timedelta(days=19), "LATE01", "camU", late_key)]
     other_writer = EventStore(backend.database_url)
-    wrote, month_reads = threading.Event(), []
+    wrote, checks = threading.Event(), []
     writer = threading.Thread(
         target=lambda: (other_writer.replace_video_events(late_key, late), wrote.set()), daemon=True
     )
 
     def start_the_writer_during_the_check(conn, cursor, statement, *args):
-        if statement.lstrip().upper().startswith("SELECT") and "ORDER BY events.captured_at" in statement:
-            month_reads.append(statement)
-            if len(month_reads) == 2:  # the export read the month first; this is the check
-                writer.start()
-                wrote.wait(2)  # it commits here unless the check holds the write lock
+        reads_the_month = statement.lstrip().upper().startswith("SELECT") and "captured_at <" in statement
+        # The part is in the bucket: this read of the month is the final check.
+        if reads_the_month and not checks and list(backend.store.list("archive/events/")):
+            checks.append(statement)
+            writer.start()
+            wrote.wait(2)  # it commits here unless the check holds the write lock
 
     sa.event.listen(backend.events.engine, "before_cursor_execute", start_the_writer_during_the_check)
     try:
@@ -255,5 +284,5 @@ def test_an_event_written_during_the_final_check_waits_and_is_kept(backend):
         sa.event.remove(backend.events.engine, "before_cursor_execute", start_the_writer_during_the_check)
     writer.join(60)
     other_writer.dispose()
-    assert len(month_reads) == 2 and done.rows == 1 and wrote.is_set()
+    assert len(checks) == 1 and done.rows == 1 and wrote.is_set()
     assert [e["normalized_plate"] for e in backend.events.search("LATE01")] == ["LATE01"]
