@@ -91,8 +91,8 @@ def reported_plates(
 ) -> list[tuple[Detection, PlateRead | None]]:
     """The ``(detection, read)`` pairs of one image that are reported as plates: reads
     :func:`~anpr_pipeline.vision.plates.reportable` (long and sure enough), less those whose
-    box lies inside (``min_cover`` of it) a surer reported read's box: a state name, slogan
-    or dealer line on a plate read as a plate of its own (the photo form of the events'
+    box lies inside (``min_cover`` of it) a surer reported read's box or on its rim
+    (``Box.on_plate``): a state name, slogan or dealer line on a plate read as a plate of its own (the photo form of the events'
     nested-track rule). Without a reader (``read`` None) every pair is kept.
     """
     from anpr_pipeline.vision.plates import reportable
@@ -103,5 +103,5 @@ def reported_plates(
     return [
         (d, r)
         for d, r in sure
-        if not any(r2.confidence > r.confidence and d.box.cover(d2.box) >= min_cover for d2, r2 in sure)
+        if not any(r2.confidence > r.confidence and d.box.on_plate(d2.box, min_cover) for d2, r2 in sure)
     ]

@@ -413,7 +413,8 @@ def inside_another(
     track: Track, tracks: Sequence[Track], min_cover: float = 0.5, min_share: float = 0.5
 ) -> Track | None:
     """The stronger track whose boxes hold ``track``'s, if any: in at least ``min_share`` of
-    its reads, a read of that track in the same frame covers ``min_cover`` of its box.
+    its reads, a read of that track in the same frame covers ``min_cover`` of its box, or of
+    it as rim text (``Box.on_plate``).
 
     That is text on or around another plate read as a plate of its own: a state name
     (``IOWA``, ``NORTHCAR``), a slogan, a dealer line, a second box on part of the plate.
@@ -434,7 +435,7 @@ def inside_another(
             if r.frame_index in frames:  # only frames both were seen in can hold it
                 boxes[r.frame_index].append(r.box)
         inside = (
-            sum(any(r.box.cover(b) >= min_cover for b in boxes.get(r.frame_index, ())) for r in track.reads)
+            sum(any(r.box.on_plate(b, min_cover) for b in boxes.get(r.frame_index, ())) for r in track.reads)
             if boxes
             else 0
         )

@@ -12,6 +12,11 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+# Text on a plate's rim (``Box.on_plate``): at most this share of the plate box's height
+# tall, within this share of it above or below the box.
+SMALL_TEXT = 0.5
+RIM_SHARE = 0.3
+
 
 @dataclass(frozen=True)
 class Box:
@@ -36,6 +41,18 @@ class Box:
         ix = max(0, min(self.x + self.w, other.x + other.w) - max(self.x, other.x))
         iy = max(0, min(self.y + self.h, other.y + other.h) - max(self.y, other.y))
         return ix * iy / self.area if self.area else 0.0
+
+    def on_plate(self, plate: Box, min_cover: float) -> bool:
+        """Whether this box is text on ``plate``: ``min_cover`` of it inside the plate's box,
+        or, for text at most ``SMALL_TEXT`` of the plate's height, inside the plate's rim
+        (``RIM_SHARE`` of its height above and below the box). State names and slogans are
+        printed on the rim, which a box fitted to the character row leaves out."""
+        if self.cover(plate) >= min_cover:
+            return True
+        if self.h > SMALL_TEXT * plate.h:
+            return False
+        rim = int(round(plate.h * RIM_SHARE))
+        return self.cover(Box(plate.x, plate.y - rim, plate.w, plate.h + 2 * rim)) >= min_cover
 
     def touches_edge(self, width: int, height: int, margin: int = 2) -> bool:
         """Whether this box reaches within ``margin`` px of a width x height frame's edge."""

@@ -107,3 +107,11 @@ def test_text_inside_a_surer_plate_read_is_not_reported() -> None:
         plate,
         _pair((80, 80, 240, 110), "CARBRAXX", 0.5),
     ]
+
+
+def test_rim_text_under_a_tightly_boxed_plate_is_not_reported() -> None:
+    plate = _pair((844, 572, 206, 68), "FOA8988", 1.0)  # box fitted to the character row
+    slogan = _pair((925, 632, 74, 18), "NYN81AY", 0.84)  # mostly below that box, on the rim
+    behind = _pair((900, 640, 100, 40), "KLM4455", 0.9)  # a plate of its own just below
+    assert reported_plates([plate, slogan], 0.3) == [plate]
+    assert reported_plates([plate, behind], 0.3) == [plate, behind]

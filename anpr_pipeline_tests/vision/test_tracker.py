@@ -199,6 +199,19 @@ def test_box_cover_and_frame_edge() -> None:
     assert not Box(10, 10, 150, 30).touches_edge(1280, 720)
 
 
+def test_small_text_on_a_plates_rim_is_on_the_plate() -> None:
+    # A demo frame: the "VOLUNTEER STATE" slogan under a Tennessee plate whose box was fitted
+    # to the character row, so only 8 of the slogan's 18 rows are inside it.
+    plate, slogan = Box(844, 572, 206, 68), Box(925, 632, 74, 18)
+    assert slogan.cover(plate) < 0.5 and slogan.on_plate(plate, 0.5)
+    assert Box(860, 556, 120, 16).on_plate(plate, 0.5)  # the state name above the row
+    assert not Box(925, 680, 74, 18).on_plate(plate, 0.5)  # below the rim: not the plate's
+    assert not Box(1040, 632, 74, 18).on_plate(plate, 0.5)  # beside the plate
+    # A plate of its own just below (a car behind): too tall to be rim text.
+    assert not Box(900, 630, 100, 40).on_plate(plate, 0.5)
+    assert not plate.on_plate(slogan, 0.5)
+
+
 def test_a_plate_only_ever_cut_by_the_frame_edge() -> None:
     entering = Track(0, [fr(f, "2D7569", (1150 + 20 * f, 690, 140, 30)) for f in range(3)])
     assert seen_only_at_edge(entering, 1280, 720)
@@ -220,6 +233,15 @@ def test_text_inside_a_stronger_plate_track_is_flagged() -> None:
     # Boxes at the same place in other frames (a car that has gone) do not hold it.
     later = Track(9, [fr(f, "NORTHCAR", (845, 498, 60, 10)) for f in (20, 21)])
     assert inside_another(later, [*tracks, later]) is None
+
+
+def test_a_slogan_under_a_plate_track_is_flagged() -> None:
+    plate = [fr(f, "FOA8988", (844 - 10 * f, 572, 206, 68)) for f in range(10)]
+    slogan = [fr(4, "NYN81AY", (885, 632, 74, 18), conf=0.84)]  # read in one frame only
+    tracks = track_reads(plate + slogan)
+    by_text = {t.text: t for t in tracks}
+    assert set(by_text) == {"FOA8988", "NYN81AY"}
+    assert inside_another(by_text["NYN81AY"], tracks) is by_text["FOA8988"]
 
 
 def test_of_two_tracks_holding_each_other_only_the_weaker_is_flagged() -> None:
