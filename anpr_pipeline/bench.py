@@ -634,10 +634,29 @@ def bench_db(args: argparse.Namespace) -> dict[str, Any]:
             "prefix_limit": 100,
         }
         report["table_size_mb"] = _r(_table_size_mb(store), 1)
+        report["archive_check"] = _archive_check(store, first)
         store.dispose()
     report["peak_rss_mb"] = peak_rss_mb()
     report["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     return report
+
+
+def _archive_check(store, month: date) -> dict[str, Any]:
+    """How long an archive's final check of ``month`` keeps event writers waiting: the
+    month digest (``ops.archive``) computed under the table lock the archive takes, then
+    rolled back."""
+    import sqlalchemy as sa
+
+    from anpr_pipeline.ops.archive import _month_digest
+
+    with store.engine.connect() as conn:
+        trans = conn.begin()
+        conn.execute(sa.text("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"))
+        t0 = time.perf_counter()
+        rows, _digest = _month_digest(conn, month)
+        held = time.perf_counter() - t0
+        trans.rollback()
+    return {"month": f"{month:%Y-%m}", "rows": rows, "lock_held_s": _r(held, 3)}
 
 
 def _table_size_mb(store) -> float:
@@ -661,6 +680,8 @@ def db_table(r: dict[str, Any]) -> str:
             f"ingest       {i['rows']} rows in {i['batches']} COPY transactions: {i['events_per_s']:,.0f} events/s"
             f" ({i['copy_s']:.1f} s); per-video (25 rows) {i['per_video_transactions']['events_per_s']:,.0f} events/s",
             f"table        {s['rows_in_table']} rows, {r['table_size_mb']:.0f} MB with indexes",
+            f"archive      final check of {r['archive_check']['month']} ({r['archive_check']['rows']} rows):"
+            f" writers wait {r['archive_check']['lock_held_s']:.2f} s",
             f"{'search':<10}{'p50 ms':>10}{'p95 ms':>10}{'p99 ms':>10}",
             *(
                 f"{m:<10}{s[m]['p50_ms']:>10.2f}{s[m]['p95_ms']:>10.2f}{s[m]['p99_ms']:>10.2f}"
@@ -681,7 +702,8 @@ def _write(report: dict[str, Any], out: str | None) -> None:
 
 def main_db(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(
-        prog="anpr bench db", description="Postgres COPY ingest and plate-search latency."
+        prog="anpr bench db",
+        description="Postgres COPY ingest, plate-search latency and how long an archive's final check of a month holds writers.",
     )
     ap.add_argument("--rows", type=int, default=1_000_000, help="events to load (default 1 000 000)")
     ap.add_argument(

@@ -146,6 +146,8 @@ def test_db_bench_ingests_searches_and_drops_its_database(postgres_url, tmp_path
         assert s["queries"] == 30
         assert 0 < s["p50_ms"] <= s["p95_ms"] <= s["p99_ms"] <= s["max_ms"]
     assert report["server_version"] and report["table_size_mb"] > 0
+    check = report["archive_check"]  # the oldest month, which holds part of the rows
+    assert 0 < check["rows"] < search["rows_in_table"] and check["lock_held_s"] > 0
     assert len(report["machine"]["loadavg_start"]) == 3
     libpq = postgres_url.replace("postgresql+psycopg://", "postgresql://", 1)
     with psycopg.connect(libpq) as conn:
