@@ -643,17 +643,14 @@ def bench_db(args: argparse.Namespace) -> dict[str, Any]:
 
 def _archive_check(store, month: date) -> dict[str, Any]:
     """How long an archive's final check of ``month`` keeps event writers waiting: the
-    month digest (``ops.archive``) computed under the table lock the archive takes, then
-    rolled back."""
-    import sqlalchemy as sa
-
-    from anpr_pipeline.ops.archive import _month_digest
+    month digest computed with writers blocked, as ``ops.archive`` does, then rolled back."""
+    from anpr_pipeline.ops.archive import block_event_writers, month_digest
 
     with store.engine.connect() as conn:
         trans = conn.begin()
-        conn.execute(sa.text("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"))
+        block_event_writers(conn)
         t0 = time.perf_counter()
-        rows, _digest = _month_digest(conn, month)
+        rows, _digest = month_digest(conn, month)
         held = time.perf_counter() - t0
         trans.rollback()
     return {"month": f"{month:%Y-%m}", "rows": rows, "lock_held_s": _r(held, 3)}

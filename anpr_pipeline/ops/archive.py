@@ -200,7 +200,7 @@ def archive_month(es: EventStore, store: ObjectStore, month: date) -> MonthArchi
 def _archive_month(es: EventStore, store: ObjectStore, month: date) -> MonthArchive:
     with tempfile.TemporaryDirectory(prefix="anpr-archive-") as tmp:
         path = Path(tmp) / "part.parquet"
-        rows, ids_digest, month_digest = _export(es, month, path)
+        rows, ids_digest, rows_digest = _export(es, month, path)
         key = f"{ARCHIVE_EVENTS_PREFIX}month={month:%Y-%m}/part-{ids_digest[:16]}.parquet"
         store.put_file(key, path, "application/vnd.apache.parquet")
         size = path.stat().st_size
@@ -211,7 +211,7 @@ def _archive_month(es: EventStore, store: ObjectStore, month: date) -> MonthArch
             f"{key}: archived copy has {copy.num_rows} rows / other ids than the {rows} exported; events kept"
         )
     try:
-        dropped = _remove_month(es, month, rows, month_digest)
+        dropped = _remove_month(es, month, rows, rows_digest)
     except MonthChangedError:
         # Raised before anything was removed: the rows stay in the database, so this part is
         # a copy of them. Kept, the next run (which exports the month again, under another
@@ -226,7 +226,7 @@ def _export(es: EventStore, month: date, path: Path) -> tuple[int, str, str]:
     """Write the month to ``path``; return its row count, the digest of its event ids (in
     file order) and the month digest that ``_remove_month`` compares, all of the rows written.
 
-    On Postgres the month digest is the server's (``_month_digest``), taken in the same
+    On Postgres the month digest is the server's (``month_digest``), taken in the same
     REPEATABLE READ snapshot as the rows, so the final check can compute it again without
     moving the month's rows to Python while writers wait. SQLite fingerprints the rows
     streamed to the file: two statements there would not share a snapshot.
@@ -236,7 +236,7 @@ def _export(es: EventStore, month: date, path: Path) -> tuple[int, str, str]:
     with es.engine.connect() as conn, pq.ParquetWriter(path, ARCHIVE_SCHEMA, compression="zstd") as writer:
         if es.dialect == "postgresql":
             conn = conn.execution_options(isolation_level="REPEATABLE READ")
-            server = _month_digest(conn, month)
+            server = month_digest(conn, month)
         for batch in _batches(conn, month):
             writer.write_table(_table(batch))
             rows += len(batch)
@@ -262,7 +262,7 @@ _PG_MONTH_DIGEST = sa.text(
 )
 
 
-def _month_digest(conn: sa.Connection, month: date) -> tuple[int, str]:
+def month_digest(conn: sa.Connection, month: date) -> tuple[int, str]:
     """The month's row count and digest (every column of every row) as stored now."""
     if conn.dialect.name == "postgresql":
         lo, hi = month_bounds(month)
@@ -287,9 +287,22 @@ def _row_fingerprint(row: dict[str, Any]) -> bytes:
     return repr(sorted(row.items())).encode() + b"\n"
 
 
+def block_event_writers(conn: sa.Connection) -> None:
+    """Make event writers wait until ``conn``'s transaction ends: the archive's final check
+    and drop of a month run under this (``anpr bench db`` times how long)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('anpr_events_schema'))"))
+        conn.execute(sa.text("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"))
+    else:
+        # pysqlite begins the transaction only at the first write, so a check would read
+        # outside it and a row committed before the DELETE would go unarchived. A write
+        # that matches nothing takes SQLite's write lock first.
+        conn.execute(sa.delete(events).where(sa.false()))
+
+
 def _remove_month(es: EventStore, month: date, expected_rows: int, expected_digest: str) -> str | None:
-    """Drop the month if it still holds exactly the exported rows (every column, same
-    order), checked and removed in one write transaction.
+    """Drop the month if it still holds exactly the exported rows (every column of every
+    row), checked and removed in one write transaction.
 
     A count alone would miss a row replaced meanwhile (a re-run video's new version, or
     another event): it would be dropped without ever reaching the archive.
@@ -298,16 +311,8 @@ def _remove_month(es: EventStore, month: date, expected_rows: int, expected_dige
     in_month = sa.and_(events.c.captured_at >= lo, events.c.captured_at < hi)
     with es.engine.begin() as conn:
         dropped = None
-        if es.dialect == "postgresql":
-            # Blocks concurrent writers to the month for the rest of the transaction.
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('anpr_events_schema'))"))
-            conn.execute(sa.text("LOCK TABLE events IN SHARE ROW EXCLUSIVE MODE"))
-        else:
-            # pysqlite begins the transaction only at the first write, so the check below
-            # would read outside it and a row committed before the DELETE would go
-            # unarchived. A write that matches nothing takes SQLite's write lock first.
-            conn.execute(sa.delete(events).where(sa.false()))
-        now_rows, digest = _month_digest(conn, month)
+        block_event_writers(conn)
+        now_rows, digest = month_digest(conn, month)
         if now_rows != expected_rows or digest != expected_digest:
             raise MonthChangedError(
                 f"month {month:%Y-%m} changed during the archive ({now_rows} rows now, "

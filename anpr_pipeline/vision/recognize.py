@@ -92,8 +92,9 @@ def reported_plates(
     """The ``(detection, read)`` pairs of one image that are reported as plates: reads
     :func:`~anpr_pipeline.vision.plates.reportable` (long and sure enough), less those whose
     box lies inside (``min_cover`` of it) a surer reported read's box or on its rim
-    (``Box.on_plate``): a state name, slogan or dealer line on a plate read as a plate of its own (the photo form of the events'
-    nested-track rule). Without a reader (``read`` None) every pair is kept.
+    (``Box.on_plate``): a state name, slogan or dealer line on a plate read as a plate of
+    its own (the photo form of the events' nested-track rule). Without a reader (``read``
+    None) every pair is kept.
     """
     from anpr_pipeline.vision.plates import reportable
 

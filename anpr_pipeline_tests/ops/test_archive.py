@@ -161,15 +161,15 @@ def test_month_that_changed_during_archive_is_kept(local_backend):
     assert len(local_backend.events.search("KEEP1")) == 1
 
 
-def write_after_the_export(monkeypatch, es, write) -> None:
-    """Run `write(es)` once the archive's export has read the month (its transaction still
+def write_after_the_export(monkeypatch, write) -> None:
+    """Run `write()` once the archive's export has read the month (its transaction still
     open), as a concurrent upload or re-run landing between the export and the final check
     would."""
     export_batches = archive_module._batches
 
     def batches_then_write(conn, month):
         yield from export_batches(conn, month)
-        write(es)
+        write()
 
     monkeypatch.setattr(archive_module, "_batches", batches_then_write)
 
@@ -183,9 +183,7 @@ def test_a_month_that_changed_leaves_no_part_behind(local_backend, monkeypatch):
     local_backend.events.replace_video_events(key, rows)
     late_key = "uploads/camR/20240420T000000Z.mp4"
     late = [event_row(month + timedelta(days=19), "LATE01", "camR", late_key)]
-    write_after_the_export(
-        monkeypatch, local_backend.events, lambda es: es.replace_video_events(late_key, late)
-    )
+    write_after_the_export(monkeypatch, lambda: local_backend.events.replace_video_events(late_key, late))
     with pytest.raises(ArchiveError, match="changed during the archive"):
         archive_module.archive_month(local_backend.events, local_backend.store, month.date())
     assert list(local_backend.store.list("archive/events/")) == []
@@ -208,7 +206,7 @@ def test_a_row_replaced_during_the_archive_is_not_dropped(backend, monkeypatch):
     backend.events.replace_video_events(key, rows)
     rerun = [rows[0], event_row(month + timedelta(days=3), "MAY03", "camS", key, n=3)]
     # MAY02 gone, MAY03 new: still two rows.
-    write_after_the_export(monkeypatch, backend.events, lambda es: es.replace_video_events(key, rerun))
+    write_after_the_export(monkeypatch, lambda: backend.events.replace_video_events(key, rerun))
     with pytest.raises(ArchiveError, match=r"\(2 rows now, 2 archived, other rows\)"):
         archive_module.archive_month(backend.events, backend.store, month.date())
     assert [e["normalized_plate"] for e in backend.events.search("MAY03")] == ["MAY03"]
@@ -223,7 +221,7 @@ def test_a_video_re_run_during_the_archive_is_not_dropped(backend, monkeypatch):
     rows = [event_row(month + timedelta(days=d), f"OLD{d:02d}", "camT", key, n=d) for d in (1, 2)]
     backend.events.replace_video_events(key, rows)
     rerun = [dict(r, plate_text=f"NEW{i}", normalized_plate=f"NEW{i}") for i, r in enumerate(rows)]
-    write_after_the_export(monkeypatch, backend.events, lambda es: es.replace_video_events(key, rerun))
+    write_after_the_export(monkeypatch, lambda: backend.events.replace_video_events(key, rerun))
     with pytest.raises(ArchiveError, match=r"\(2 rows now, 2 archived, other rows\)"):
         archive_module.archive_month(backend.events, backend.store, month.date())
     assert [e["normalized_plate"] for e in backend.events.search("NEW1")] == ["NEW1"]
@@ -239,16 +237,16 @@ def test_postgres_export_digests_the_rows_it_writes(s3_backend, monkeypatch):
     s3_backend.events.replace_video_events(key, [event_row(month + timedelta(days=1), "AUG01", "camV", key)])
     late_key = "uploads/camV/20240820T000000Z.mp4"
     late = [event_row(month + timedelta(days=19), "LATE02", "camV", late_key)]
-    month_digest, calls = archive_module._month_digest, []
+    real_digest, calls = archive_module.month_digest, []
 
     def digest_then_write(conn, m):
-        digest = month_digest(conn, m)
+        digest = real_digest(conn, m)
         calls.append(m)
         if len(calls) == 1:  # the export's digest; the second call is the check, under the lock
             s3_backend.events.replace_video_events(late_key, late)
         return digest
 
-    monkeypatch.setattr(archive_module, "_month_digest", digest_then_write)
+    monkeypatch.setattr(archive_module, "month_digest", digest_then_write)
     with pytest.raises(ArchiveError, match=r"changed during the archive \(2 rows now, 1 archived\)"):
         archive_module.archive_month(s3_backend.events, s3_backend.store, month.date())
     assert list(s3_backend.store.list("archive/events/")) == []
