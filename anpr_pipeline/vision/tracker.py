@@ -43,6 +43,12 @@ class FrameRead:
 
 VoteResult = tuple[str, tuple[float, ...], float, str | None]
 
+# Reads one character longer than the heaviest length win when they weigh at least this
+# share of it and that length is mostly their text less a glyph (see vote, step 1): the
+# glyph must be seen in about a third of the frames, so one read with a rim or screw taken
+# for a character never wins.
+DROPPED_GLYPH_RATIO = 0.5
+
 
 @dataclass
 class Track:
@@ -117,7 +123,12 @@ def vote(reads: Sequence[FrameRead]) -> VoteResult:
     """Vote the plate text of a track: (text, char_confidences, confidence, region).
 
     1. Length: the length with the largest total read confidence (ties: more reads, then
-       longer).
+       longer) - unless reads one character longer weigh at least ``DROPPED_GLYPH_RATIO``
+       as much and most of the chosen length's weight is reads of their voted text with one
+       character left out (:func:`_one_dropped`): then the longer text. A CTC reader drops
+       a narrow glyph (``I``, ``1``) or one of a doubled pair in some frames; it seldom
+       invents one, so those shorter reads back the longer text rather than contradict it.
+       Their weight then counts for it in step 4.
     2. Each position: the character with the largest sum of (char confidence x read
        confidence) over the reads of that length.
     3. Per-character confidence = that character's weighted share at the position x the
@@ -139,28 +150,49 @@ def vote(reads: Sequence[FrameRead]) -> VoteResult:
         return sum(max(r.read.confidence, 1e-6) for r in by_length[n])
 
     length = max(by_length, key=lambda n: (length_weight(n), len(by_length[n]), n))
-    length_share = length_weight(length) / sum(length_weight(n) for n in by_length)
+    support = length_weight(length)
+    text, confs = _vote_characters(by_length[length], length)
+    if length + 1 in by_length:
+        longer_text, longer_confs = _vote_characters(by_length[length + 1], length + 1)
+        backing = sum(
+            max(r.read.confidence, 1e-6)
+            for r in by_length[length]
+            if _one_dropped(r.read.normalized, longer_text)
+        )
+        longer_weight = length_weight(length + 1)
+        if longer_weight >= DROPPED_GLYPH_RATIO * support and backing >= support / 2:
+            length, text, confs = length + 1, longer_text, longer_confs
+            support = longer_weight + backing
+    length_share = support / sum(length_weight(n) for n in by_length)
     chosen = by_length[length]
-
-    chars: list[str] = []
-    confs: list[float] = []
-    for i in range(length):
-        votes: dict[str, float] = defaultdict(float)
-        for r in chosen:
-            votes[r.read.normalized[i]] += max(_char_conf(r.read, i) * r.read.confidence, 1e-9)
-        char = max(votes, key=lambda c: (votes[c], c))
-        share = votes[char] / sum(votes.values())
-        miss = 1.0
-        for r in chosen:
-            if r.read.normalized[i] == char:
-                miss *= 1.0 - min(max(_char_conf(r.read, i), 0.0), 1.0)
-        chars.append(char)
-        confs.append(share * (1.0 - miss))
-    text = "".join(chars)
     confidence = length_share * sum(confs) / len(confs)
     regions = [r.read.region for r in chosen if r.read.region]
     hint = Counter(regions).most_common(1)[0][0] if regions else None  # tie: first seen
     return text, tuple(confs), confidence, plates.match_region(text, hint=hint)
+
+
+def _vote_characters(reads: Sequence[FrameRead], length: int) -> tuple[str, list[float]]:
+    """Steps 2 and 3 of :func:`vote` over reads all ``length`` characters long."""
+    chars: list[str] = []
+    confs: list[float] = []
+    for i in range(length):
+        votes: dict[str, float] = defaultdict(float)
+        for r in reads:
+            votes[r.read.normalized[i]] += max(_char_conf(r.read, i) * r.read.confidence, 1e-9)
+        char = max(votes, key=lambda c: (votes[c], c))
+        share = votes[char] / sum(votes.values())
+        miss = 1.0
+        for r in reads:
+            if r.read.normalized[i] == char:
+                miss *= 1.0 - min(max(_char_conf(r.read, i), 0.0), 1.0)
+        chars.append(char)
+        confs.append(share * (1.0 - miss))
+    return "".join(chars), confs
+
+
+def _one_dropped(short: str, long: str) -> bool:
+    """Whether ``short`` is ``long`` with exactly one character left out."""
+    return len(short) + 1 == len(long) and any(long[:i] + long[i + 1 :] == short for i in range(len(long)))
 
 
 # --- association -------------------------------------------------------------------------

@@ -168,6 +168,30 @@ def test_vote_length_majority_and_weighted_characters() -> None:
     assert region is None
 
 
+def test_vote_restores_a_glyph_dropped_in_some_frames() -> None:
+    # The check clips' LZ75IHG: the narrow I read in 7 frames, missed in 7 (CTC needs a
+    # blank around a glyph one step wide); the frames agree on everything else.
+    full = [fr(2 * i, "LZ75IHG", (0, 0, 10, 10), conf=0.99) for i in range(7)]
+    dropped = [fr(2 * i + 1, "LZ75HG", (0, 0, 10, 10), conf=1.0) for i in range(7)]
+    text, confs, confidence, _ = vote(full + dropped)
+    assert text == "LZ75IHG"
+    # The reads without the I back the text: the length share is all the reads'.
+    assert confidence == pytest.approx(sum(confs) / 7)
+    # Seen in 3 frames of 8 the glyph still wins; in 2 of 9 it does not.
+    assert vote(full[:3] + dropped[:5])[0] == "LZ75IHG"
+    assert vote(full[:2] + dropped)[0] == "LZ75HG"
+
+
+def test_vote_keeps_the_shorter_text_when_the_longer_is_not_it_plus_a_glyph() -> None:
+    # One frame with a screw read as a character: the rest of the track is not outvoted.
+    reads = [fr(i, "ABC1234", (0, 0, 10, 10)) for i in range(5)] + [fr(5, "1ABC1234", (0, 0, 10, 10))]
+    assert vote(reads)[0] == "ABC1234"
+    # As many longer reads, but of other text (two plates' reads mixed): no restoring.
+    mixed = [fr(i, "ABC123", (0, 0, 10, 10)) for i in range(4)]
+    mixed += [fr(4 + i, "XYZ9876", (0, 0, 10, 10), conf=0.8) for i in range(4)]
+    assert vote(mixed)[0] == "ABC123"
+
+
 def test_vote_single_read_keeps_reader_confidences_and_region() -> None:
     read = fr(0, "ABC1D23", (0, 0, 10, 10), char_confs=(0.9, 0.8, 0.7, 0.9, 0.6, 0.9, 0.9), region="br")
     text, confs, confidence, region = vote([read])
