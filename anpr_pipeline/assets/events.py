@@ -22,7 +22,14 @@ from anpr_pipeline.resources.parquet_dataset import day_of_key, days_spanned, wr
 from anpr_pipeline.resources.pipeline_config import PipelineConfig
 from anpr_pipeline.settings import parse_regions
 from anpr_pipeline.vision.plates import fits_format, normalize, reportable
-from anpr_pipeline.vision.tracker import FrameRead, Track, inside_another, seen_only_at_edge, track_reads
+from anpr_pipeline.vision.tracker import (
+    FrameRead,
+    Track,
+    glimpse_of_another,
+    inside_another,
+    seen_only_at_edge,
+    track_reads,
+)
 from anpr_pipeline.vision.types import Box, PlateRead
 
 # Fixed namespace: event ids must be the same on every re-run and every machine.
@@ -105,13 +112,16 @@ def event_tracks(
 ) -> list[Track]:
     """The tracks that become events: those :func:`keep_track` keeps, less plates only ever
     seen cut by the frame edge and text inside another plate's boxes (``PipelineConfig``
-    ``drop_edge_tracks`` / ``drop_nested_tracks``). ``frame_size``: (width, height);
+    ``drop_edge_tracks`` / ``drop_nested_tracks``), and single-frame glimpses of another
+    track (``drop_glimpse_tracks``). ``frame_size``: (width, height);
     ``regions``: the video's plate regions (None: any)."""
     kept = [t for t in tracks if keep_track(t, pipeline, regions)]
     if pipeline.drop_edge_tracks:
         kept = [t for t in kept if not seen_only_at_edge(t, *frame_size)]
     if pipeline.drop_nested_tracks:
         kept = [t for t in kept if inside_another(t, kept) is None]
+    if pipeline.drop_glimpse_tracks:
+        kept = [t for t in kept if glimpse_of_another(t, kept) is None]
     return kept
 
 

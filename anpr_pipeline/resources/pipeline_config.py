@@ -34,6 +34,10 @@ class PipelineConfig(ConfigurableResource):
     # A track whose boxes lie inside a stronger track's boxes in the same frames is text on
     # or around that plate (state name, slogan, dealer line) read as a plate of its own.
     drop_nested_tracks: bool = True
+    # A single-frame track just before or after another track, where that track's motion
+    # puts the plate and reading half its characters alike, is a far or partial misread of
+    # that plate (vision/tracker.glimpse_of_another).
+    drop_glimpse_tracks: bool = True
     # Dagster's event log cannot be erased per plate (GDPR erase_plate), so run metadata
     # shows plates masked (AB***1) unless the operator opts in.
     show_plates_in_ui: bool = False

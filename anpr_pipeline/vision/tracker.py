@@ -305,30 +305,51 @@ def _associate(
 
 # How far back from a track's last read its closing velocity is measured.
 _VELOCITY_WINDOW_S = 1.0
+# A plate far away or half in view is often read once, badly, just before (or after) the
+# frames that track it (ZZ112CN at the top of the frame, then ZZ772GN for 8 frames): too
+# unlike the track's text to merge, sure enough to pass the single-frame rule. Such a
+# single-frame track is a glimpse of the track when it lies where that track's motion puts
+# the plate (within GLIMPSE_DISTANCE box sizes, at most GLIMPSE_GAP_S - two sample steps -
+# away) and reads at least half its characters alike (see glimpse_of_another).
+GLIMPSE_SIMILARITY = 0.5
+GLIMPSE_GAP_S = 0.4
+GLIMPSE_DISTANCE = 0.5
 
 
-def _continues(a: Track, b: Track, max_distance: float) -> bool:
+def _order(r: FrameRead) -> tuple[float, int]:
+    return r.pts_s, r.frame_index
+
+
+def _end_motion(track: Track, at_start: bool) -> tuple[FrameRead, float, float]:
+    """The track's last (or first) read and its box centre's velocity (px/s) over the last
+    (or first) ``_VELOCITY_WINDOW_S``; a single read moves at (0, 0)."""
+    end = min(track.reads, key=_order) if at_start else max(track.reads, key=_order)
+    others = [r for r in track.reads if (r.pts_s > end.pts_s if at_start else r.pts_s < end.pts_s)]
+    if not others:
+        return end, 0.0, 0.0
+    window = [r for r in others if abs(r.pts_s - end.pts_s) <= _VELOCITY_WINDOW_S]
+    if window:
+        ref = max(window, key=_order) if at_start else min(window, key=_order)
+    else:
+        ref = min(others, key=_order) if at_start else max(others, key=_order)
+    dt = end.pts_s - ref.pts_s
+    (x0, y0), (x1, y1) = _center(ref.box), _center(end.box)
+    return end, (x1 - x0) / dt, (y1 - y0) / dt
+
+
+def _continues(a: Track, b: Track, max_distance: float, backward: bool = False) -> bool:
     """Whether ``b`` (starting after ``a`` ends) plausibly continues ``a``: the centre of
     b's first box lies within ``max_distance`` box sizes of a's last box moved on at a's
-    closing velocity (measured over its last ``_VELOCITY_WINDOW_S``) until b starts."""
-
-    def order(r: FrameRead) -> tuple[float, int]:
-        return r.pts_s, r.frame_index
-
-    last = max(a.reads, key=order)
-    first = min(b.reads, key=order)
-    earlier = [r for r in a.reads if r.pts_s < last.pts_s]
-    vx = vy = 0.0
-    if earlier:
-        window = [r for r in earlier if r.pts_s >= last.pts_s - _VELOCITY_WINDOW_S]
-        ref = min(window, key=order) if window else max(earlier, key=order)
-        dt = last.pts_s - ref.pts_s
-        (x0, y0), (x1, y1) = _center(ref.box), _center(last.box)
-        vx, vy = (x1 - x0) / dt, (y1 - y0) / dt
-    gap = first.pts_s - last.pts_s
-    (lx, ly), (bx, by) = _center(last.box), _center(first.box)
+    closing velocity (measured over its last ``_VELOCITY_WINDOW_S``) until b starts.
+    ``backward``: instead, a's last box lies that close to b's first box moved back at b's
+    opening velocity to when a ends (for an ``a`` seen too briefly to have a velocity)."""
+    last, first = max(a.reads, key=_order), min(b.reads, key=_order)
+    moving, vx, vy = _end_motion(b, at_start=True) if backward else _end_motion(a, at_start=False)
+    other = last if backward else first
+    dt = other.pts_s - moving.pts_s
+    (mx, my), (ox, oy) = _center(moving.box), _center(other.box)
     size = max(last.box.w, last.box.h, first.box.w, first.box.h, 1)
-    return ((lx + vx * gap - bx) ** 2 + (ly + vy * gap - by) ** 2) ** 0.5 <= max_distance * size
+    return ((mx + vx * dt - ox) ** 2 + (my + vy * dt - oy) ** 2) ** 0.5 <= max_distance * size
 
 
 def _merge_similar(
@@ -473,4 +494,30 @@ def inside_another(
         )
         if inside >= min_share * len(track.reads):
             return other
+    return None
+
+
+def glimpse_of_another(track: Track, tracks: Sequence[Track]) -> Track | None:
+    """The track of ``tracks`` that single-frame ``track`` is a glimpse of, or None.
+
+    A glimpse is seen just before another track starts (or just after it ends), at most
+    ``GLIMPSE_GAP_S`` away, with its box within ``GLIMPSE_DISTANCE`` box sizes of where that
+    track's opening (or closing) motion puts the plate, and reads at least
+    ``GLIMPSE_SIMILARITY`` alike (look-alikes folded). It is dropped rather than merged: one
+    far, misread frame can tip a close character vote of the track it belongs to.
+    """
+    if track.frames_seen != 1:
+        return None
+    key = plates.confusion_key(track.text)
+    for other in tracks:
+        if other is track or other.frames_seen == 1:
+            continue
+        if plates.similarity(key, plates.confusion_key(other.text)) < GLIMPSE_SIMILARITY:
+            continue
+        if 0 < other.first_pts_s - track.last_pts_s <= GLIMPSE_GAP_S + 1e-6:
+            if _continues(track, other, GLIMPSE_DISTANCE, backward=True):
+                return other
+        elif 0 < track.first_pts_s - other.last_pts_s <= GLIMPSE_GAP_S + 1e-6:
+            if _continues(other, track, GLIMPSE_DISTANCE):
+                return other
     return None

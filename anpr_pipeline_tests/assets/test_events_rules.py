@@ -83,3 +83,18 @@ def test_events_leave_out_plates_cut_by_the_frame_edge_and_text_inside_other_pla
     assert {t.text for t in event_tracks(tracks, everything, (1280, 720))} == {"ABC1234", "IOWA", "XYZ789"}
     # The same plate in a larger frame is not at its edge.
     assert {t.text for t in event_tracks(tracks, config, (1920, 1080))} == {"ABC1234", "XYZ789"}
+
+
+def test_events_leave_out_a_single_frame_glimpse_of_a_tracked_plate():
+    # A far misread the sample before the plate is tracked, where the plate's motion puts it.
+    glimpse = _reads("ZZ112CN", range(1), (800, 56, 150, 36), confidence=0.95)
+    plate = [
+        FrameRead(r.frame_index, r.pts_s, Box(800, 130 + 74 * i, 150, 36), r.read, r.detection_score)
+        for i, r in enumerate(_reads("ZZ772GN", range(1, 8), (0, 0, 0, 0)))
+    ]
+    tracks = track_reads(glimpse + plate)
+    assert [t.text for t in tracks] == ["ZZ112CN", "ZZ772GN"]
+    assert keep_track(tracks[0], PipelineConfig())  # sure and formatted: the single-frame rule keeps it
+    assert [t.text for t in event_tracks(tracks, PipelineConfig(), (1280, 720))] == ["ZZ772GN"]
+    keep_all = PipelineConfig(drop_glimpse_tracks=False)
+    assert [t.text for t in event_tracks(tracks, keep_all, (1280, 720))] == ["ZZ112CN", "ZZ772GN"]

@@ -15,6 +15,7 @@ from anpr_pipeline.vision.plates import normalize
 from anpr_pipeline.vision.tracker import (
     FrameRead,
     Track,
+    glimpse_of_another,
     inside_another,
     seen_only_at_edge,
     track_reads,
@@ -452,3 +453,35 @@ def test_region_hint_tie_goes_to_the_region_seen_first_whatever_the_hash_seed() 
         )
         results.add(tuple(out.stdout.split()))
     assert results == {("us", "eu")}
+
+
+def _falling(text: str, frames: range, y0: int, dy: int, x: int = 800) -> list[FrameRead]:
+    """A plate box 150x36 moving down ``dy`` px every two frames (one 5 fps sample)."""
+    return [fr(f, text, (x, y0 + dy * (f - frames.start) // 2, 150, 36)) for f in frames]
+
+
+def test_a_far_misread_just_before_a_track_is_a_glimpse_of_it() -> None:
+    # The check clips' ZZ112CN: read once at the top of the frame, then tracked as ZZ772GN
+    # coming down (here 90 px per sample, more than half a box: only the track's motion
+    # puts the plate there); too unlike to join or merge (3 of 7 characters differ).
+    plate = _falling("ZZ772GN", range(2, 18, 2), 130, 90)
+    glimpse = fr(0, "ZZ112CN", (800, 40, 150, 36), conf=0.85)
+    tracks = track_reads([glimpse, *plate])
+    assert [(t.text, t.frames_seen) for t in tracks] == [("ZZ112CN", 1), ("ZZ772GN", 8)]
+    assert glimpse_of_another(tracks[0], tracks) is tracks[1]
+    assert glimpse_of_another(tracks[1], tracks) is None  # a track of many frames is none
+
+    def glimpse_at(frame: int, text: str, x: int, y: int) -> Track | None:
+        lone = Track(track_id=9, reads=[fr(frame, text, (x, y, 150, 36), conf=0.85)])
+        return glimpse_of_another(lone, [lone, tracks[1]])
+
+    assert glimpse_at(0, "ZZ112CN", 800, 40) is tracks[1]
+    assert glimpse_at(0, "ZZ112CN", 800, 130) is None  # not where the plate came from
+    assert glimpse_at(0, "ZZ112CN", 500, 40) is None
+    assert glimpse_at(0, "QWE4567", 800, 40) is None  # reads unlike it
+    assert glimpse_at(8, "ZZ112CN", 300, 400) is None  # while the track runs: another plate
+    # Just after it ends, where its closing motion takes the plate: a glimpse too.
+    assert glimpse_at(18, "ZZ112CN", 800, 130 + 8 * 90) is tracks[1]
+    assert glimpse_at(18, "ZZ112CN", 800, 130 + 7 * 90) is None  # where it was, not heading
+    assert glimpse_at(20, "ZZ112CN", 800, 130 + 9 * 90) is tracks[1]  # two samples on
+    assert glimpse_at(22, "ZZ112CN", 800, 130 + 10 * 90) is None  # three: too long after
