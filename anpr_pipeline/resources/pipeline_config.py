@@ -35,8 +35,8 @@ class PipelineConfig(ConfigurableResource):
     # or around that plate (state name, slogan, dealer line) read as a plate of its own.
     drop_nested_tracks: bool = True
     # A single-frame track just before or after another track, where that track's motion
-    # puts the plate and reading half its characters alike, is a far or partial misread of
-    # that plate (vision/tracker.glimpse_of_another).
+    # puts the plate, is a far or partial misread of that plate
+    # (vision/tracker.glimpse_of_another).
     drop_glimpse_tracks: bool = True
     # Dagster's event log cannot be erased per plate (GDPR erase_plate), so run metadata
     # shows plates masked (AB***1) unless the operator opts in.

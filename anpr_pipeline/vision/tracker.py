@@ -306,12 +306,12 @@ def _associate(
 # How far back from a track's last read its closing velocity is measured.
 _VELOCITY_WINDOW_S = 1.0
 # A plate far away or half in view is often read once, badly, just before (or after) the
-# frames that track it (ZZ112CN at the top of the frame, then ZZ772GN for 8 frames): too
-# unlike the track's text to merge, sure enough to pass the single-frame rule. Such a
-# single-frame track is a glimpse of the track when it lies where that track's motion puts
-# the plate (within GLIMPSE_DISTANCE box sizes, at most GLIMPSE_GAP_S - two sample steps -
-# away) and reads at least half its characters alike (see glimpse_of_another).
-GLIMPSE_SIMILARITY = 0.5
+# frames that track it (ZZ112CN at the top of the frame, then ZZ772GN for 8 frames; HH64
+# where KKR4609 came into view): too unlike the track's text to merge, sure enough to pass
+# the single-frame rule. Such a single-frame track is a glimpse of the track when it lies
+# where that track's motion puts the plate: within GLIMPSE_DISTANCE box sizes, at most
+# GLIMPSE_GAP_S (two sample steps) away. No second plate can be there so soon after, or
+# so soon before, so the text is not compared (see glimpse_of_another).
 GLIMPSE_GAP_S = 0.4
 GLIMPSE_DISTANCE = 0.5
 
@@ -502,17 +502,13 @@ def glimpse_of_another(track: Track, tracks: Sequence[Track]) -> Track | None:
 
     A glimpse is seen just before another track starts (or just after it ends), at most
     ``GLIMPSE_GAP_S`` away, with its box within ``GLIMPSE_DISTANCE`` box sizes of where that
-    track's opening (or closing) motion puts the plate, and reads at least
-    ``GLIMPSE_SIMILARITY`` alike (look-alikes folded). It is dropped rather than merged: one
-    far, misread frame can tip a close character vote of the track it belongs to.
+    track's opening (or closing) motion puts the plate. It is dropped rather than merged:
+    one far, misread frame can tip a close character vote of the track it belongs to.
     """
     if track.frames_seen != 1:
         return None
-    key = plates.confusion_key(track.text)
     for other in tracks:
         if other is track or other.frames_seen == 1:
-            continue
-        if plates.similarity(key, plates.confusion_key(other.text)) < GLIMPSE_SIMILARITY:
             continue
         if 0 < other.first_pts_s - track.last_pts_s <= GLIMPSE_GAP_S + 1e-6:
             if _continues(track, other, GLIMPSE_DISTANCE, backward=True):
