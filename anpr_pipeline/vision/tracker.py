@@ -388,7 +388,7 @@ def _merge_similar(
         nonlocal max_span
         a = merged[i]
         a.reads.extend(merged[j].reads)
-        a.reads.sort(key=lambda r: (r.pts_s, r.frame_index))
+        a.reads.sort(key=_order)
         last[i] = max(last[i], last[j])
         max_span = max(max_span, last[i] - first[i])
         keys[i] = plates.confusion_key(a.text)
@@ -447,7 +447,7 @@ def track_reads(
         reads, iou_threshold, max_gap_s, min_similarity, text_match_similarity, text_match_distance
     )
     for t in tracks:
-        t.reads.sort(key=lambda r: (r.pts_s, r.frame_index))
+        t.reads.sort(key=_order)
     tracks = _merge_similar(tracks, merge_gap_s, merge_similarity, merge_distance)
     kept = [t for t in tracks if t.frames_seen >= min_frames and t.text]
     kept.sort(key=lambda t: (t.first_pts_s, t.reads[0].frame_index, t.reads[0].box.x, t.reads[0].box.y))

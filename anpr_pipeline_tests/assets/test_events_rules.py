@@ -1,5 +1,7 @@
 """Which tracks become events (pure rule, no Dagster run needed)."""
 
+from dataclasses import replace
+
 from anpr_pipeline.assets.events import event_tracks, keep_track
 from anpr_pipeline.resources.pipeline_config import PipelineConfig
 from anpr_pipeline.vision.tracker import FrameRead, track_reads
@@ -89,7 +91,7 @@ def test_events_leave_out_a_single_frame_glimpse_of_a_tracked_plate():
     # A far misread the sample before the plate is tracked, where the plate's motion puts it.
     glimpse = _reads("ZZ112CN", range(1), (800, 56, 150, 36), confidence=0.95)
     plate = [
-        FrameRead(r.frame_index, r.pts_s, Box(800, 130 + 74 * i, 150, 36), r.read, r.detection_score)
+        replace(r, box=Box(800, 130 + 74 * i, 150, 36))
         for i, r in enumerate(_reads("ZZ772GN", range(1, 8), (0, 0, 0, 0)))
     ]
     tracks = track_reads(glimpse + plate)
