@@ -32,7 +32,14 @@ from dagster import (
 from anpr_pipeline.jobs import process_video_job
 from anpr_pipeline.partitions import videos_partitions
 from anpr_pipeline.resources.object_store import ObjectInfo, ObjectStoreError, ObjectStoreResource
-from anpr_pipeline.uploads import UPLOADS_PREFIX, Upload, UploadNameError, is_sidecar_key, parse_upload_key
+from anpr_pipeline.uploads import (
+    UPLOADS_PREFIX,
+    Upload,
+    UploadNameError,
+    is_sidecar_key,
+    oldest_first,
+    parse_upload_key,
+)
 
 # An object younger than this may still be being written (a local or network folder; S3
 # objects appear whole).
@@ -71,6 +78,7 @@ class UploadCursor:
 class ScanResult:
     ready: list[Upload]  # oldest first, one per partition
     bad: list[str]  # newly found bad keys, as messages
+    duplicates: list[str]  # second uploads of a partition taken this scan, as messages
     waiting: dict[str, int]
     cursor: UploadCursor
 
@@ -91,9 +99,10 @@ def scan_uploads(
     settled: dict[str, int] = {}
     bad: list[str] = []
     bad_keys: list[str] = []
+    duplicates: list[str] = []
     waiting: dict[str, int] = {}
     already_reported = set(cursor.reported)
-    for info in sorted(objects, key=lambda o: (o.last_modified, o.key)):
+    for info in sorted(objects, key=oldest_first):
         if is_sidecar_key(info.key):
             continue  # sidecars are read by the video asset
         try:
@@ -101,7 +110,11 @@ def scan_uploads(
         except UploadNameError as exc:
             state, problem = "bad", str(exc)
         else:
-            if upload.partition_key in known or upload.partition_key in ready:
+            if upload.partition_key in ready:
+                taken = ready[upload.partition_key].key
+                duplicates.append(f"{info.key} ignored: {taken} is the upload of its partition")
+                continue
+            if upload.partition_key in known:
                 continue
             state, problem = upload_state(info, cursor, now, settle_seconds, confirm_size)
         if state == "ready":
@@ -119,7 +132,9 @@ def scan_uploads(
         pending={**waiting, **settled},
         reported=bad_keys[:MAX_REMEMBERED_BAD_KEYS],
     )
-    return ScanResult(ready=list(ready.values()), bad=bad, waiting=waiting, cursor=next_cursor)
+    return ScanResult(
+        ready=list(ready.values()), bad=bad, duplicates=duplicates, waiting=waiting, cursor=next_cursor
+    )
 
 
 def upload_state(
@@ -158,9 +173,14 @@ def upload_sensor(context: SensorEvaluationContext, bucket: ObjectStoreResource)
     # operators re-run on purpose with a backfill.
     known = set(context.instance.get_dynamic_partitions(videos_partitions.name))
     known |= context.instance.get_materialized_partitions(AssetKey("plate_events"))
-    scan = scan_uploads(objects, cursor, datetime.now(UTC), known, confirm_size=bucket.kind == "local")
+    now = datetime.now(UTC)
+    scan = scan_uploads(objects, cursor, now, known, confirm_size=bucket.kind == "local")
     if scan.bad:
         context.log.warning(bad_keys_report(scan.bad))
+    if scan.duplicates:
+        context.log.warning(
+            f"{len(scan.duplicates)} second upload(s) of a partition: {'; '.join(scan.duplicates)}"
+        )
     # Oldest first; the rest stay ready (and unregistered) for the next tick.
     ready = scan.ready[:MAX_RUNS_PER_TICK]
     if len(scan.ready) > len(ready):
@@ -168,7 +188,9 @@ def upload_sensor(context: SensorEvaluationContext, bucket: ObjectStoreResource)
     run_requests = [
         RunRequest(
             partition_key=u.partition_key,
-            run_key=u.partition_key,
+            # Unique per registration: a partition an operator deleted while its upload stayed
+            # is registered again and must run again (a run key already used is skipped).
+            run_key=f"{u.partition_key}@{now:%Y%m%dT%H%M%S.%fZ}",
             tags={"anpr/camera": u.camera_id, "anpr/video_key": u.key},
         )
         for u in ready

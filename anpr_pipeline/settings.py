@@ -7,7 +7,9 @@ the environment or the standard AWS credential chain, never from files in the re
 
 from __future__ import annotations
 
+import math
 import os
+import urllib.parse
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -259,8 +261,25 @@ def validate(settings: Settings) -> None:
             f"ANPR_PLATE_REGIONS={settings.plate_regions!r}: unknown region(s) {', '.join(unknown)}; "
             f"expected a comma list of {', '.join(PLATE_REGIONS)}"
         )
+    for variable, url in (
+        ("ANPR_S3_ENDPOINT_URL", settings.s3_endpoint_url),
+        ("ANPR_ALERT_WEBHOOK_URL", settings.alert_webhook_url),
+    ):
+        if url and not _is_http_url(url):
+            raise SettingsError(f"{variable}={url!r}: expected http(s)://host[:port] (or empty)")
+    if not (math.isfinite(settings.s3_connect_timeout_s) and settings.s3_connect_timeout_s > 0):
+        raise SettingsError(
+            f"ANPR_S3_CONNECT_TIMEOUT_S={settings.s3_connect_timeout_s}: expected seconds > 0"
+        )
+    if settings.s3_max_attempts < 0:
+        raise SettingsError(f"ANPR_S3_MAX_ATTEMPTS={settings.s3_max_attempts}: expected retries >= 0")
     if not settings.database_url.split(":", 1)[0].startswith(("sqlite", "postgresql")):
         raise SettingsError(
             f"ANPR_DATABASE_URL scheme {settings.database_url.split(':', 1)[0]!r} is not supported: "
             "use sqlite:///path or postgresql+psycopg://user@host/db"
         )
+
+
+def _is_http_url(url: str) -> bool:
+    parsed = urllib.parse.urlsplit(url)
+    return parsed.scheme in {"http", "https"} and bool(parsed.hostname)

@@ -11,14 +11,20 @@ import json
 import re
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from anpr_pipeline.resources.object_store import ObjectInfo
 
 UPLOADS_PREFIX = "uploads/"
 VIDEO_EXTENSIONS = ("mp4", "mkv", "avi", "mov")
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 _CAMERA_RE = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
-_KEY_RE = re.compile(rf"^uploads/(?P<camera>{_CAMERA_RE})/(?P<ts>\d{{8}}T\d{{6}}Z)\.(?P<ext>[A-Za-z0-9]+)$")
-_PARTITION_RE = re.compile(rf"^(?P<camera>{_CAMERA_RE})/(?P<ts>\d{{8}}T\d{{6}}Z)$")
+_KEY_RE = re.compile(rf"^uploads/(?P<camera>{_CAMERA_RE})/(?P<ts>\d{{8}}T\d{{6}}Z)\.(?P<ext>[A-Za-z0-9]+)\Z")
+_PARTITION_RE = re.compile(rf"^(?P<camera>{_CAMERA_RE})/(?P<ts>\d{{8}}T\d{{6}}Z)\Z")
 SIDECAR_FIELDS = {"camera_id", "started_at", "fps", "region"}
+# A region is a label (us, eu, br select plate formats; others are kept as the camera's label).
+_REGION_RE = re.compile(r"[a-z][a-z0-9-]{0,15}")
 
 
 class UploadNameError(ValueError):
@@ -74,6 +80,21 @@ def parse_upload_key(key: str) -> Upload:
     )
 
 
+def oldest_first(info: ObjectInfo) -> tuple[datetime, str]:
+    """Sort key for uploads: oldest LastModified first, then by key. The sensor takes uploads
+    in this order, and a partition with two uploads (``.mp4`` and ``.mov``) is processed
+    from the first of them, wherever the run comes from (sensor or backfill)."""
+    return info.last_modified, info.key
+
+
+def upload_of_partition(key: str, partition_key: str) -> bool:
+    """Whether ``key`` is a well-named video upload of ``partition_key``."""
+    try:
+        return parse_upload_key(key).partition_key == partition_key
+    except UploadNameError:
+        return False
+
+
 def is_sidecar_key(key: str) -> bool:
     match = _KEY_RE.match(key)
     return match is not None and match["ext"].lower() == "json"
@@ -105,20 +126,33 @@ def apply_sidecar(upload: Upload, raw: bytes) -> Upload:
             raise UploadNameError(f"{upload.sidecar_key}: camera_id {data['camera_id']!r} is not a valid id")
         changes["camera_id"] = data["camera_id"]
     if "started_at" in data:
-        try:
-            started = datetime.fromisoformat(str(data["started_at"]).replace("Z", "+00:00"))
-        except ValueError as exc:
+        try:  # a string only: fromisoformat would take the number 20240101 as a date
+            started = datetime.fromisoformat(data["started_at"].replace("Z", "+00:00"))
+        except (AttributeError, ValueError) as exc:
             raise UploadNameError(
                 f"{upload.sidecar_key}: started_at {data['started_at']!r} is not ISO 8601"
             ) from exc
         changes["started_at"] = started.astimezone(UTC) if started.tzinfo else started.replace(tzinfo=UTC)
     if "fps" in data:
-        if not isinstance(data["fps"], int | float) or not 0 < data["fps"] <= 240:
-            raise UploadNameError(f"{upload.sidecar_key}: fps {data['fps']!r} must be a number in (0, 240]")
-        changes["fps_hint"] = float(data["fps"])
+        fps = data["fps"]
+        if isinstance(fps, bool) or not isinstance(fps, int | float) or not 0 < fps <= 240:
+            raise UploadNameError(f"{upload.sidecar_key}: fps {fps!r} must be a number in (0, 240]")
+        changes["fps_hint"] = float(fps)
     if "region" in data:
-        changes["region"] = None if data["region"] is None else str(data["region"]).lower()
+        changes["region"] = _sidecar_region(upload, data["region"])
     return replace(upload, **changes)
+
+
+def _sidecar_region(upload: Upload, value: object) -> str | None:
+    if value is None:
+        return None
+    region = value.strip().lower() if isinstance(value, str) else None
+    if region is None or not _REGION_RE.fullmatch(region):
+        raise UploadNameError(
+            f"{upload.sidecar_key}: region {value!r} must be a short name such as us, eu or br "
+            "(letters, digits, dashes) or null"
+        )
+    return region
 
 
 def video_key_for(camera_id: str, started_at: datetime, extension: str = "mp4") -> str:

@@ -98,7 +98,9 @@ def test_two_uploads_of_one_partition_give_one_video():
         info("uploads/cam-1/20261128T100000Z.mp4"),
         info("uploads/cam-1/20261128T100000Z.mov", age_s=50),
     )
-    assert [u.key for u in scan_uploads([mov, mp4], UploadCursor(), NOW).ready] == [mp4.key]
+    scan = scan_uploads([mov, mp4], UploadCursor(), NOW)
+    assert [u.key for u in scan.ready] == [mp4.key]
+    assert scan.duplicates == [f"{mov.key} ignored: {mp4.key} is the upload of its partition"]
 
 
 def test_cursor_survives_garbage_and_round_trips():
@@ -159,7 +161,7 @@ def test_real_sensor_adds_partitions_and_reports_bad_keys(tmp_path):
             "cam-1/20261128T100000Z",
             "cam-2/20261128T100500Z",
         ]
-        assert all(r.run_key == r.partition_key for r in result.run_requests)
+        assert all(r.run_key.startswith(f"{r.partition_key}@") for r in result.run_requests)
         assert result.run_requests[0].tags["anpr/camera"] in {"cam-1", "cam-2"}
         (request,) = result.dynamic_partitions_requests
         assert sorted(request.partition_keys) == ["cam-1/20261128T100000Z", "cam-2/20261128T100500Z"]
@@ -202,3 +204,18 @@ def test_cursor_object_deleted_does_not_lose_or_repeat_uploads(tmp_path):
         # With no cursor at all (deleted), nothing handled is requested again.
         third = upload_sensor(build_sensor_context(instance=instance, resources={"bucket": bucket}))
     assert isinstance(third, SensorResult) and not third.run_requests
+
+
+def test_partition_deleted_while_its_upload_stays_is_run_again(tmp_path):
+    # An operator deletes a video partition (its run failed) and leaves the upload: the sensor
+    # registers it again, and its new run must not reuse the first run's key, which the
+    # daemon would skip as already requested.
+    bucket = ObjectStoreResource(kind="local", bucket_dir=str(tmp_path / "bucket"))
+    _write(tmp_path / "bucket", "uploads/cam-1/20261128T100000Z.mp4", b"x" * 100, age_s=120)
+    with DagsterInstance.ephemeral() as instance:
+        first = _settled_tick(instance, bucket)
+        instance.delete_dynamic_partition("videos", "cam-1/20261128T100000Z")
+        second = _tick(instance, bucket, first.cursor)
+        assert [r.partition_key for r in second.run_requests] == ["cam-1/20261128T100000Z"]
+        assert second.run_requests[0].run_key != first.run_requests[0].run_key
+        assert instance.has_dynamic_partition("videos", "cam-1/20261128T100000Z")

@@ -28,6 +28,12 @@ def test_defaults_are_the_embedded_setup(monkeypatch, tmp_path):
         ("ANPR_READER", "bogus", "ANPR_READER: unknown reader 'bogus'"),
         ("ANPR_READER", "crnn:", "ANPR_READER: .*name the weight files"),
         ("ANPR_MIN_READ_CONFIDENCE", "7", "ANPR_MIN_READ_CONFIDENCE: 7.0: expected a number from 0 to 1"),
+        ("ANPR_S3_ENDPOINT_URL", "localhost:9000", "ANPR_S3_ENDPOINT_URL='localhost:9000': expected http"),
+        ("ANPR_S3_ENDPOINT_URL", "http://", "ANPR_S3_ENDPOINT_URL"),
+        ("ANPR_ALERT_WEBHOOK_URL", "hooks.example/x", "ANPR_ALERT_WEBHOOK_URL"),
+        ("ANPR_S3_CONNECT_TIMEOUT_S", "0", "ANPR_S3_CONNECT_TIMEOUT_S=0.0: expected seconds > 0"),
+        ("ANPR_S3_CONNECT_TIMEOUT_S", "nan", "ANPR_S3_CONNECT_TIMEOUT_S"),
+        ("ANPR_S3_MAX_ATTEMPTS", "-1", "ANPR_S3_MAX_ATTEMPTS=-1: expected retries >= 0"),
         ("ANPR_MIN_READ_CONFIDENCE", "-0.1", "ANPR_MIN_READ_CONFIDENCE"),
     ],
 )
@@ -89,6 +95,9 @@ def test_cli_reports_a_bad_setting_without_a_traceback(monkeypatch, tmp_path, ca
         ("ANPR_READER", "crnn:/models/a.pt,/models/b.pt"),
         ("ANPR_MIN_READ_CONFIDENCE", "0"),
         ("ANPR_MIN_READ_CONFIDENCE", "1"),
+        ("ANPR_S3_ENDPOINT_URL", "http://127.0.0.1:8333"),
+        ("ANPR_S3_ENDPOINT_URL", "https://s3.eu-central-1.amazonaws.com"),
+        ("ANPR_S3_MAX_ATTEMPTS", "0"),
     ],
 )
 def test_good_model_settings_load(monkeypatch, tmp_path, name, value):

@@ -30,6 +30,7 @@ def test_parse_upload_key_gives_camera_time_and_partition():
         ("videos/cam-01/20261128T101500Z.mp4", "does not match"),
         ("uploads/cam-01/20261399T101500Z.mp4", "not a valid UTC time"),
         ("uploads/cam 01/20261128T101500Z.mp4", "does not match"),
+        ("uploads/cam-01/20261128T101500Z.mp4\n", "does not match"),  # `$` would let it through
     ],
 )
 def test_bad_keys_say_what_is_wrong(key, fragment):
@@ -51,6 +52,35 @@ def test_sidecar_overrides_and_rejects_unknown_fields():
         apply_sidecar(upload, b'{"camera": "x"}')
     with pytest.raises(UploadNameError, match="not valid JSON"):
         apply_sidecar(upload, b"{nope")
+
+
+def test_partition_and_sidecar_keys_do_not_end_in_a_newline():
+    with pytest.raises(UploadNameError):
+        parse_partition_key("cam-01/20261128T101500Z\n")
+    assert not is_sidecar_key("uploads/cam-01/20261128T101500Z.json\n")
+
+
+@pytest.mark.parametrize(
+    "sidecar, fragment",
+    [
+        (b'{"region": 12}', "region 12"),
+        (b'{"region": ["br"]}', "region"),
+        (b'{"region": "b r"}', "region"),
+        (b'{"fps": true}', "fps True"),
+        (b'{"started_at": 20261128}', "started_at 20261128"),
+    ],
+)
+def test_sidecar_values_of_the_wrong_type_are_errors(sidecar, fragment):
+    upload = parse_upload_key("uploads/cam-01/20261128T101500Z.mp4")
+    with pytest.raises(UploadNameError, match=fragment):
+        apply_sidecar(upload, sidecar)
+
+
+def test_sidecar_region_is_a_trimmed_label():
+    upload = parse_upload_key("uploads/cam-01/20261128T101500Z.mp4")
+    assert apply_sidecar(upload, b'{"region": " BR "}').region == "br"
+    assert apply_sidecar(upload, b'{"region": "uk"}').region == "uk"  # a label, not a plate format
+    assert apply_sidecar(upload, b'{"region": null}').region is None
 
 
 def test_video_key_round_trips():

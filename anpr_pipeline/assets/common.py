@@ -17,21 +17,22 @@ from anpr_pipeline.uploads import (
     Upload,
     UploadNameError,
     apply_sidecar,
+    oldest_first,
     parse_partition_key,
     parse_upload_key,
+    upload_of_partition,
 )
 
 
 def find_upload(store: ObjectStore, partition_key: str) -> Upload:
     """The upload behind a partition, with its sidecar applied; Failure if it is gone."""
-    camera_id, started_at = parse_partition_key(partition_key)
+    parse_partition_key(partition_key)  # a bad key fails here, naming the contract
     stem = f"{UPLOADS_PREFIX}{partition_key}."
-    candidates = [
-        info.key for info in store.list(stem) if info.key.rsplit(".", 1)[-1].lower() in VIDEO_EXTENSIONS
-    ]
+    # Stray siblings (``<ts>.bak.mp4``, ``<ts>.json``) are not this partition's upload.
+    candidates = [info for info in store.list(stem) if upload_of_partition(info.key, partition_key)]
     if not candidates:
         raise _missing_upload(store, partition_key, stem)
-    upload = parse_upload_key(sorted(candidates)[0])
+    upload = parse_upload_key(min(candidates, key=oldest_first).key)
     if store.exists(upload.sidecar_key):
         try:
             upload = apply_sidecar(upload, store.get_bytes(upload.sidecar_key))

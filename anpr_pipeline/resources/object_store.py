@@ -185,7 +185,7 @@ class LocalObjectStore(ObjectStore):
         if not start.is_dir():
             return
         found: list[tuple[str, Path]] = []
-        for dirpath, dirnames, filenames in os.walk(start):
+        for dirpath, dirnames, filenames in os.walk(start, onerror=self._unlistable):
             dirnames[:] = [d for d in dirnames if not d.startswith(TMP_MARKER)]
             rel_dir = Path(dirpath).relative_to(self.root).as_posix()
             for name in filenames:
@@ -199,6 +199,13 @@ class LocalObjectStore(ObjectStore):
                 yield self._info(key, path)
             except FileNotFoundError:
                 continue  # deleted between the walk and the stat
+
+    def _unlistable(self, exc: OSError) -> None:
+        # os.walk skips a folder it cannot read unless told: a camera folder with the wrong
+        # owner would then never be listed, and its uploads never processed, without a word.
+        if isinstance(exc, FileNotFoundError):
+            return  # removed during the walk (retention prunes empty folders): nothing to list
+        raise ObjectStoreError(f"cannot list {exc.filename} under {self.root}: {exc.strerror}") from exc
 
     def delete(self, keys: Iterable[str]) -> int:
         deleted = 0
@@ -273,6 +280,7 @@ class S3ObjectStore(ObjectStore):
         import boto3
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
+        from botocore.exceptions import BotoCoreError
 
         self.bucket = bucket
         self.endpoint_url = endpoint_url or None
@@ -282,16 +290,22 @@ class S3ObjectStore(ObjectStore):
             aws_secret_access_key=aws_secret_access_key,
             region_name=self.region,
         )
-        config = Config(
-            connect_timeout=connect_timeout_s,
-            read_timeout=read_timeout_s,
-            retries={"max_attempts": max_attempts, "mode": "standard"},
-            signature_version="s3v4",
-            max_pool_connections=max_pool_connections,
-            # Path-style for self-hosted endpoints (no wildcard DNS for bucket subdomains).
-            s3={"addressing_style": "path" if self.endpoint_url else "auto"},
-        )
-        self.client = self._session.client("s3", endpoint_url=self.endpoint_url, config=config)
+        try:  # a bad endpoint, timeout or retry count fails here, not at the first request
+            config = Config(
+                connect_timeout=connect_timeout_s,
+                read_timeout=read_timeout_s,
+                retries={"max_attempts": max_attempts, "mode": "standard"},
+                signature_version="s3v4",
+                max_pool_connections=max_pool_connections,
+                # Path-style for self-hosted endpoints (no wildcard DNS for bucket subdomains).
+                s3={"addressing_style": "path" if self.endpoint_url else "auto"},
+            )
+            self.client = self._session.client("s3", endpoint_url=self.endpoint_url, config=config)
+        except (ValueError, BotoCoreError) as exc:
+            raise ObjectStoreError(
+                f"bad S3 settings (endpoint {self.endpoint_url!r}, connect timeout {connect_timeout_s} s, "
+                f"{max_attempts} retries): {exc}"
+            ) from exc
         self.transfer_config = TransferConfig(
             multipart_threshold=multipart_threshold_bytes,
             multipart_chunksize=multipart_chunk_bytes,
@@ -341,12 +355,17 @@ class S3ObjectStore(ObjectStore):
         return ObjectStoreError(f"cannot {what}: {type(exc).__name__}: {exc}")
 
     def _call(self, action: str, fn: Any, *args: Any, key: str | None = None, **kwargs: Any) -> Any:
+        from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             return fn(*args, **kwargs)
         except (ClientError, BotoCoreError) as exc:
             raise self._error(action, exc, key) from exc
+        except Boto3Error as exc:  # the transfer manager wraps the client's error (S3UploadFailedError)
+            cause = exc.__cause__ or exc.__context__
+            botocore_error = cause if isinstance(cause, ClientError | BotoCoreError) else exc
+            raise self._error(action, botocore_error, key) from exc
 
     # -- bucket admin (tests, demo, health checks) -----------------------------------------
 

@@ -253,12 +253,13 @@ def _probe(p: Path, timeout_s: float) -> VideoInfo:
         width, height = stream.codec_context.width or 0, stream.codec_context.height or 0
         first_frame = None
         packets, end_s = 0, 0.0
+        stats = DecodeStats()  # damaged packets before the first frame: the same budget as decoding
         try:
             for packet in container.demux(stream):
                 if time.monotonic() > deadline:
                     raise VideoDecodeError(p, f"probe took longer than {timeout_s:.0f} s")
                 if first_frame is None:
-                    frames = packet.decode()
+                    frames = _decode(packet, stats, p, end_s)
                     first_frame = frames[0] if frames else None
                 if packet.size == 0:
                     continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import urllib.request
@@ -150,6 +151,28 @@ def test_local_delete_prunes_empty_dirs(tmp_path: Path) -> None:
     assert list((tmp_path / "b").iterdir()) == []
 
 
+def test_local_unreadable_folder_is_an_error_not_a_gap(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # os.walk skips folders it cannot read unless told: a camera folder with the wrong owner
+    # must fail the listing (the sensor reports it) rather than hide its uploads. Tests run as
+    # root, which reads any folder, so the permission error is injected at os.scandir.
+    store = LocalObjectStore(tmp_path)
+    store.put_bytes("uploads/cam1/20240101T000000Z.mp4", b"v")
+    store.put_bytes("uploads/cam5/20240101T000000Z.mp4", b"v")
+    real_scandir = os.scandir
+    locked = str(tmp_path / "uploads" / "cam5")
+
+    def scandir(path):
+        if os.fspath(path) == locked:
+            raise PermissionError(13, "Permission denied", locked)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(ObjectStoreError, match=r"cannot list .*cam5.*Permission denied"):
+        list(store.list("uploads/"))
+
+
 def test_resource_from_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANPR_BUCKET_KIND", "local")
     monkeypatch.setenv("ANPR_BUCKET_DIR", str(tmp_path / "bkt"))
@@ -263,6 +286,23 @@ def test_s3_server_error_from_moto_is_wrapped(moto_s3: S3Server) -> None:
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
         ).create_bucket()
+    # upload_file's transfer manager wraps the client error in boto3's S3UploadFailedError.
+    # (SeaweedFS creates a missing bucket on upload, so moto answers this one.)
+    with pytest.raises(ObjectStoreError, match=r"cannot upload 'a'.*does not exist"):
+        moto_s3.store("anpr-moto-missing").put_file("a", Path(__file__))
+
+
+@pytest.mark.parametrize(
+    "settings, fragment",
+    [
+        ({"endpoint_url": "localhost:9000"}, "Invalid endpoint"),
+        ({"connect_timeout_s": 0}, "connect timeout"),
+        ({"max_attempts": -1}, "max_attempts"),
+    ],
+)
+def test_s3_bad_client_settings_are_a_store_error(settings: dict, fragment: str) -> None:
+    with pytest.raises(ObjectStoreError, match=f"bad S3 settings.*{fragment}"):
+        S3ObjectStore("anpr", **settings)
 
 
 def test_s3_timeouts_come_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,16 +32,17 @@ def make_video(
     fps: int = 10,
     noise: bool = False,
     options: dict[str, str] | None = None,
+    codec_options: dict[str, str] | None = None,
 ) -> Path:
     """h264 video of solid-grey frames (frame i has value 10*i) or random noise.
 
     pts_ms given: frames at those millisecond timestamps (variable frame rate); else
-    ``frames`` frames at ``fps``.
+    ``frames`` frames at ``fps``. ``codec_options``: libx264's (e.g. ``{"g": "10"}``).
     """
     rng = np.random.default_rng(0)
     times = pts_ms if pts_ms is not None else [i * 1000 // fps for i in range(frames)]
     with av.open(str(path), "w", options=options or {}) as container:
-        stream = container.add_stream("libx264", rate=fps)
+        stream = container.add_stream("libx264", rate=fps, options=codec_options or {})
         stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
         stream.codec_context.time_base = Fraction(1, 1000)
         for i, t in enumerate(times):
@@ -297,6 +298,23 @@ def test_a_few_corrupt_packets_are_skipped_and_counted(tmp_path: Path) -> None:
         assert [f.pts_s for f in frames] == sorted(f.pts_s for f in frames)
         sampled = list(iter_frames(damaged, sample_fps=5.0, threads=2))
         assert len(sampled) >= 19
+
+
+def test_a_damaged_first_packet_is_skipped_by_the_probe_too(tmp_path: Path) -> None:
+    # The probe decodes until the first frame; a damaged opening keyframe must cost that
+    # group of pictures (as in iter_frames: keyframes every second, like a camera's), not
+    # fail the whole video as corrupt.
+    source = make_video(tmp_path / "noise100.mp4", frames=100, noise=True, codec_options={"g": "10"})
+    with av.open(str(source)) as container:
+        first = next(p for p in container.demux(container.streams.video[0]) if p.size)
+        start, size = first.pos, first.size
+    data = source.read_bytes()
+    for seed in range(3):
+        damaged = tmp_path / f"first{seed}.mp4"
+        damaged.write_bytes(_overwrite(data, start + 8, start + size - 8, seed))
+        assert probe(damaged).frame_count == 100
+        stats = DecodeStats()
+        assert len(list(iter_frames(damaged, stats=stats))) >= 90 and stats.bad_packets >= 1
 
 
 def test_mostly_garbage_fails_clearly(tmp_path: Path) -> None:
