@@ -10,6 +10,11 @@ The schedule computes each day once, the night after. Events that reach the data
 (a camera uploading a day late, a backfill, a re-run) would leave that day's stats stale:
 ``stale_daily_stats_sensor`` watches ``plate_events`` materializations and recomputes the
 days they touched whose stats were materialised before them.
+
+The counts outlive the events: once a month is archived (``ANPR_ARCHIVE_EVENTS_AFTER_DAYS``)
+or its events expire (``ANPR_RETENTION_EVENTS_DAYS``), the table no longer holds them, so a
+day that old which already has counts keeps them when re-materialised (a backfill) rather
+than being recounted from what is left.
 """
 
 import base64
@@ -44,6 +49,7 @@ from dagster import (
 )
 from PIL import Image, ImageDraw, ImageFont
 
+from anpr_pipeline.ops.resources import OpsSettings
 from anpr_pipeline.resources.event_store import EventStoreResource, UTCDateTime, events
 from anpr_pipeline.resources.object_store import ObjectStoreResource
 from anpr_pipeline.resources.parquet_dataset import day_of_key
@@ -99,9 +105,22 @@ def hourly_counts(conn: sa.Connection, day: datetime) -> pd.DataFrame:
     ]
 
 
-def refresh_day(engine: sa.Engine, day: datetime) -> pd.DataFrame:
+def recount_horizon(
+    now: datetime, archive_events_after_days: int, retention_events_days: int
+) -> datetime | None:
+    """Days that ended before this may have events archived or deleted (None: never)."""
+    ages = [days for days in (archive_events_after_days, retention_events_days) if days > 0]
+    return now - timedelta(days=min(ages)) if ages else None
+
+
+def refresh_day(
+    engine: sa.Engine, day: datetime, keep_before: datetime | None = None
+) -> tuple[pd.DataFrame, bool]:
     """Count one day's events and replace its rows of ``camera_hourly_stats``, in one
-    transaction; returns the counts.
+    transaction; returns the counts and whether they are the stored ones, kept.
+
+    A day that ended before ``keep_before`` and has counts keeps them: its events may since
+    have left the table (archive, retention), and a recount would wipe the only aggregate.
 
     Two runs of the same day (the schedule and ``stale_daily_stats_sensor``, or a backfill)
     can overlap. Serialised per day, the later one waits and then writes counts at least as
@@ -116,6 +135,10 @@ def refresh_day(engine: sa.Engine, day: datetime) -> pd.DataFrame:
                 sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
                 {"k": f"camera_hourly_stats:{day.date().isoformat()}"},
             )
+        if keep_before is not None and day + timedelta(days=1) <= keep_before:
+            stored = stored_counts(conn, day)
+            if len(stored):
+                return stored, True
         conn.execute(sa.delete(camera_hourly_stats).where(camera_hourly_stats.c.day == day.date()))
         df = hourly_counts(conn, day)
         now = datetime.now(UTC)
@@ -129,7 +152,18 @@ def refresh_day(engine: sa.Engine, day: datetime) -> pd.DataFrame:
         ]
         if rows:
             conn.execute(sa.insert(camera_hourly_stats), rows)
-    return df
+    return df, False
+
+
+def stored_counts(conn: sa.Connection, day: datetime) -> pd.DataFrame:
+    """The day's rows of ``camera_hourly_stats``, in the shape ``hourly_counts`` returns."""
+    stmt = (
+        sa.select(*(camera_hourly_stats.c[name] for name in STATS_COLUMNS))
+        .where(camera_hourly_stats.c.day == day.date())
+        .order_by(camera_hourly_stats.c.camera_id, camera_hourly_stats.c.hour)
+    )
+    df = pd.DataFrame([dict(r._mapping) for r in conn.execute(stmt)], columns=STATS_COLUMNS)
+    return df.astype({"hour": int, "events": int, "distinct_plates": int, "mean_confidence": float})
 
 
 # -- the plot ------------------------------------------------------------------------------------
@@ -221,11 +255,20 @@ def camera_daily_stats(
     context: AssetExecutionContext,
     events_db: EventStoreResource,
     bucket: ObjectStoreResource,
+    ops_settings: OpsSettings,
 ) -> Output[pd.DataFrame]:
     day = datetime.fromisoformat(context.partition_key).replace(tzinfo=UTC)
     engine = events_db.get_store().engine
-    df = refresh_day(engine, day)
-    written = len(df)
+    horizon = recount_horizon(
+        datetime.now(UTC), ops_settings.archive_events_after_days, ops_settings.retention_events_days
+    )
+    df, kept = refresh_day(engine, day, keep_before=horizon)
+    if kept:
+        context.log.info(
+            f"{context.partition_key} is older than the events archive/retention horizon: "
+            "its stored counts are kept, not recounted from the events left in the table"
+        )
+    written = 0 if kept else len(df)
     png = plot_hourly(df, f"Plates per hour, {context.partition_key} (UTC)")
     plot_key = f"stats/camera_daily/{context.partition_key}.png"
     bucket.get_store().put_bytes(plot_key, png, "image/png")
@@ -242,6 +285,7 @@ def camera_daily_stats(
             "events": int(df["events"].sum()),
             "cameras": int(df["camera_id"].nunique()),
             "rows_written": written,
+            "kept_stored_counts": kept,
             "busiest_hour": f"{busiest['camera_id']} {int(busiest['hour']):02d}:00 ({int(busiest['events'])})"
             if busiest is not None
             else "none",

@@ -31,6 +31,7 @@ from anpr_pipeline.assets.stats import (
     stale_daily_stats_sensor,
     stale_days,
 )
+from anpr_pipeline.ops.resources import OpsSettings
 from anpr_pipeline.partitions import videos_partitions
 from anpr_pipeline.resources.event_store import EventStore, EventStoreResource
 from anpr_pipeline.resources.models import ModelsResource
@@ -39,6 +40,9 @@ from anpr_pipeline.resources.pipeline_config import PipelineConfig
 from anpr_pipeline_tests.factories import event_row
 
 DAY = datetime(2026, 11, 20, tzinfo=UTC)
+# Stats of days this old are always recounted: the tests' fixed DAY must not age into the
+# archive horizon (the default 180 days) as the calendar moves on.
+RECOUNT_ALWAYS = OpsSettings(archive_events_after_days=0, retention_events_days=0)
 
 
 def seed(url: str) -> None:
@@ -76,7 +80,7 @@ def stored_stats(engine: sa.Engine) -> list[tuple]:
         return [tuple(r) for r in rows]
 
 
-def run_stats(url: str, bucket_dir):
+def run_stats(url: str, bucket_dir, ops_settings: OpsSettings = RECOUNT_ALWAYS):
     with DagsterInstance.ephemeral() as instance:
         result = materialize(
             [camera_daily_stats],
@@ -85,6 +89,7 @@ def run_stats(url: str, bucket_dir):
             resources={
                 "events_db": EventStoreResource(database_url=url),
                 "bucket": ObjectStoreResource(kind="local", bucket_dir=str(bucket_dir)),
+                "ops_settings": ops_settings,
             },
         )
         assert result.success
@@ -121,6 +126,33 @@ def test_camera_daily_stats_sqlite(tmp_path):
 @pytest.mark.postgres
 def test_camera_daily_stats_postgres(fresh_postgres_url, tmp_path):
     check_stats(fresh_postgres_url, tmp_path)
+
+
+def test_counts_of_a_day_past_the_archive_horizon_outlive_its_events(tmp_path):
+    # Once a month is archived its events leave the table; a backfill of one of its days must
+    # keep the stored counts, not recount the empty table over them.
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    seed(url)
+    archived_after_a_day = OpsSettings(archive_events_after_days=1)  # DAY is always older
+    run_stats(url, tmp_path / "bucket", archived_after_a_day)
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:  # the archive job moved the day's events out
+        conn.execute(sa.text("DELETE FROM events"))
+    df, metadata = run_stats(url, tmp_path / "bucket", archived_after_a_day)
+    assert metadata["kept_stored_counts"].value is True and metadata["events"].value == 7
+    assert sorted(zip(df.camera_id, df.hour, df.events, strict=True)) == SEEDED_STATS
+    assert stored_stats(engine) == SEEDED_STATS
+    # A deployment that never archives nor expires events recounts: the table is the truth.
+    df, metadata = run_stats(url, tmp_path / "bucket", RECOUNT_ALWAYS)
+    assert metadata["kept_stored_counts"].value is False and stored_stats(engine) == []
+    engine.dispose()
+
+
+def test_recount_horizon_is_the_earlier_of_archive_and_retention():
+    now = datetime(2027, 1, 1, tzinfo=UTC)
+    assert stats_module.recount_horizon(now, 180, 365) == now - timedelta(days=180)
+    assert stats_module.recount_horizon(now, 0, 30) == now - timedelta(days=30)  # 0 = off
+    assert stats_module.recount_horizon(now, 0, 0) is None
 
 
 def test_plot_handles_an_empty_day_and_many_cameras():
@@ -203,6 +235,7 @@ def stats_resources(url: str, bucket_dir) -> dict:
         "bucket": ObjectStoreResource(kind="local", bucket_dir=str(bucket_dir)),
         "models": ModelsResource(),
         "pipeline": PipelineConfig(),
+        "ops_settings": RECOUNT_ALWAYS,
     }
 
 
