@@ -47,6 +47,12 @@ T = TypeVar("T")
 SCHEMA_VERSION = 2
 # How long the nightly partition upkeep waits for its table lock before giving up.
 PARTITION_LOCK_TIMEOUT = "10s"
+# The server refused the connection for a reason retrying cannot fix (psycopg gives no SQLSTATE
+# for errors at connect time, only libpq's message).
+_CONFIG_REFUSAL = re.compile(
+    r'FATAL:\s+(database "[^"]*" does not exist|role "[^"]*" does not exist'
+    r"|password authentication failed|no pg_hba\.conf entry)"
+)
 
 
 class EventStoreError(RuntimeError):
@@ -215,7 +221,9 @@ class EventStore:
         backend = self.url.get_backend_name()
         if backend == "sqlite":
             if self.url.database and self.url.database != ":memory:":
-                Path(self.url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                # SQLite would open "~/..." literally: expand it once, for the engine and the lock.
+                self.url = self.url.set(database=str(Path(self.url.database).expanduser()))
+                Path(self.url.database).parent.mkdir(parents=True, exist_ok=True)
             self._engine = self._create_engine(pool_pre_ping=True, connect_args={"timeout": 30})
             sa.event.listen(self._engine, "connect", _sqlite_pragmas)
         elif backend == "postgresql":
@@ -260,6 +268,8 @@ class EventStore:
         self._engine.dispose()
 
     def _is_transient(self, exc: BaseException) -> bool:
+        if _CONFIG_REFUSAL.search(str(exc)):
+            return False  # the server answered: no database or role of that name, bad password
         if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
             return True
         dbapi = self._engine.dialect.dbapi
@@ -279,7 +289,10 @@ class EventStore:
                 return fn()
             except (sa.exc.SQLAlchemyError, self._engine.dialect.dbapi.Error) as exc:
                 if not self._is_transient(exc):
-                    raise EventStoreError(f"{what} failed on {self.describe()}: {_first_line(exc)}") from exc
+                    hint = " (check ANPR_DATABASE_URL)" if _CONFIG_REFUSAL.search(str(exc)) else ""
+                    raise EventStoreError(
+                        f"{what} failed on {self.describe()}: {_first_line(exc)}{hint}"
+                    ) from exc
                 if attempt == attempts:
                     raise EventStoreError(
                         f"{what} failed on {self.describe()} after {attempts} attempt(s): the database is "

@@ -131,6 +131,14 @@ def test_sqlite_url_creates_parent_dir(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "b" / "events.db").is_file() and s.count() == 0
 
 
+def test_sqlite_url_with_a_home_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    s = EventStore("sqlite:///~/anpr/events.db")
+    s.init_schema()  # SQLite itself would look for a folder named "~"
+    assert (tmp_path / "anpr" / "events.db").is_file() and s.count() == 0
+    s.dispose()
+
+
 @pytest.mark.postgres
 def test_postgres_partitions_and_keys(fresh_postgres_url: str) -> None:
     s = EventStore(fresh_postgres_url)
@@ -375,6 +383,18 @@ def test_unreachable_database_is_a_clear_error() -> None:
     msg = str(err.value)
     assert f"127.0.0.1:{port}" in msg and "events_db" in msg and "unreachable" in msg
     assert "s3cret-pw" not in msg
+
+
+@pytest.mark.postgres
+def test_a_missing_database_is_a_configuration_error_not_retried(postgres_url: str) -> None:
+    # The server answered: retrying for a minute would only delay the message.
+    url = sa.make_url(postgres_url).set(database="anpr_no_such_db").render_as_string(hide_password=False)
+    s = EventStore(url, retries=5, retry_backoff_s=10)
+    with pytest.raises(EventStoreError) as err:
+        s.init_schema()  # with retries it would take 150 s
+    msg = str(err.value)
+    assert 'database "anpr_no_such_db" does not exist' in msg and "check ANPR_DATABASE_URL" in msg
+    assert "attempt(s)" not in msg
 
 
 def _wait_for_blocked_copy(admin_url: str, timeout_s: float = 30) -> None:
