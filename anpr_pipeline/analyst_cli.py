@@ -18,13 +18,14 @@ import argparse
 import csv
 import io
 import json
-import os
 import re
 import sys
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from anpr_pipeline.cli_args import out_path_problem, positive_int
 
 # Columns analysts see, in this order (all `events` columns except the surrogate id).
 OUTPUT_COLUMNS = (
@@ -105,34 +106,6 @@ def _has_events(store) -> bool:
 
     # One attempt: the analyst sees one line at once instead of a retry warning first.
     return store._run("check events table", lambda: sa.inspect(store.engine).has_table("events"), retries=0)
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer (1 or more)")
-    return value
-
-
-def out_path_problem(path: Path) -> str | None:
-    """Why ``path`` cannot be written as an output file, or None. Checked before any work,
-    so a typo in ``--out`` fails at once rather than after a long export."""
-    if path.is_dir():
-        return "is a directory (give a file name)"
-    if path.exists():
-        return None if os.access(path, os.W_OK) else "the file is not writable"
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent  # the folders in between are created
-    if not parent.is_dir():
-        return f"{parent} is not a folder"
-    if not os.access(parent, os.W_OK | os.X_OK):
-        return f"cannot create files in {parent} (permission denied)"
-    return None
 
 
 # -- formatting -----------------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from anpr_pipeline.cli_args import positive_int
 from anpr_pipeline.evaluation import add_text_row_flag
 
 DEFAULT_CACHE = Path(".anpr_data") / "bench"
@@ -716,7 +717,15 @@ def main_db(argv: list[str]) -> int:
     args = ap.parse_args(argv)
     if args.rows < 1:
         ap.error("--rows must be >= 1")
-    report = bench_db(args)
+    if not args.url.startswith("postgresql"):  # COPY and partitions: a Postgres server only
+        ap.error(f"--url {args.url}: expected a postgresql:// URL (the benchmark needs a Postgres server)")
+    import psycopg
+
+    try:
+        report = bench_db(args)
+    except psycopg.OperationalError as exc:
+        print(f"anpr bench db: cannot use the server at {args.url}: {exc}".rstrip(), file=sys.stderr)
+        return 2
     _write(report, args.out)
     print(db_table(report))
     return 0
@@ -744,7 +753,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detector", default="default")
     ap.add_argument("--reader", default="default")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (default: usable cores)")
+    ap.add_argument(
+        "--threads", type=positive_int, default=None, help="torch intra-op threads (default: usable cores)"
+    )
     ap.add_argument(
         "--decode-threads", type=int, default=0, help="FFmpeg decoder threads (0 = FFmpeg decides)"
     )
@@ -774,7 +785,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=1, help="runs; the fastest is reported, all are listed")
     ap.add_argument("--profile", default=None, help="write a cProfile of the first end-to-end run here")
     args = ap.parse_args(argv)
-    report = bench_video(args)
+    from anpr_pipeline.vision.decode import VideoDecodeError
+
+    try:
+        report = bench_video(args)
+    except VideoDecodeError as exc:  # the message names the file and what is wrong with it
+        print(f"anpr bench: {exc}", file=sys.stderr)
+        return 2
     _write(report, args.out)
     print(video_table(report))
     return 0

@@ -12,6 +12,7 @@ import sys
 
 from anpr_pipeline.settings import SettingsError
 from anpr_pipeline.vision.labels import LabelsError
+from anpr_pipeline.vision.types import WeightsError
 
 # name -> ("module:function", one-line help). The function takes argv (after the name)
 # and returns an exit code.
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:  # a bad ANPR_* value: the message names it; no traceback
         print(f"anpr {name}: configuration error: {exc}", file=sys.stderr)
         return 2
-    except (LabelsError, FileNotFoundError) as exc:  # a bad labels CSV or input path: say which
+    except (LabelsError, FileNotFoundError, WeightsError) as exc:  # a bad labels CSV, input or weights path
         print(f"anpr {name}: {exc}", file=sys.stderr)
         return 2
 

@@ -16,6 +16,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from anpr_pipeline.cli_args import out_path_problem, positive_int
+
 REPO_DAGSTER_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
 DEMO_CAMERAS = ("cam-north", "cam-east", "cam-south", "cam-west")
 # The full step log is in the UI; the terminal gets warnings and the summary.
@@ -106,13 +108,21 @@ def match_report(truths: dict[str, dict], events_by_partition: dict[str, list[di
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="anpr demo", description=__doc__)
-    parser.add_argument("--videos", type=int, default=3, help="synthetic videos to generate (default 3)")
+    parser.add_argument(
+        "--videos", type=positive_int, default=3, help="synthetic videos to generate (default 3)"
+    )
     parser.add_argument("--seconds", type=float, default=8.0, help="length of each video")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--width", type=int, default=1280)
-    parser.add_argument("--height", type=int, default=720)
+    parser.add_argument("--width", type=positive_int, default=1280)
+    parser.add_argument("--height", type=positive_int, default=720)
     parser.add_argument("--report", default="demo_report.json", help="where to write the JSON report")
     args = parser.parse_args(argv)
+    if args.width < 320 or args.height < 240:  # plates must fit the synthetic scenes
+        parser.error(f"--width {args.width} --height {args.height}: expected at least 320 x 240")
+    if not 1 <= args.seconds <= 600:
+        parser.error(f"--seconds {args.seconds}: expected 1 to 600")
+    if problem := out_path_problem(Path(args.report)):
+        parser.error(f"--report {args.report}: {problem}")
 
     home = ensure_dagster_home()
     from dagster import DagsterInstance

@@ -65,6 +65,7 @@ from pathlib import Path
 
 import numpy as np
 
+from anpr_pipeline.cli_args import out_dir_problem, out_path_problem, positive_int
 from anpr_pipeline.vision.labels import LabelsError, read_label_rows
 from anpr_pipeline.vision.plates import MIN_READ_CONFIDENCE, fuzzy_match
 from anpr_pipeline.vision.recognize import reported_plates
@@ -427,7 +428,14 @@ def evaluate_crops(
 ) -> dict:
     """Recognition only: read each labelled crop (the CSV box, usually the whole image)."""
     root = Path(crops_csv).resolve().parent
-    labels = load_labels(crops_csv)[:limit] if limit else load_labels(crops_csv)
+    labels = load_labels(crops_csv)
+    untexted = sum(not lab.plate for lab in labels)
+    if untexted:  # an empty read would match an empty label: scored as right
+        raise LabelsError(
+            f"{crops_csv}: {untexted} of {len(labels)} crops have no plate text (column plate); "
+            "eval-crops scores reading, so every crop needs its plate"
+        )
+    labels = labels[:limit] if limit else labels
     crops = [lab.box.crop(load_rgb(root / lab.file)) for lab in labels]
     reads_by_index: dict[int, object] = {}
     t0 = time.perf_counter()
@@ -549,6 +557,10 @@ def _check_args(args: argparse.Namespace, ap: argparse.ArgumentParser, allow_no_
     from anpr_pipeline.read_cli import check_model_flags, resolve_device_or_exit
 
     check_model_flags(args, ap, allow_no_reader=allow_no_reader)
+    if getattr(args, "out", None) and (problem := out_path_problem(Path(args.out))):
+        ap.error(f"--json {args.out}: {problem}")
+    if getattr(args, "annotate", None) and (problem := out_dir_problem(Path(args.annotate))):
+        ap.error(f"--annotate {args.annotate}: {problem}")
     if getattr(args, "regions", None) is not None:
         args.regions = regions_arg(args.regions, ap)
     args.device = resolve_device_or_exit(args.device.lower(), ap)
@@ -595,8 +607,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--detector", default="default")
     ap.add_argument("--reader", default="default", help='reader name, or "none" for detection only')
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    ap.add_argument("--limit", type=int, default=None, help="first N images only")
-    ap.add_argument("--threads", type=int, default=None, help="torch/OpenCV CPU threads")
+    ap.add_argument("--limit", type=positive_int, default=None, help="first N images only")
+    ap.add_argument("--threads", type=positive_int, default=None, help="torch/OpenCV CPU threads")
     ap.add_argument("--regions", default="all", help=REGIONS_HELP)
     ap.add_argument(
         "--min-read-confidence",
@@ -622,11 +634,11 @@ def main(argv: list[str] | None = None) -> int:
     from anpr_pipeline.settings import load_settings
     from anpr_pipeline.vision.detector import build_detector
 
+    settings = load_settings()  # a bad ANPR_* value fails before the models load
     detector = build_detector(args.detector, device=args.device)
     reader = None
     if args.reader != "none":
         reader = _reader_from(args)
-    settings = load_settings()
     min_conf = args.min_read_confidence
     if min_conf is None:
         min_conf = settings.min_read_confidence
@@ -676,8 +688,8 @@ def main_crops(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", dest="out", help="write the full report (with misses) here")
     ap.add_argument("--reader", default="default")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--threads", type=int, default=None, help="torch/OpenCV CPU threads")
+    ap.add_argument("--limit", type=positive_int, default=None, help="first N crops only")
+    ap.add_argument("--threads", type=positive_int, default=None, help="torch/OpenCV CPU threads")
     ap.add_argument("--regions", default="all", help=REGIONS_HELP)
     add_text_row_flag(ap)
     args = ap.parse_args(argv)
@@ -703,11 +715,11 @@ def main_boxes(argv: list[str] | None = None) -> int:
         "plate+lights boxes (a tuning set for loose detector boxes; never real photos).",
     )
     ap.add_argument("--json", dest="out", help="write the report here")
-    ap.add_argument("--scenes", type=int, default=60, help="rendered scenes (about 2 plates each)")
+    ap.add_argument("--scenes", type=positive_int, default=60, help="rendered scenes (about 2 plates each)")
     ap.add_argument("--seed", type=int, default=8000)
     ap.add_argument("--reader", default="default")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    ap.add_argument("--threads", type=int, default=None, help="torch/OpenCV CPU threads")
+    ap.add_argument("--threads", type=positive_int, default=None, help="torch/OpenCV CPU threads")
     add_text_row_flag(ap)
     args = ap.parse_args(argv)
     _check_args(args, ap)

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from anpr_pipeline.cli_args import out_dir_problem, out_path_problem
 from anpr_pipeline.vision.types import Detection, PlateRead
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
@@ -374,6 +375,10 @@ def _check_flags(args: argparse.Namespace, ap: argparse.ArgumentParser):
         )
     if args.sample_fps is not None and not 0 < args.sample_fps <= 120:
         ap.error(f"--sample-fps {args.sample_fps}: expected 0 < fps <= 120")
+    if args.out and args.out != "-" and (problem := out_path_problem(Path(args.out))):
+        ap.error(f"--json {args.out}: {problem}")
+    if args.annotate and (problem := out_dir_problem(Path(args.annotate))):
+        ap.error(f"--annotate {args.annotate}: {problem}")
     overrides = {
         "min_read_confidence": args.min_read_confidence,
         "sample_fps": args.sample_fps,

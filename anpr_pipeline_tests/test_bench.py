@@ -13,6 +13,7 @@ import pytest
 
 from anpr_pipeline.bench import main, percentile
 from anpr_pipeline.cli import COMMANDS
+from anpr_pipeline_tests.servers import free_port
 
 
 def test_bench_is_an_anpr_command():
@@ -155,6 +156,21 @@ def test_db_bench_ingests_searches_and_drops_its_database(postgres_url, tmp_path
             "SELECT count(*) FROM pg_database WHERE datname LIKE %s", (f"anpr_bench_{os.getpid()}_%",)
         ).fetchone()[0]
     assert left == 0
+
+
+def test_bench_names_a_bad_video_or_server_in_one_line(tmp_path, capsys):
+    fake = tmp_path / "fake.mp4"
+    fake.write_text("not a video")
+    assert main([str(fake), "--cache-dir", str(tmp_path / "cache")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"anpr bench: {fake}:") and "Traceback" not in err
+    with pytest.raises(SystemExit) as exit_info:  # SQLite has no COPY: refused before any work
+        main(["db", "--url", "sqlite:///x.db"])
+    assert exit_info.value.code == 2 and "expected a postgresql:// URL" in capsys.readouterr().err
+    closed = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/postgres"
+    assert main(["db", "--url", closed, "--rows", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"anpr bench db: cannot use the server at {closed}:") and "Traceback" not in err
 
 
 def test_accuracy_counts_and_names_the_missed_and_spurious_plates() -> None:

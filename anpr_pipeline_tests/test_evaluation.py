@@ -167,6 +167,17 @@ def test_eval_cli_names_missing_images_and_bad_rows_without_a_traceback(
     assert "bad.csv:2: w='wide' is not a number" in capsys.readouterr().err
 
 
+def test_eval_crops_refuses_crops_without_plate_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An empty read would match an empty label: without this, an untexted CSV scores 100 %.
+    _labelled_folder(tmp_path / "set")
+    untexted = write_labels_csv(tmp_path / "set" / "boxes.csv", [["aa/0.png", 0, 0, 10, 10, ""]])
+    assert anpr(["eval-crops", str(untexted)]) == 2
+    err = capsys.readouterr().err
+    assert "1 of 1 crops have no plate text (column plate)" in err and "Traceback" not in err
+
+
 @pytest.mark.parametrize(
     "command, flags, message",
     [
@@ -180,16 +191,24 @@ def test_eval_cli_names_missing_images_and_bad_rows_without_a_traceback(
         ("eval-crops", ["--device", "tpu"], "--device: unknown device 'tpu'"),
         ("eval-crops", ["--regions", "US,mars"], "--regions: unknown region(s) mars"),
         ("eval-boxes", ["--reader", "crnn:"], "--reader: reader 'crnn:': name the weight files"),
+        ("eval", ["--limit", "-1"], "argument --limit: '-1': expected a positive integer"),
+        ("eval", ["--threads", "0"], "argument --threads: '0': expected a positive integer"),
+        ("eval-crops", ["--limit", "0"], "argument --limit: '0': expected a positive integer"),
+        ("eval-boxes", ["--scenes", "0"], "argument --scenes: '0': expected a positive integer"),
+        ("eval", ["--json", "."], "--json .: is a directory"),
+        ("eval", ["--annotate", "__file__"], "--annotate __file__: is a file, not a folder"),
     ],
 )
 def test_eval_rejects_bad_flags_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, flags: list[str], message: str
 ) -> None:
     labels = [] if command == "eval-boxes" else [str(_labelled_folder(tmp_path / "set"))]
+    flags = [labels[0] if flag == "__file__" else flag for flag in flags]
     with pytest.raises(SystemExit) as exit_info:
         anpr([command, *labels, *flags])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
+    message = message.replace("__file__", labels[0]) if labels else message
     assert f"anpr {command}: error: {message}" in err and "Traceback" not in err
 
 

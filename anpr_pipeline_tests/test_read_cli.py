@@ -128,6 +128,26 @@ def test_read_rejects_bad_input_clearly(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit):
         anpr(["read", str(empty), "--sample-fps", "0"])
     assert "--sample-fps 0.0: expected 0 < fps <= 120" in capsys.readouterr().err
+    # Output paths are checked before anything is read, not after.
+    notes = tmp_path / "notes.txt"
+    notes.write_text("x")
+    for flags, message in (
+        (["--json", str(empty)], f"--json {empty}: is a directory"),
+        (["--annotate", str(notes)], f"--annotate {notes}: is a file, not a folder"),
+    ):
+        with pytest.raises(SystemExit):
+            anpr(["read", str(empty), *flags])
+        assert message in capsys.readouterr().err
+
+
+def test_read_names_a_weights_file_that_is_not_one(tmp_path: Path, capsys) -> None:
+    photo = tmp_path / "scene.png"
+    cv2.imwrite(str(photo), _scene(11)[0][:, :, ::-1])
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not weights")
+    assert anpr(["read", str(photo), "--reader", f"crnn:{notes}"]) == 2
+    err = capsys.readouterr().err
+    assert f"anpr read: {notes}: not a plate reader weights file" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize(

@@ -437,7 +437,7 @@ def main_export(argv: list[str]) -> int:
     import sys
     from pathlib import Path
 
-    from anpr_pipeline.analyst_cli import out_path_problem
+    from anpr_pipeline.cli_args import out_path_problem
 
     parser = argparse.ArgumentParser(
         prog="anpr export-plate",

@@ -18,6 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from anpr_pipeline.vision.types import WeightsError
+
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"  # == plates.ALPHABET; class 0 is the CTC blank
 
 
@@ -197,7 +199,14 @@ def load_checkpoint(path: str | Path, device: str = "cpu"):
     """-> (model in eval mode on device, config, meta)."""
     import torch
 
-    ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    try:
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # not a torch file (a text file, a truncated download, ...)
+        raise WeightsError(f"{path}: not a plate reader weights file ({type(exc).__name__})") from exc
+    if not isinstance(ckpt, dict) or not {"config", "state_dict"} <= set(ckpt):
+        raise WeightsError(f"{path}: a torch file, but not a plate reader checkpoint (no config/state_dict)")
     raw = dict(ckpt["config"])
     for key in ("top_band", "bottom_band", "channels"):
         raw[key] = tuple(raw[key])

@@ -12,6 +12,11 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+
+class WeightsError(ValueError):
+    """A model weights file that is not one (a wrong path in ANPR_READER, a truncated copy)."""
+
+
 # Text on a plate's rim (``Box.on_plate``): at most this share of the plate box's height
 # tall, within this share of it above or below the box.
 SMALL_TEXT = 0.5
