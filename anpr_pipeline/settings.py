@@ -261,6 +261,7 @@ def validate(settings: Settings) -> None:
             f"ANPR_PLATE_REGIONS={settings.plate_regions!r}: unknown region(s) {', '.join(unknown)}; "
             f"expected a comma list of {', '.join(PLATE_REGIONS)}"
         )
+    _validate_operations(settings)
     for variable, url in (
         ("ANPR_S3_ENDPOINT_URL", settings.s3_endpoint_url),
         ("ANPR_ALERT_WEBHOOK_URL", settings.alert_webhook_url),
@@ -283,3 +284,47 @@ def validate(settings: Settings) -> None:
 def _is_http_url(url: str) -> bool:
     parsed = urllib.parse.urlsplit(url)
     return parsed.scheme in {"http", "https"} and bool(parsed.hostname)
+
+
+# What S3 accepts as a storage class for the archive copies (a typo fails every copy).
+S3_STORAGE_CLASSES = (
+    "STANDARD",
+    "REDUCED_REDUNDANCY",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "DEEP_ARCHIVE",
+    "GLACIER_IR",
+    "OUTPOSTS",
+    "SNOW",
+    "EXPRESS_ONEZONE",
+)
+
+
+def _validate_operations(settings: Settings) -> None:
+    """Counts and limits of the processing and operations settings (0 = off where documented)."""
+    for variable, value in (
+        ("ANPR_TORCH_THREADS", settings.torch_threads),
+        ("ANPR_ARCHIVE_VIDEOS_AFTER_DAYS", settings.archive_videos_after_days),
+        ("ANPR_ARCHIVE_EVENTS_AFTER_DAYS", settings.archive_events_after_days),
+        ("ANPR_BACKUPS_KEEP", settings.backups_keep),
+    ):
+        if value < 0:
+            raise SettingsError(f"{variable}={value}: expected 0 or more (0 = off / all)")
+    if not 0 <= settings.low_confidence_share_max <= 1:
+        raise SettingsError(
+            f"ANPR_LOW_CONFIDENCE_SHARE_MAX={settings.low_confidence_share_max}: expected a share from 0 to 1"
+        )
+    if settings.stall_minutes < 1:
+        raise SettingsError(f"ANPR_STALL_MINUTES={settings.stall_minutes}: expected 1 or more")
+    if not 1 <= settings.backlog_warn < settings.backlog_critical:
+        raise SettingsError(
+            f"ANPR_BACKLOG_WARN={settings.backlog_warn}, ANPR_BACKLOG_CRITICAL={settings.backlog_critical}: "
+            "expected 1 <= warn < critical"
+        )
+    if settings.s3_archive_storage_class not in S3_STORAGE_CLASSES:
+        raise SettingsError(
+            f"ANPR_S3_ARCHIVE_STORAGE_CLASS={settings.s3_archive_storage_class!r}: "
+            f"expected one of {', '.join(S3_STORAGE_CLASSES)}"
+        )

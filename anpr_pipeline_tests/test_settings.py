@@ -34,6 +34,13 @@ def test_defaults_are_the_embedded_setup(monkeypatch, tmp_path):
         ("ANPR_S3_CONNECT_TIMEOUT_S", "0", "ANPR_S3_CONNECT_TIMEOUT_S=0.0: expected seconds > 0"),
         ("ANPR_S3_CONNECT_TIMEOUT_S", "nan", "ANPR_S3_CONNECT_TIMEOUT_S"),
         ("ANPR_S3_MAX_ATTEMPTS", "-1", "ANPR_S3_MAX_ATTEMPTS=-1: expected retries >= 0"),
+        ("ANPR_TORCH_THREADS", "-1", "ANPR_TORCH_THREADS=-1: expected 0 or more"),
+        ("ANPR_BACKUPS_KEEP", "-3", "ANPR_BACKUPS_KEEP=-3: expected 0 or more"),
+        ("ANPR_ARCHIVE_EVENTS_AFTER_DAYS", "-1", "ANPR_ARCHIVE_EVENTS_AFTER_DAYS"),
+        ("ANPR_LOW_CONFIDENCE_SHARE_MAX", "7", "ANPR_LOW_CONFIDENCE_SHARE_MAX=7.0: expected a share"),
+        ("ANPR_STALL_MINUTES", "0", "ANPR_STALL_MINUTES=0: expected 1 or more"),
+        ("ANPR_BACKLOG_WARN", "600", "ANPR_BACKLOG_WARN=600, ANPR_BACKLOG_CRITICAL=500: expected"),
+        ("ANPR_S3_ARCHIVE_STORAGE_CLASS", "GLACIER-IR", "ANPR_S3_ARCHIVE_STORAGE_CLASS='GLACIER-IR'"),
         ("ANPR_MIN_READ_CONFIDENCE", "-0.1", "ANPR_MIN_READ_CONFIDENCE"),
     ],
 )
