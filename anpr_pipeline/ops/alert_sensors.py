@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from dagster import (
     DagsterInstance,
+    DagsterRun,
     DagsterRunStatus,
     DefaultSensorStatus,
     RunFailureSensorContext,
@@ -29,6 +30,7 @@ from dagster import (
 from anpr_pipeline.ops.alerts import Alert, backlog_level, is_stalled, send_alert
 from anpr_pipeline.ops.jobs import erase_plate_job
 from anpr_pipeline.ops.resources import OpsSettings
+from anpr_pipeline.vision.plates import normalize
 
 VIDEO_JOB = "process_video"
 # Dagster's own run tags (dagster._core.storage.tags): on a failed run, when run retries are
@@ -181,16 +183,39 @@ ALERT_SENSORS = [run_failure_alert, backlog_alert, worker_stall_alert]
     name="erase_run_scrubber",
     monitored_jobs=[erase_plate_job],
     default_status=DefaultSensorStatus.RUNNING,
-    description="Deletes each successful erase_plate run (its run config holds the plate in clear); "
-    "the salted audit record under audit/gdpr/ is the trace that remains.",
+    description="Deletes each successful erase_plate run, and the finished erase_plate (dry runs, "
+    "failures) and export_plate runs of the same plate: their run config holds the plate in clear. "
+    "The salted audit record under audit/gdpr/ is the trace that remains.",
 )
 def erase_run_scrubber(context: RunStatusSensorContext):
     run = context.dagster_run
-    config = run.run_config.get("ops", {}).get("erase_plate_op", {}).get("config", {})
+    config = _plate_config(run, "erase_plate_op")
     if config.get("dry_run"):
         return  # a dry run erased nothing; keep it as the operator's preview
-    context.instance.delete_run(run.run_id)
-    context.log.info(f"deleted erase_plate run {run.run_id} (its config named the erased plate)")
+    plate = normalize(str(config.get("plate", "")))
+    naming = [
+        other.run_id
+        for job_name, op_name in (("erase_plate", "erase_plate_op"), ("export_plate", "export_plate_op"))
+        for other in context.instance.get_runs(
+            filters=RunsFilter(job_name=job_name, statuses=list(_FINISHED))
+        )
+        if plate
+        and other.run_id != run.run_id
+        and normalize(str(_plate_config(other, op_name).get("plate", ""))) == plate
+    ]
+    for run_id in [run.run_id, *naming]:
+        context.instance.delete_run(run_id)
+    context.log.info(
+        f"deleted erase_plate run {run.run_id} and {len(naming)} earlier erase/export run(s) of the "
+        "same plate (their config named the erased plate)"
+    )
+
+
+_FINISHED = (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+
+
+def _plate_config(run: DagsterRun, op_name: str) -> Mapping:
+    return run.run_config.get("ops", {}).get(op_name, {}).get("config", {})
 
 
 OPS_SENSORS = [*ALERT_SENSORS, erase_run_scrubber]

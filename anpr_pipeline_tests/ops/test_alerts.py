@@ -200,20 +200,18 @@ def test_webhook_unreachable_never_raises():
     )
 
 
-def test_erase_run_scrubber_deletes_the_run_that_named_the_plate(local_backend):
+def test_erase_run_scrubber_deletes_the_runs_that_named_the_plate(local_backend):
     from anpr_pipeline.ops.alert_sensors import erase_run_scrubber
-    from anpr_pipeline.ops.jobs import erase_plate_job
+    from anpr_pipeline.ops.jobs import erase_plate_job, export_plate_job
     from anpr_pipeline_tests.ops.test_jobs import resources_for
 
-    with instance_for_test() as instance:
-        runs = {}
-        for dry in (True, False):
-            result = erase_plate_job.execute_in_process(
-                run_config={"ops": {"erase_plate_op": {"config": {"plate": "AB123CD", "dry_run": dry}}}},
-                instance=instance,
-                resources=resources_for(local_backend, gdpr_salt="s"),
-            )
-            runs[dry] = result.run_id
+    resources = resources_for(local_backend, gdpr_salt="s")
+
+    def run(job, op_name: str, config: dict) -> str:
+        result = job.execute_in_process(
+            run_config={"ops": {op_name: {"config": config}}}, instance=instance, resources=resources
+        )
+        if job is erase_plate_job:
             success = next(e for e in result.all_events if e.event_type == DagsterEventType.RUN_SUCCESS)
             erase_run_scrubber(
                 build_run_status_sensor_context(
@@ -223,8 +221,17 @@ def test_erase_run_scrubber_deletes_the_run_that_named_the_plate(local_backend):
                     dagster_run=instance.get_run_by_id(result.run_id),
                 )
             )
-        assert instance.get_run_by_id(runs[False]) is None  # the real erasure left no plate in run storage
-        assert instance.get_run_by_id(runs[True]) is not None  # the dry run is kept as a preview
+        return result.run_id
+
+    with instance_for_test() as instance:
+        export = run(export_plate_job, "export_plate_op", {"plate": "ab 123 cd"})
+        other_export = run(export_plate_job, "export_plate_op", {"plate": "ZZ999ZZ"})
+        dry = run(erase_plate_job, "erase_plate_op", {"plate": "AB123CD", "dry_run": True})
+        assert instance.get_run_by_id(dry) is not None  # the dry run is kept as a preview ...
+        erased = run(erase_plate_job, "erase_plate_op", {"plate": "AB123CD", "dry_run": False})
+        # ... until the real erasure: then no run naming the plate stays in run storage.
+        assert [instance.get_run_by_id(r) for r in (erased, dry, export)] == [None, None, None]
+        assert instance.get_run_by_id(other_export) is not None  # another plate's request stays
 
 
 # -- webhook: 408/429 are "later", not "never" -------------------------------------------
