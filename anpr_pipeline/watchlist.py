@@ -55,6 +55,7 @@ from dagster import DefaultSensorStatus, SensorEvaluationContext, SensorResult, 
 
 from anpr_pipeline.resources.event_store import (
     EventStore,
+    EventStoreError,
     EventStoreResource,
     events,
     normalize_plate,
@@ -384,13 +385,20 @@ def find_hits(
     hits: list[Hit] = []
     page = cursor.page
     for _ in range(PAGES_PER_TICK):
-        if page:
-            after = (datetime.fromisoformat(page[0]), int(page[1]))
-            candidates = candidate_events(store, watchlist, after=after, limit=PAGE_SIZE)
-        else:
-            start = datetime.fromisoformat(cursor.watermark) if cursor.watermark else now
-            candidates = candidate_events(store, watchlist, since=start - OVERLAP, limit=PAGE_SIZE)
-        hits += _new_hits(store, watchlist, candidates, crop_url, now, delivery)
+        try:
+            if page:
+                after = (datetime.fromisoformat(page[0]), int(page[1]))
+                candidates = candidate_events(store, watchlist, after=after, limit=PAGE_SIZE)
+            else:
+                start = datetime.fromisoformat(cursor.watermark) if cursor.watermark else now
+                candidates = candidate_events(store, watchlist, since=start - OVERLAP, limit=PAGE_SIZE)
+            hits += _new_hits(store, watchlist, candidates, crop_url, now, delivery)
+        except (EventStoreError, sa.exc.SQLAlchemyError):
+            if not hits:
+                raise  # nothing claimed yet: the tick fails and keeps its cursor
+            # The hits claimed so far must still be announced (claimed, they are never found
+            # again): return them, and resume from this page next tick.
+            return hits, WatchCursor(watermark=cursor.watermark, page=page)
         if len(candidates) < PAGE_SIZE:
             return hits, WatchCursor(watermark=now.isoformat())
         page = [candidates[-1]["created_at"].isoformat(), candidates[-1]["id"]]
@@ -589,8 +597,11 @@ def watchlist_sensor(
     cursor = WatchCursor.load(context.cursor)
     hits, next_cursor = find_hits(store, watchlist, cursor, crop_url, now, "sending" if webhook else "logged")
     retries = due_retries(store, watchlist, crop_url, now) if webhook else []
-    prune_alerts(store, now)
     result = send_alerts(hits, webhook, context.log, store=store)
+    try:  # after the hits are announced: their claims are committed, and a failure here
+        prune_alerts(store, now)  # must not lose them (without a webhook the log is the alert)
+    except (EventStoreError, sa.exc.SQLAlchemyError) as exc:
+        context.log.warning(f"could not prune old watchlist alerts (next tick tries again): {exc}")
     if retries:
         context.log.info(f"re-posting {len(retries)} watchlist alert(s) the webhook did not take before")
         again = send_alerts(retries, webhook, context.log, store=store, announce=False)

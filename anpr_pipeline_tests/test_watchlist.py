@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 from datetime import UTC, datetime
@@ -358,6 +359,41 @@ def test_a_backlog_of_events_sharing_one_timestamp_is_paged_through(tmp_path, mo
             break
     assert ticks == 6
     assert sorted(p["plate"] for p in receiver.received) == plates + more  # each once
+
+
+def test_without_a_webhook_a_failing_scan_or_prune_loses_no_logged_hit(tmp_path, monkeypatch):
+    # Without a webhook the log line is the alert, and a hit is claimed (never found again)
+    # before it is logged: nothing that can fail may come between the two.
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    store = EventStore(url)
+    store.init_schema()
+    (tmp_path / "watch.yaml").write_text("- pattern: 'AB*'\n")
+    monkeypatch.setenv("ANPR_WATCHLIST", str(tmp_path / "watch.yaml"))
+    monkeypatch.delenv("ANPR_ALERT_WEBHOOK_URL", raising=False)
+    monkeypatch.setattr(watchlist_module, "PAGE_SIZE", 3)
+    cursor = _tick(None, url, tmp_path / "bucket").cursor
+    plates = [f"AB{n:03d}" for n in range(5)]
+    _write(store, "uploads/cam-north/20261120T080000Z.mp4", plates)
+
+    real_candidates, calls = watchlist_module.candidate_events, []
+
+    def second_page_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise sa.exc.OperationalError("SELECT ...", {}, Exception("server closed the connection"))
+        return real_candidates(*args, **kwargs)
+
+    def prune_fails(*args, **kwargs):
+        raise sa.exc.OperationalError("DELETE ...", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(watchlist_module, "candidate_events", second_page_fails)
+    monkeypatch.setattr(watchlist_module, "prune_alerts", prune_fails)  # every tick: never fatal
+    first = _tick(cursor, url, tmp_path / "bucket")  # page 1 claimed and announced
+    assert WatchCursor.load(first.cursor).page is not None  # resumes at page 2
+    second = _tick(first.cursor, url, tmp_path / "bucket")
+    announced = re.findall(r"AB\d{3}", first.skip_reason.skip_message + second.skip_reason.skip_message)
+    assert sorted(announced) == plates  # each once, none lost
+    assert WatchCursor.load(second.cursor).page is None and _deliveries(store) == {"logged": 5}
 
 
 def test_a_cursor_from_before_the_alerts_table_keeps_its_memory(tmp_path, monkeypatch, receiver):
