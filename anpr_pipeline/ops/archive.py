@@ -20,7 +20,9 @@ Postgres by a digest the server computes, in the export's snapshot and again her
 the month's Postgres partition is detached and dropped, or the rows deleted (DEFAULT
 partition, SQLite). The part name is a digest of the archived event ids,
 so a re-run after a crash between upload and delete overwrites the same part instead of
-duplicating rows; a late backfill into an archived month becomes a new part. A month that
+duplicating rows; a late backfill into an archived month becomes a new part, and a video
+re-run after its month was archived replaces its rows in the month's earlier parts (they are
+rewritten without them before the database rows go). A month that
 changed during its archive keeps its rows and loses the part just written (the next run
 exports it again, under another digest). Each month is archived under the data lock
 (``locks``), so an erase waits for it rather than missing its part.
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
@@ -193,6 +196,7 @@ class MonthArchive:
     bytes: int
     dropped_partition: str | None
     digest: str
+    superseded_rows: int = 0  # rows of re-run videos taken out of the month's earlier parts
 
 
 def archive_month(es: EventStore, store: ObjectStore, month: date) -> MonthArchive:
@@ -210,11 +214,14 @@ def _archive_month(es: EventStore, store: ObjectStore, month: date) -> MonthArch
         store.put_file(key, path, "application/vnd.apache.parquet")
         size = path.stat().st_size
     # Verify what the bucket now holds, not the local file.
-    copy = pq.read_table(io.BytesIO(store.get_bytes(key)), columns=["event_id"])
+    copy = pq.read_table(io.BytesIO(store.get_bytes(key)), columns=["event_id", "video_key"])
     if copy.num_rows != rows or _ids_digest(copy.column("event_id").to_pylist()) != ids_digest:
         raise ArchiveError(
             f"{key}: archived copy has {copy.num_rows} rows / other ids than the {rows} exported; events kept"
         )
+    # Before the rows leave the database: stopped between the two, the database still holds
+    # the new version of every video taken out of the older parts, and exports it again.
+    superseded = _supersede_older_parts(store, month, key, set(copy.column("video_key").to_pylist()))
     try:
         dropped = _remove_month(es, month, rows, rows_digest)
     except MonthChangedError:
@@ -224,7 +231,37 @@ def _archive_month(es: EventStore, store: ObjectStore, month: date) -> MonthArch
         # lost, say) may have removed the rows: the part is then their only copy and stays.
         store.delete([key])
         raise
-    return MonthArchive(f"{month:%Y-%m}", rows, key, size, dropped, ids_digest)
+    return MonthArchive(f"{month:%Y-%m}", rows, key, size, dropped, ids_digest, superseded)
+
+
+def _supersede_older_parts(store: ObjectStore, month: date, new_key: str, video_keys: set[str]) -> int:
+    """Take the rows of ``video_keys`` out of the month's other parts; returns how many.
+
+    A video re-run after its month was archived puts its events back in the database (same
+    ids, new reads), and the next archive run exports them in a new part. As the re-run
+    replaced the video's events in the database and in Parquet, its part replaces them
+    here: kept, the older part's rows would be the same events twice.
+    """
+    prefix = f"{ARCHIVE_EVENTS_PREFIX}month={month:%Y-%m}/"
+    wanted = pa.array(sorted(video_keys), pa.string())
+    removed = 0
+    for info in store.list(prefix):
+        if info.key == new_key or not info.key.endswith(".parquet"):
+            continue
+        table = pq.read_table(io.BytesIO(store.get_bytes(info.key)))
+        stale = pc.is_in(table.column("video_key"), value_set=wanted)
+        count = int(pc.sum(stale).as_py() or 0)
+        if not count:
+            continue
+        keep = table.filter(pc.invert(stale))
+        if keep.num_rows == 0:
+            store.delete([info.key])
+        else:
+            out = io.BytesIO()
+            pq.write_table(keep, out, compression="zstd")
+            store.put_bytes(info.key, out.getvalue(), "application/vnd.apache.parquet")
+        removed += count
+    return removed
 
 
 def _export(es: EventStore, month: date, path: Path) -> tuple[int, str, str]:

@@ -152,6 +152,36 @@ def test_a_month_that_fails_does_not_stop_the_others(local_backend):
     assert [o.key for o in local_backend.store.list("archive/events/month=2024-02/")]
 
 
+def _archived_rows(store, month: str) -> list[tuple[str, str]]:
+    """(event_id, plate) of every row in the month's archive parts."""
+    rows = []
+    for info in store.list(f"archive/events/month={month}/"):
+        table = pq.read_table(io.BytesIO(store.get_bytes(info.key)), columns=["event_id", "normalized_plate"])
+        rows += zip(
+            table.column("event_id").to_pylist(), table.column("normalized_plate").to_pylist(), strict=True
+        )
+    return sorted(rows)
+
+
+def test_a_video_re_run_after_its_month_was_archived_replaces_its_rows(backend):
+    # Partitions can outlive the archive age (ANPR_RETENTION_VIDEOS_DAYS=0): a backfill then
+    # puts a video's events back in the database, and the next archive run must not keep
+    # both versions of them. Another video of the month keeps its rows.
+    t = datetime(2024, 3, 10, 12, tzinfo=UTC)
+    rerun, other = "uploads/cam1/20240310T120000Z.mp4", "uploads/cam2/20240311T080000Z.mp4"
+    backend.events.replace_video_events(rerun, [event_row(t, "OLD1", video_key=rerun, n=i) for i in range(3)])
+    backend.events.replace_video_events(other, [event_row(t + timedelta(days=1), "KEEP2", "cam2", other)])
+    archive_module.archive_month(backend.events, backend.store, t.date().replace(day=1))
+    reread = [event_row(t, "NEW1", video_key=rerun, n=i) for i in range(2)]  # the re-run reads two
+    backend.events.replace_video_events(rerun, reread)
+    result = archive_module.archive_month(backend.events, backend.store, t.date().replace(day=1))
+    assert result.superseded_rows == 3
+    archived = _archived_rows(backend.store, "2024-03")
+    assert [plate for _, plate in archived].count("OLD1") == 0
+    assert sorted(plate for _, plate in archived) == ["KEEP2", "NEW1", "NEW1"]
+    assert len({event_id for event_id, _ in archived}) == 3  # no event twice
+
+
 def test_month_that_changed_during_archive_is_kept(local_backend):
     month = datetime(2024, 3, 1, tzinfo=UTC)
     rows = [event_row(month + timedelta(days=1), "KEEP1", video_key="uploads/c/20240301T000000Z.mp4")]
