@@ -24,11 +24,21 @@ def main(argv: list[str]) -> int:
 
     import sqlalchemy as sa
 
-    from anpr_pipeline.resources.event_store import EventStore, EventStoreError, _first_line
+    from anpr_pipeline.resources.event_store import (
+        EventStore,
+        EventStoreError,
+        _first_line,
+        missing_sqlite_file,
+    )
     from anpr_pipeline.settings import SettingsError, load_settings
 
     try:
         url = args.url or load_settings().database_url
+        if args.action == "info" and (missing := missing_sqlite_file(url)):
+            raise EventStoreError(
+                f"no SQLite database at {missing} (check ANPR_DATABASE_URL or ANPR_DATA_DIR; "
+                "`anpr db init` creates it)"
+            )
         store = EventStore(url)
         if args.action in {"init", "upgrade"}:
             store.init_schema()

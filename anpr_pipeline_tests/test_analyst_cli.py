@@ -97,7 +97,8 @@ def test_search_table_and_csv(sqlite_url, capsys):
 
 
 def test_search_reports_errors_clearly(tmp_path, capsys):
-    assert anpr(["search", "AB", "--database-url", f"sqlite:///{tmp_path / 'none.db'}"]) == 1
+    (tmp_path / "empty.db").touch()  # a database without the pipeline's tables
+    assert anpr(["search", "AB", "--database-url", f"sqlite:///{tmp_path / 'empty.db'}"]) == 1
     assert "no events table" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         anpr(["search", "AB", "--since", "yesterday-ish"])
@@ -150,12 +151,15 @@ def _bad_database_urls(tmp_path) -> dict[str, tuple[str, str]]:
             "unreachable",
         ),
         "not a database": (f"sqlite:///{not_db}", "file is not a database"),
+        "no such file": (f"sqlite:///{tmp_path / 'wrong' / 'events.db'}", "no SQLite database at"),
         "bare scheme": ("sqlite", "not a database URL"),
         "not a url": ("notaurl", "not a database URL"),
     }
 
 
-@pytest.mark.parametrize("case", ["unreachable", "not a database", "bare scheme", "not a url"])
+@pytest.mark.parametrize(
+    "case", ["unreachable", "not a database", "no such file", "bare scheme", "not a url"]
+)
 def test_search_and_export_report_a_bad_database_in_one_line(case, tmp_path, capsys):
     url, fragment = _bad_database_urls(tmp_path)[case]
     assert anpr(["search", "AB123", "--database-url", url]) == 1
@@ -166,6 +170,7 @@ def test_search_and_export_report_a_bad_database_in_one_line(case, tmp_path, cap
     line = _one_error_line(capsys.readouterr().err, "anpr export: ")
     assert fragment in line and "secret-pw" not in line
     assert not out.exists() and not list(tmp_path.glob("*.partial"))
+    assert not (tmp_path / "wrong").exists()  # a wrong path creates nothing
 
 
 def test_search_reads_a_malformed_database_url_setting_in_one_line(tmp_path, monkeypatch, capsys):

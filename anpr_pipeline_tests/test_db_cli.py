@@ -13,6 +13,11 @@ from anpr_pipeline_tests.servers import free_port
 
 def test_db_init_and_info_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.setenv("ANPR_DATABASE_URL", f"sqlite:///{tmp_path / 'db' / 'events.db'}")
+    assert main(["db", "info"]) == 1  # info creates nothing where a wrong path points
+    assert f"no SQLite database at {tmp_path / 'db' / 'events.db'}" in capsys.readouterr().err
+    assert not (tmp_path / "db").exists()
+    (tmp_path / "db").mkdir()
+    (tmp_path / "db" / "events.db").touch()
     assert main(["db", "info"]) == 0
     assert "not initialised" in capsys.readouterr().out
     assert main(["db", "init"]) == 0 and main(["db", "init"]) == 0

@@ -646,6 +646,19 @@ def _safe_url_text(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
 
 
+def missing_sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL when it does not exist (read-only commands must not create
+    it, and its folders, where a wrong path points); None otherwise."""
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        return None  # EventStore says what is wrong with it
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    path = Path(parsed.database).expanduser()
+    return None if path.exists() else path
+
+
 def _first_line(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).strip().splitlines()
