@@ -49,7 +49,10 @@ MAINTENANCE_TAGS = {**OPS_TAGS, MAINTENANCE_TAG: "true"}
 def _parse_now(text: str) -> datetime:
     if not text:
         return datetime.now(UTC)
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"now={text!r} is not an ISO time (e.g. 2026-01-31T02:30:00Z)") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
@@ -414,6 +417,8 @@ def _cli_config(args: Any) -> dict[str, Any]:
         )
         takes = ", ".join(sorted(fields)) or "no options"
         raise ValueError(f"{args.job} does not take {flags} (it takes: {takes})")
+    if "now" in config:
+        _parse_now(str(config["now"]))  # a bad time fails here, not inside the run
     missing = sorted(k for k, f in fields.items() if f.is_required() and k not in config)
     if missing:
         raise ValueError(f"{args.job} needs --{missing[0]}")
@@ -421,12 +426,13 @@ def _cli_config(args: Any) -> dict[str, Any]:
 
 
 def _failure_cause(failure: Any) -> str:
-    """The innermost error of a failed op: the step error wraps the op's own exception."""
+    """The op's own error: Dagster's step error wraps it, and it may wrap the low-level one
+    (an OSError under an ObjectStoreError) whose message says less."""
     user = getattr(failure, "user_failure_data", None)
     if user is not None and user.description:
         return user.description
     error = failure.error
-    while error.cause is not None:
+    while error.cause is not None and (error.cls_name or "").startswith("Dagster"):
         error = error.cause
     return error.message.strip()  # "ExceptionClass: message", as Python prints it
 
@@ -458,7 +464,9 @@ def main(argv: list[str]) -> int:
     except ValueError as exc:
         parser.error(str(exc))
     job_def = build_definitions().resolve_job_def(args.job)  # settings read now, not at import
-    run_config = {"ops": {OP_OF_JOB[args.job]: {"config": config}}} if config else {}
+    run_config: dict[str, Any] = {"ops": {OP_OF_JOB[args.job]: {"config": config}}} if config else {}
+    # The terminal gets warnings and the one-line outcome; the step log is in the UI.
+    run_config["loggers"] = {"console": {"config": {"log_level": "WARNING"}}}
     if os.environ.get("DAGSTER_HOME"):
         instance = DagsterInstance.get()
     else:

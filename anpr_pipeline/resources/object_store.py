@@ -124,7 +124,12 @@ class ObjectStore(ABC):
 class LocalObjectStore(ObjectStore):
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser().resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in the way, no permission: name the setting
+            raise ObjectStoreError(
+                f"cannot use {self.root} as the bucket folder (ANPR_BUCKET_DIR): {exc.strerror}"
+            ) from exc
 
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key)

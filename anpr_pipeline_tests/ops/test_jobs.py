@@ -187,6 +187,7 @@ def test_cli_runs_ops_jobs_and_records_them(local_backend, monkeypatch, tmp_path
         (["backup", "--dry-run"], "backup does not take --dry-run (it takes: keep)"),
         (["restore_test", "--set", "keep=1"], "restore_test does not take keep (it takes: no options)"),
         (["retention_sweep", "--set", "dry_run"], "--set 'dry_run': expected KEY=VALUE"),
+        (["retention_sweep", "--set", "now=garbage"], "now='garbage' is not an ISO time"),
     ],
 )
 def test_cli_rejects_flags_a_job_does_not_take_before_running(argv, message, tmp_path, monkeypatch, capsys):
@@ -213,3 +214,15 @@ def test_cli_failure_names_the_cause_in_one_line(tmp_path, monkeypatch, capsys):
     assert cli.main(["ops", "retention_sweep", "--dry-run"]) == 1
     (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("anpr ops")]
     assert "FAILED: " in line and "127.0.0.1:1" in line and "DagsterExecutionStepExecutionError" not in line
+
+
+def test_cli_failure_names_the_op_error_not_the_os_error_under_it(tmp_path, monkeypatch, capsys):
+    from anpr_pipeline import cli
+
+    (tmp_path / "afile").write_text("a file where the bucket folder should be")
+    monkeypatch.setenv("ANPR_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("ANPR_BUCKET_DIR", str(tmp_path / "afile"))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    assert cli.main(["ops", "retention_sweep", "--dry-run"]) == 1
+    (line,) = [x for x in capsys.readouterr().err.splitlines() if x.startswith("anpr ops")]
+    assert f"cannot use {tmp_path / 'afile'} as the bucket folder (ANPR_BUCKET_DIR)" in line
