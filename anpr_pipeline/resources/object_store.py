@@ -422,8 +422,10 @@ class S3ObjectStore(ObjectStore):
         )
 
     def get_bytes(self, key: str) -> bytes:
-        resp = self._call("get", self.client.get_object, Bucket=self.bucket, Key=key, key=key)
-        return resp["Body"].read()
+        # The body streams after the response: a connection dropped mid-read is the same error.
+        return self._call(
+            "get", lambda: self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read(), key=key
+        )
 
     def download(self, key: str, path: str | Path) -> Path:
         dst = Path(path)
