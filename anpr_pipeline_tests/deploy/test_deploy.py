@@ -120,6 +120,12 @@ def _step_pod(step_tags: dict[str, str]):
     run_context = K8sContainerContext(
         run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(_helm_run_k8s_config())
     )
+    # includeConfigInLaunchedRuns: the chart hands the code server's own container settings
+    # (its resources among them) to every run, merged over the run launcher's.
+    (deployment,) = _load(HELM_VALUES)["dagster-user-deployments"]["deployments"]
+    assert deployment["includeConfigInLaunchedRuns"]["enabled"] is True
+    code_server = K8sContainerContext.create_from_config({"k8s": {"resources": deployment["resources"]}})
+    run_context = run_context.merge(code_server)
     merged = run_context.merge(K8sContainerContext(run_k8s_config=get_user_defined_k8s_config(step_tags)))
     job = construct_dagster_k8s_job(
         DagsterK8sJobConfig(job_image="anpr-pipeline:test", dagster_home="/opt/dagster/dagster_home"),
@@ -158,6 +164,9 @@ def test_gpu_steps_land_on_the_gpu_pool_and_cpu_steps_on_the_cpu_pool():
             assert pod.node_selector == {deploy_tags.NODE_POOL_LABEL: deploy_tags.CPU_POOL}, name
             assert deploy_tags.GPU_RESOURCE not in limits, name
             assert not tolerations, name
+            # The run sizing, not a smaller code-server sizing copied over it.
+            run_limits = _helm_run_k8s_config()["container_config"]["resources"]["limits"]
+            assert limits.get("memory") == run_limits["memory"], name
 
 
 def test_gpu_assets_use_the_gpu_pool_that_helm_limits():
@@ -333,6 +342,13 @@ def test_compose_services_healthchecks_volumes_and_no_secrets():
     assert {"pgdata", "miniodata"} <= declared
     # The instance config the containers use is deploy/dagster.yaml.
     assert "../dagster.yaml:/opt/dagster/dagster_home/dagster.yaml:ro" in services["daemon"]["volumes"]
+    # Run logs: written by the runs in user_code, read by the UI in webserver.
+    logs = "dagsterstorage:/opt/dagster/dagster_home/storage"
+    assert logs in services["user_code"]["volumes"] and logs in services["webserver"]["volumes"]
+    # Every published port is local only: the UI has no login and can launch erase_plate.
+    for name, service in services.items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
     for name, service in services.items():
         env = service.get("environment") or {}
         for key, value in env.items():
