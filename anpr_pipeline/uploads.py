@@ -95,6 +95,14 @@ def upload_of_partition(key: str, partition_key: str) -> bool:
         return False
 
 
+def sibling_upload_keys(key: str) -> list[str]:
+    """The keys another upload of the same partition would have (``.mov`` beside ``.mp4``,
+    either case): a re-run from one of them replaces what a run from another stored."""
+    stem = f"{UPLOADS_PREFIX}{parse_upload_key(key).partition_key}."
+    candidates = {stem + ext for e in VIDEO_EXTENSIONS for ext in (e, e.upper())}
+    return sorted(candidates - {key})
+
+
 def is_sidecar_key(key: str) -> bool:
     match = _KEY_RE.match(key)
     return match is not None and match["ext"].lower() == "json"

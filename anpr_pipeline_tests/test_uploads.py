@@ -8,6 +8,7 @@ from anpr_pipeline.uploads import (
     is_sidecar_key,
     parse_partition_key,
     parse_upload_key,
+    sibling_upload_keys,
     video_key_for,
 )
 
@@ -86,3 +87,12 @@ def test_sidecar_region_is_a_trimmed_label():
 def test_video_key_round_trips():
     started = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     assert parse_upload_key(video_key_for("cam-9", started)).started_at == started
+
+
+def test_sibling_upload_keys_are_the_other_uploads_a_partition_can_have():
+    siblings = sibling_upload_keys("uploads/cam-01/20261128T101500Z.mp4")
+    assert (
+        "uploads/cam-01/20261128T101500Z.mov" in siblings
+        and "uploads/cam-01/20261128T101500Z.MP4" in siblings
+    )
+    assert "uploads/cam-01/20261128T101500Z.mp4" not in siblings and len(siblings) == 7

@@ -21,6 +21,7 @@ from anpr_pipeline.resources.object_store import ObjectStoreResource
 from anpr_pipeline.resources.parquet_dataset import day_of_key, days_spanned, write_video_events
 from anpr_pipeline.resources.pipeline_config import PipelineConfig
 from anpr_pipeline.settings import parse_regions
+from anpr_pipeline.uploads import sibling_upload_keys
 from anpr_pipeline.vision.plates import fits_format, normalize, reportable
 from anpr_pipeline.vision.tracker import (
     FrameRead,
@@ -218,7 +219,9 @@ def plate_events(
     versions = model_versions(plate_reads, models) if kept else ("", "")
     rows = sorted((event_row(t, video, *versions) for t in kept), key=lambda r: r["captured_at"])
     store = events_db.get_store()
-    written = store.replace_video_events(video["video_key"], rows)
+    # Rows an earlier run stored from another upload of this partition (.mov beside .mp4,
+    # one since deleted) are this video's events too: replaced, not kept beside the new ones.
+    written = store.replace_video_events(video["video_key"], rows, sibling_upload_keys(video["video_key"]))
     span = video_span(video)
     parquet_keys = write_video_events(bucket.get_store(), video["camera_id"], video["timestamp"], rows, span)
     bucket_store = bucket.get_store()

@@ -491,24 +491,30 @@ class EventStore:
             out.append(r)
         return out
 
-    def replace_video_events(self, video_key: str, rows: Sequence[dict[str, Any]]) -> int:
-        """Replace every event of `video_key` with `rows` in one transaction; returns rows written.
+    def replace_video_events(
+        self, video_key: str, rows: Sequence[dict[str, Any]], replaces: Sequence[str] = ()
+    ) -> int:
+        """Replace every event of `video_key` (and of the keys in `replaces`: other uploads of
+        the same video partition) with `rows` in one transaction; returns rows written.
 
         Retried as a whole on transient connection errors: the transaction either committed
         (then the retry would not run) or rolled back, so no row is lost or duplicated.
         """
         prepared = self._prepare(video_key, rows)
+        keys = sorted({video_key, *replaces})
 
         def write() -> int:
             with self._engine.begin() as conn:
                 if self.dialect == "postgresql":
                     # Two runs of the same video (a retry racing a stale run) take turns; without
                     # this the second's DELETE cannot see the first's new rows and its insert
-                    # would hit the unique key. SQLite serialises writers by itself.
-                    conn.execute(
-                        sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": video_key}
-                    )
-                conn.execute(sa.delete(events).where(events.c.video_key == video_key))
+                    # would hit the unique key. SQLite serialises writers by itself. Locks are
+                    # taken in key order, so two runs holding some of the same keys cannot deadlock.
+                    for key in keys:
+                        conn.execute(
+                            sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": key}
+                        )
+                conn.execute(sa.delete(events).where(events.c.video_key.in_(keys)))
                 if not prepared:
                     return 0
                 if self.dialect == "postgresql":
