@@ -8,7 +8,16 @@ cut from the full-resolution frame and written to the bucket off the hot path.
 from datetime import datetime, timedelta
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetIn, AssetOut, MetadataValue, Output, multi_asset
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetKey,
+    AssetOut,
+    AssetRecordsFilter,
+    MetadataValue,
+    Output,
+    multi_asset,
+)
 
 from anpr_pipeline.assets.common import decode_failure, local_copy
 from anpr_pipeline.deploy_tags import GPU_OP_TAGS
@@ -42,6 +51,17 @@ DETECTION_COLUMNS = [
 
 def crop_prefix(camera_id: str, started_at: datetime, timestamp: str) -> str:
     return f"crops/{camera_id}/{started_at.date().isoformat()}/{timestamp}/"
+
+
+def previous_crops_prefix(context: AssetExecutionContext) -> str | None:
+    """Where this partition's latest ``plate_detections`` put its crops (its metadata)."""
+    records = context.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("plate_detections"), asset_partitions=[context.partition_key]),
+        limit=1,
+    ).records
+    materialization = records[0].asset_materialization if records else None
+    entry = materialization.metadata.get("crops_prefix") if materialization else None
+    return str(entry.value) if entry is not None else None
 
 
 def stored_crops(store: ObjectStore, prefix: str) -> set[str]:
@@ -99,8 +119,8 @@ def frames_and_detections(
 
     # The per-video loop is shared with `anpr bench` (vision/video_pipeline.py).
     decode_stats = DecodeStats()  # damaged packets the decoder skipped, within its budget
-    with local_copy(store, video["video_key"]) as path, make_image_uploader(store) as uploader:
-        try:
+    try:
+        with local_copy(store, video["video_key"]) as path, make_image_uploader(store) as uploader:
             records, stats = process_video_frames(
                 iter_frames(path, sample_fps=video["sample_fps"], stats=decode_stats),
                 detector,
@@ -110,12 +130,22 @@ def frames_and_detections(
                 on_crop=on_crop,
                 on_frame=on_frame,
             )
-        except VideoDecodeError as exc:
-            raise decode_failure(exc, video["video_key"]) from exc
+    except VideoDecodeError as exc:
+        # Damage past the probe's first frame: the crops this run added (its uploads have
+        # finished) would be named by no event, and an erase could not find them.
+        orphans = sorted(stored_crops(store, prefix) - earlier_crops)
+        if orphans:
+            store.delete(orphans)
+        raise decode_failure(exc, video["video_key"]) from exc
     # Crops the new rows no longer name (fewer or other detections), deleted only once every
     # upload succeeded (the uploader raises on exit otherwise), so a failed run deletes nothing.
     stale = sorted(earlier_crops - {row["crop_key"] for row in det_rows})
     stale_deleted = store.delete(stale) if stale else 0
+    # A sidecar since moved the video to another camera or start time: the earlier run's
+    # crops (and kept frames) sit under the old prefix, which no event names any more.
+    earlier_prefix = previous_crops_prefix(context)
+    if earlier_prefix and earlier_prefix != prefix:
+        stale_deleted += store.delete(sorted(info.key for info in store.list(earlier_prefix)))
     timings = {"decode_detect_s": stats.total_s, "detect_s": stats.detect_s}
     if decode_stats.bad_packets:
         context.log.warning(

@@ -145,6 +145,57 @@ def test_rerun_after_a_sidecar_moved_the_video_replaces_its_parquet_files(pipeli
     assert len(mine) == len(ids) and set(mine["camera_id"]) == {"cam-fixed"}
     (mat,) = rerun.asset_materializations_for_node("plate_events")
     assert mat.metadata["superseded_parquet_files_deleted"].value == 1
+    # The crops moved with it: none is left under the old camera, where no event names it
+    # and an erase would not look.
+    assert not list(store.list("crops/cam-late/"))
+    crop_keys = {e["crop_key"] for e in pipeline["events_db"].events_for_video(key)}
+    assert crop_keys and all(k.startswith("crops/cam-fixed/") and store.exists(k) for k in crop_keys)
+
+
+def test_rerun_from_another_upload_of_the_partition_replaces_its_events(pipeline):
+    """A .mov and an .mp4 of one recording: the older is processed; once an operator deletes
+    it, the re-run reads the other, and its events replace the first run's (not beside them)."""
+    import os
+
+    store, defs, instance, events_db = (
+        pipeline["store"],
+        pipeline["defs"],
+        pipeline["instance"],
+        pipeline["events_db"],
+    )
+    source = Path(pipeline["root"]) / "source.mp4"
+    mov, mp4 = video_key_for("cam-twice", STARTED, "mov"), video_key_for("cam-twice", STARTED, "mp4")
+    store.put_file(mov, source)
+    os.utime(Path(store.root) / mov, (1e9, 1e9))  # uploaded first
+    store.put_file(mp4, source)
+    assert _run(defs, instance, "cam-twice/20261128T093000Z").success
+    first = events_db.events_for_video(mov)
+    assert first and not events_db.events_for_video(mp4)
+    total = events_db.count()
+    store.delete([mov])
+    assert _run(defs, instance, "cam-twice/20261128T093000Z").success
+    assert not events_db.events_for_video(mov)
+    assert len(events_db.events_for_video(mp4)) == len(first) and events_db.count() == total
+
+
+def test_damage_past_the_first_frame_fails_the_partition_and_leaves_no_crops(pipeline):
+    """The probe decodes the first frame only; damage further on fails detection half-way,
+    after some crops were written: those are taken back, since no event will name them."""
+    import numpy as np
+
+    store = pipeline["store"]
+    data = np.frombuffer((Path(pipeline["root"]) / "source.mp4").read_bytes(), dtype=np.uint8).copy()
+    rng = np.random.default_rng(0)
+    start, end = len(data) // 2, len(data) * 9 // 10
+    hits = rng.integers(start, end, (end - start) // 50)  # 2 % of the second half's bytes
+    data[hits] = rng.integers(0, 256, len(hits), dtype=np.uint8)
+    store.put_bytes(video_key_for("cam-late-damage", STARTED), data.tobytes())
+    result = _run(pipeline["defs"], pipeline["instance"], "cam-late-damage/20261128T093000Z")
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.step_key == "frames_and_detections"
+    assert "packets undecodable" in str(failure.event_specific_data.user_failure_data)
+    assert not list(store.list("crops/cam-late-damage/"))
 
 
 def test_corrupt_video_fails_only_its_own_partition(pipeline):
