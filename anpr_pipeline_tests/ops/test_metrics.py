@@ -4,6 +4,8 @@ metadata contract), queued runs, and rows in the events table — scraped over H
 
 from __future__ import annotations
 
+import socket
+import time
 import urllib.request
 from datetime import UTC, datetime
 
@@ -58,34 +60,73 @@ def test_exporter_scrape_reports_runs_events_queue_and_stage_durations(local_bac
     local_backend.events.replace_video_events(rows[0]["video_key"], rows)
     instance = dagster_instance
     job_def = defs.resolve_job_def("process_video")
-    for _ in range(2):
-        assert job_def.execute_in_process(instance=instance).success
-    assert not _failing_video_job.execute_in_process(instance=instance, raise_on_error=False).success
+    assert job_def.execute_in_process(instance=instance).success  # before the exporter started
     for _ in range(3):
         enqueue_run(instance)
     port = free_port()
     server, thread = serve(instance, local_backend.events, port, addr="127.0.0.1")
     try:
-        m = _scrape(port)
-        assert m[("anpr_jobs_processed_total", (("job", "process_video"),))] == 2
-        assert m[("anpr_jobs_failed_total", (("job", "process_video"),))] == 1
-        assert m[("anpr_jobs_failed_total", (("job", "retention_sweep"),))] == 0
+        m = _scrape(port)  # the first read: job counters start from the run storage's counts
+        assert m[("anpr_jobs_processed_total", (("job", "process_video"),))] == 1
+        assert m[("anpr_events_processed_total", ())] == 0  # counted from the exporter's start
         assert m[("anpr_queue_size", ())] == 3
-        assert m[("anpr_events_processed_total", ())] == 6  # 2 materializations x 3 events
-        assert m[("anpr_events_failed_total", ())] == 1
         assert m[("anpr_events_stored", ())] == 4
-        assert m[("anpr_stage_duration_seconds_count", (("stage", "plate_events"),))] == 2
-        assert m[("anpr_stage_duration_seconds_count", (("stage", "_video"),))] == 1
         assert m[("anpr_metrics_source_up", (("source", "dagster"),))] == 1
+        assert m[("anpr_metrics_source_up", (("source", "events_db"),))] == 1
 
-        # Incremental: one more run is counted once, earlier ones are not recounted.
+        for _ in range(2):
+            assert job_def.execute_in_process(instance=instance).success
+        failed = _failing_video_job.execute_in_process(instance=instance, raise_on_error=False)
+        retried = _failing_video_job.execute_in_process(instance=instance, raise_on_error=False)
+        instance.add_run_tags(retried.run_id, {"dagster/will_retry": "true"})  # as the retry daemon marks it
+        m = _scrape(port)
+        assert m[("anpr_jobs_processed_total", (("job", "process_video"),))] == 3
+        assert m[("anpr_jobs_failed_total", (("job", "process_video"),))] == 2
+        assert m[("anpr_jobs_failed_total", (("job", "retention_sweep"),))] == 0
+        assert m[("anpr_events_processed_total", ())] == 6  # 2 materializations x 3 events
+        assert m[("anpr_events_failed_total", ())] == 1  # the run Dagster retries is not a lost video
+        assert m[("anpr_stage_duration_seconds_count", (("stage", "plate_events"),))] == 2
+        assert m[("anpr_stage_duration_seconds_count", (("stage", "_video"),))] == 2
+
+        # Counters never go down: runs deleted later (the erase scrubber, an operator) stay counted.
+        instance.delete_run(failed.run_id)
         assert job_def.execute_in_process(instance=instance).success
         m = _scrape(port)
+        assert m[("anpr_jobs_processed_total", (("job", "process_video"),))] == 4
+        assert m[("anpr_jobs_failed_total", (("job", "process_video"),))] == 2
         assert m[("anpr_events_processed_total", ())] == 9
         assert m[("anpr_stage_duration_seconds_count", (("stage", "plate_events"),))] == 3
     finally:
         server.shutdown()
         thread.join(timeout=5)
+
+
+def test_a_database_that_does_not_answer_is_reported_down_within_the_deadline(dagster_instance):
+    """A server that accepts connections and never answers (a hung host, a dead proxy): the
+    scrape still answers, quickly, with the events DB reported down."""
+    from anpr_pipeline.ops.metrics import AnprCollector
+    from anpr_pipeline.resources.event_store import EventStore
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        url = f"postgresql+psycopg://anpr@127.0.0.1:{silent.getsockname()[1]}/events"
+        collector = AnprCollector(
+            dagster_instance, EventStore(url, retries=0, connect_timeout_s=30), timeout_s=1
+        )
+        for _ in range(2):  # the second scrape finds the first read still waiting: down at once
+            started = time.monotonic()
+            samples = {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in collector.collect()
+                for s in family.samples
+            }
+            assert time.monotonic() - started < 5
+            assert samples[("anpr_metrics_source_up", (("source", "events_db"),))] == 0
+            assert samples[("anpr_metrics_source_up", (("source", "dagster"),))] == 1
+    finally:
+        silent.close()
 
 
 def test_metrics_cli_has_serve_subcommand(capsys):
