@@ -159,11 +159,19 @@ def worker_stall_alert(context: SensorEvaluationContext, ops_settings: OpsSettin
         ascending=False,
     )
     last_at = _ts(finished[0].end_time or finished[0].update_timestamp) if finished else None
+    running = instance.get_run_records(
+        RunsFilter(job_name=VIDEO_JOB, statuses=[DagsterRunStatus.STARTED]),
+        limit=1,
+        order_by="update_timestamp",
+        ascending=False,
+    )
+    started_at = _ts(running[0].start_time or running[0].update_timestamp) if running else None
     window = timedelta(minutes=ops_settings.stall_minutes)
-    stalled = is_stalled(queued, oldest_at, last_at, datetime.now(UTC), window)
+    stalled = is_stalled(queued, oldest_at, last_at, datetime.now(UTC), window, started_at)
     reason = (
         f"{queued} queued {VIDEO_JOB} runs; last one finished "
-        f"{last_at.isoformat() if last_at else 'never'}; stall window {window}"
+        f"{last_at.isoformat() if last_at else 'never'}, last started "
+        f"{started_at.isoformat() if started_at else 'none running'}; stall window {window}"
     )
     alert = (
         Alert("worker_stall", "critical", "workers stalled: " + reason, {"queued": queued})

@@ -74,15 +74,20 @@ def is_stalled(
     last_finished_at: datetime | None,
     now: datetime,
     window: timedelta,
+    last_started_at: datetime | None = None,
 ) -> bool:
-    """Runs wait, and no video run finished within `window` (while the oldest waited that long).
+    """Runs wait, and no video run finished or started within `window` (while the oldest
+    waited that long).
 
     The oldest queued run must itself have waited `window`: a queue that just formed after
-    an idle night is not a stall, even though nothing finished for hours.
+    an idle night is not a stall, even though nothing finished for hours. A run that started
+    within the window is progress too: a camera's backlog runs one video at a time, and a
+    video that takes most of the window is not a stalled worker.
     """
     if queued <= 0 or oldest_queued_at is None or now - oldest_queued_at < window:
         return False
-    return last_finished_at is None or now - last_finished_at >= window
+    progress = max((t for t in (last_finished_at, last_started_at) if t is not None), default=None)
+    return progress is None or now - progress >= window
 
 
 def retry_after_s(value: str | None, cap: float = RETRY_AFTER_CAP_S) -> float | None:

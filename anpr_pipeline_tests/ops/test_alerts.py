@@ -189,6 +189,11 @@ def test_is_stalled_over_clocks():
         5, now - timedelta(minutes=3), now - timedelta(hours=8), now, ten
     )  # queue just formed
     assert not is_stalled(0, None, None, now, ten)
+    # A video run that started within the window is progress (a camera's backlog runs one
+    # long video at a time); one started long ago and still going is not.
+    hour_ago = now - timedelta(hours=1)
+    assert not is_stalled(5, hour_ago, hour_ago, now, ten, last_started_at=now - timedelta(minutes=4))
+    assert is_stalled(5, hour_ago, hour_ago, now, ten, last_started_at=now - timedelta(minutes=40))
 
 
 def test_webhook_unreachable_never_raises():
