@@ -9,7 +9,15 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 import pandas as pd
-from dagster import AssetExecutionContext, AssetIn, AssetRecordsFilter, MetadataValue, Output, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetObservation,
+    AssetRecordsFilter,
+    MetadataValue,
+    Output,
+    asset,
+)
 
 from anpr_pipeline.assets.common import mask_plate
 from anpr_pipeline.assets.reads import video_regions
@@ -18,7 +26,12 @@ from anpr_pipeline.partitions import videos_partitions
 from anpr_pipeline.resources.event_store import EventStoreResource
 from anpr_pipeline.resources.models import ModelsResource
 from anpr_pipeline.resources.object_store import ObjectStoreResource
-from anpr_pipeline.resources.parquet_dataset import day_of_key, days_spanned, write_video_events
+from anpr_pipeline.resources.parquet_dataset import (
+    day_of_key,
+    days_spanned,
+    video_event_keys,
+    write_video_events,
+)
 from anpr_pipeline.resources.pipeline_config import PipelineConfig
 from anpr_pipeline.settings import parse_regions
 from anpr_pipeline.uploads import sibling_upload_keys
@@ -137,6 +150,8 @@ def video_span(video: dict) -> tuple[datetime, datetime]:
 # SigV4 presigned URLs live at most 7 days: thumbnails in old runs turn into broken links,
 # as do crops erased by retention or erase_plate (only the link is in the event log).
 THUMBNAIL_URL_SECONDS = 7 * 24 * 3600
+# The partition's recent runs' announced Parquet files (one observation per run).
+OBSERVATIONS_READ = 50
 
 
 def crop_cell(key: str, url: str | None) -> str:
@@ -177,13 +192,20 @@ def model_versions(plate_reads: pd.DataFrame, models: ModelsResource) -> tuple[s
 
 
 def previous_parquet_files(context: AssetExecutionContext) -> list[str]:
-    """The Parquet files this partition's latest materialization wrote (its metadata)."""
-    records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[context.partition_key]), limit=1
-    ).records
-    materialization = records[0].asset_materialization if records else None
-    entry = materialization.metadata.get("parquet_files") if materialization else None
-    return [str(k) for k in entry.value] if entry is not None else []
+    """The Parquet files earlier runs of this partition wrote: the latest materialization's
+    (its metadata), and those announced by runs that then failed before materializing
+    (the observation each run records before it writes)."""
+    partition = AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[context.partition_key])
+    records = context.instance.fetch_materializations(partition, limit=1).records
+    events = [r.asset_materialization for r in records if r.asset_materialization]
+    observed = context.instance.fetch_observations(partition, limit=OBSERVATIONS_READ).records
+    events += [r.asset_observation for r in observed if r.asset_observation]
+    keys: set[str] = set()
+    for event in events:
+        entry = event.metadata.get("parquet_files")
+        if entry is not None:
+            keys.update(str(k) for k in entry.value)
+    return sorted(keys)
 
 
 def affected_days(span: tuple[datetime, datetime], previous_files: Sequence[str]) -> list[str]:
@@ -223,9 +245,20 @@ def plate_events(
     # one since deleted) are this video's events too: replaced, not kept beside the new ones.
     written = store.replace_video_events(video["video_key"], rows, sibling_upload_keys(video["video_key"]))
     span = video_span(video)
+    previous = previous_parquet_files(context)
+    # Recorded before the files are written: a run that dies after writing them but before
+    # its materialization is still known to the next run, which removes them if the video
+    # has moved (a sidecar) by then.
+    planned = video_event_keys(video["camera_id"], video["timestamp"], rows)
+    context.log_event(
+        AssetObservation(
+            asset_key=context.asset_key,
+            partition=context.partition_key,
+            metadata={"parquet_files": MetadataValue.json(planned)},
+        )
+    )
     parquet_keys = write_video_events(bucket.get_store(), video["camera_id"], video["timestamp"], rows, span)
     bucket_store = bucket.get_store()
-    previous = previous_parquet_files(context)
     # Files an earlier run of this partition wrote under other names (a sidecar since moved
     # the video to another camera or day) would count its events twice.
     superseded = [k for k in previous if k not in parquet_keys and bucket_store.exists(k)]

@@ -96,6 +96,18 @@ def days_spanned(start: datetime, end: datetime) -> list[date]:
     return days
 
 
+def _rows_by_day(rows: Sequence[dict]) -> dict[date, list[dict]]:
+    by_day: dict[date, list[dict]] = {}
+    for row in rows:
+        by_day.setdefault(row["captured_at"].date(), []).append(row)
+    return by_day
+
+
+def video_event_keys(camera_id: str, video_timestamp: str, rows: Sequence[dict]) -> list[str]:
+    """The files ``write_video_events`` writes for these rows (one per day with events)."""
+    return [partition_key_for(camera_id, day, video_timestamp) for day in sorted(_rows_by_day(rows))]
+
+
 def write_video_events(
     store: ObjectStore,
     camera_id: str,
@@ -108,9 +120,7 @@ def write_video_events(
     ``span`` is the video's recording span; files for days in it that no longer have
     events (a re-run that found fewer) are deleted, so re-runs never leave stale rows.
     """
-    by_day: dict[date, list[dict]] = {}
-    for row in rows:
-        by_day.setdefault(row["captured_at"].date(), []).append(row)
+    by_day = _rows_by_day(rows)
     written = []
     for day, day_rows in sorted(by_day.items()):
         key = partition_key_for(camera_id, day, video_timestamp)

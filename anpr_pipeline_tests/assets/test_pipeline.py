@@ -152,6 +152,34 @@ def test_rerun_after_a_sidecar_moved_the_video_replaces_its_parquet_files(pipeli
     assert crop_keys and all(k.startswith("crops/cam-fixed/") and store.exists(k) for k in crop_keys)
 
 
+def test_files_of_a_run_that_died_after_writing_them_are_replaced_when_the_video_moves(pipeline, monkeypatch):
+    """A run writes its Parquet files and dies before its materialization is recorded; a
+    sidecar then moves the video: the next run must still know those files, or analysts
+    read every event twice. Each run announces its files (an observation) before writing."""
+    import json
+
+    from anpr_pipeline.assets import events as events_module
+
+    store, defs, instance = pipeline["store"], pipeline["defs"], pipeline["instance"]
+    key = video_key_for("cam-crash", STARTED)
+    store.put_file(key, Path(pipeline["root"]) / "source.mp4")
+
+    def die_after_the_writes(*args, **kwargs):
+        raise RuntimeError("worker killed after writing the Parquet files")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(events_module, "events_markdown", die_after_the_writes)
+        assert not _run(defs, instance, "cam-crash/20261128T093000Z").success
+    assert list(store.list("parquet/events/date=2026-11-28/camera_id=cam-crash/"))
+    store.put_bytes(key.rsplit(".", 1)[0] + ".json", json.dumps({"camera_id": "cam-crash-fixed"}).encode())
+    assert _run(defs, instance, "cam-crash/20261128T093000Z").success
+    assert not list(store.list("parquet/events/date=2026-11-28/camera_id=cam-crash/"))
+    ids = {str(e["event_id"]) for e in pipeline["events_db"].events_for_video(key)}
+    parquet = read_events(store)
+    mine = parquet[parquet["event_id"].isin(ids)]
+    assert ids and len(mine) == len(ids) and set(mine["camera_id"]) == {"cam-crash-fixed"}
+
+
 def test_rerun_from_another_upload_of_the_partition_replaces_its_events(pipeline):
     """A .mov and an .mp4 of one recording: the older is processed; once an operator deletes
     it, the re-run reads the other, and its events replace the first run's (not beside them)."""
