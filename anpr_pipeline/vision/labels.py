@@ -61,6 +61,8 @@ def read_label_rows(csv_path: str | Path) -> list[LabelRow]:
                 continue  # blank line
             cells = dict(zip(header, values, strict=False))
             where = f"{path}:{line}"
+            if len(values) < len(header) and any(c not in cells for c in REQUIRED_COLUMNS):
+                raise LabelsError(f"{where}: the row has {len(values)} of the header's {len(header)} columns")
             if not (cells.get("file") or "").strip():
                 raise LabelsError(f"{where}: empty file name")
             x, y, w, h = (_coordinate(cells.get(c), c, where) for c in "xywh")

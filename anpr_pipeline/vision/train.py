@@ -15,6 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in {"-h", "--help"} or args[0] not in TRAINERS:
         lines = ["usage: anpr train {reader,detector} [options]", ""]
+        if args and args[0] not in {"-h", "--help"}:
+            lines[:0] = [f"anpr train: unknown model {args[0]!r}"]
         lines += [f"  {name:9s} {help_}" for name, (_, help_) in TRAINERS.items()]
         print("\n".join(lines), file=sys.stdout if args[:1] in ([], ["-h"], ["--help"]) else sys.stderr)
         return 0 if args[:1] in ([], ["-h"], ["--help"]) else 2
