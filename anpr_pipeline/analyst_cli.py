@@ -118,7 +118,7 @@ def _has_events(store) -> bool:
 
 def _plain(value: Any) -> Any:
     if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
+        return value.astimezone(UTC).isoformat(timespec="microseconds")  # one format per column
     if isinstance(value, float):
         return round(value, 4)
     return value
@@ -140,7 +140,7 @@ def _csv_cell(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
+        return value.astimezone(UTC).isoformat(timespec="microseconds")  # one format per column
     if isinstance(value, list):
         return json.dumps(value)
     return value
@@ -211,7 +211,7 @@ def search(argv: list[str]) -> int:
             camera_id=args.camera,
             since=args.since,
             until=args.until,
-            limit=args.limit,
+            limit=args.limit + 1,  # one more than shown: tells whether the limit cut the list
         )
     except (EventStoreError, ValueError) as exc:
         print(f"anpr search: {exc}", file=sys.stderr)
@@ -219,15 +219,32 @@ def search(argv: list[str]) -> int:
     except sa.exc.SQLAlchemyError as exc:  # anything the store did not wrap: still one line
         print(f"anpr search: {_first_line(exc)}", file=sys.stderr)
         return 1
+    cut = len(rows) > args.limit
+    rows = rows[: args.limit]
     if args.format == "json":
         print(format_json(rows))
     elif args.format == "csv":
         sys.stdout.write(format_csv(rows))
     else:
         print(format_table(rows) if rows else f"no events for {args.plate!r} ({args.mode})")
-        if len(rows) == args.limit:
-            print(f"(first {args.limit} shown; raise --limit for more)", file=sys.stderr)
+    if cut:  # on stderr for every format: a CSV or JSON cut short must not pass for complete
+        print(f"(newest {args.limit} shown; more match: raise --limit)", file=sys.stderr)
+    _note_archived(args.since)
     return 0
+
+
+def _note_archived(since: datetime | None) -> None:
+    """Months past ANPR_ARCHIVE_EVENTS_AFTER_DAYS have left the events table (the archive
+    Parquet parts hold them): say so when the window reaches back there."""
+    from anpr_pipeline.settings import load_settings
+
+    days = load_settings().archive_events_after_days
+    if since is not None and days > 0 and since < datetime.now(UTC) - timedelta(days=days):
+        print(
+            f"(events of months that ended over {days} days ago are archived out of the events "
+            "table: see archive/events/ in the bucket)",
+            file=sys.stderr,
+        )
 
 
 # -- export ---------------------------------------------------------------------------------------
@@ -335,6 +352,7 @@ def export(argv: list[str]) -> int:
     try:
         store = _open_store(_database_url(args.database_url))
         count = export_events(store, args.since, until, args.format, args.out, args.camera)
+        _note_archived(args.since)
     except EventStoreError as exc:
         print(f"anpr export: {exc}", file=sys.stderr)
         return 1

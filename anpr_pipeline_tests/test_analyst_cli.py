@@ -7,6 +7,7 @@ import io
 import json
 from datetime import UTC, datetime, timedelta
 
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
@@ -81,7 +82,9 @@ def test_search_modes_postgres(fresh_postgres_url, capsys):
 def test_search_json_row_has_every_column_and_crop_key(sqlite_url, capsys):
     (row,) = run_json(capsys, "search", "XY9999", "--database-url", sqlite_url, "--format", "json")
     assert row["camera_id"] == "cam-north"
-    assert row["captured_at"] == (T0 + timedelta(days=1)).isoformat()
+    # Always with microseconds: a column mixing "...:00+00:00" and "...:00.200000+00:00" does
+    # not parse as one datetime column in pandas.
+    assert row["captured_at"] == (T0 + timedelta(days=1)).isoformat(timespec="microseconds")
     assert row["crop_key"].endswith("_0.jpg") and row["char_confidences"] == [0.9] * 6
 
 
@@ -119,6 +122,17 @@ def test_export_parquet_and_csv(sqlite_url, tmp_path, capsys):
     rows = list(csv.DictReader(out_csv.open()))
     assert [r["normalized_plate"] for r in rows] == ["AB8C12", "XY9999"]
     assert not list(tmp_path.glob("*.partial"))
+    assert pd.to_datetime(pd.read_csv(out_csv)["captured_at"]).dt.tz is not None  # one parseable format
+
+
+def test_a_window_reaching_into_archived_months_says_so(sqlite_url, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ANPR_ARCHIVE_EVENTS_AFTER_DAYS", "1")  # the seeded days are older
+    args = ["--since", "2026-11-20", "--until", "2026-11-22", "--database-url", sqlite_url]
+    assert anpr(["export", *args, "--format", "csv", "--out", str(tmp_path / "x.csv")]) == 0
+    assert "archived out of the events table" in capsys.readouterr().err
+    monkeypatch.setenv("ANPR_ARCHIVE_EVENTS_AFTER_DAYS", "0")  # never archived: nothing to say
+    assert anpr(["search", "ABBC", "--prefix", "--since", "2026-11-20", "--database-url", sqlite_url]) == 0
+    assert "archived" not in capsys.readouterr().err
 
 
 def test_parse_time_forms():
@@ -231,4 +245,27 @@ def test_search_limit_must_be_a_positive_integer(sqlite_url, limit, capsys):
     assert "argument --limit" in capsys.readouterr().err
     assert anpr(["search", "ABBC", "--prefix", "--limit", "1", "--database-url", sqlite_url]) == 0
     captured = capsys.readouterr()
-    assert len(captured.out.splitlines()) == 3 and "first 1 shown" in captured.err
+    assert len(captured.out.splitlines()) == 3 and "newest 1 shown; more match" in captured.err
+    # CSV and JSON cut short say so too (on stderr), and a list that fits says nothing.
+    assert (
+        anpr(["search", "ABBC", "--prefix", "--limit", "1", "--format", "csv", "--database-url", sqlite_url])
+        == 0
+    )
+    assert "newest 1 shown" in capsys.readouterr().err
+    assert (
+        anpr(
+            [
+                "search",
+                "ABBC",
+                "--prefix",
+                "--limit",
+                "1000",
+                "--format",
+                "json",
+                "--database-url",
+                sqlite_url,
+            ]
+        )
+        == 0
+    )
+    assert "shown" not in capsys.readouterr().err
