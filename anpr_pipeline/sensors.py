@@ -9,7 +9,10 @@ holds only what a listing cannot tell: the sizes of uploads seen but not yet set
 the bad keys already reported. On a local (or network-mounted) folder, where a file may be
 written in place and its writer stall, an upload is taken only once a later tick sees the
 same size; S3 objects appear whole, so there the settle time alone is enough. Keys that break the naming contract, and uploads left empty,
-are reported (count + first examples) once, and never crash the sensor.
+are reported (count + first examples) once, and never crash the sensor. The cursor also
+holds the upload version (size, time, ETag) of each registered partition whose events do
+not exist yet: an upload replaced under the same key, after a run that failed on a broken
+transfer, is requested again.
 """
 
 from __future__ import annotations
@@ -58,6 +61,9 @@ class UploadCursor:
     bad_keys_total: int = 0
     pending: dict[str, int] = field(default_factory=dict)  # key -> size when last seen, unsettled
     reported: list[str] = field(default_factory=list)  # bad keys reported, still in the bucket
+    # partition -> version (size, time, ETag) of its upload, for partitions registered whose
+    # events do not exist yet (queued, running or failed): a new version is a re-upload.
+    versions: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, raw: str | None) -> UploadCursor:
@@ -81,6 +87,13 @@ class ScanResult:
     duplicates: list[str]  # second uploads of a partition taken this scan, as messages
     waiting: dict[str, int]
     cursor: UploadCursor
+    reuploads: list[str] = field(default_factory=list)  # partitions in `ready` already registered
+    # partition -> version of its ready upload: the sensor records it for the ones it requests
+    ready_versions: dict[str, str] = field(default_factory=dict)
+
+
+def upload_version(info: ObjectInfo) -> str:
+    return f"{info.size}:{info.last_modified.isoformat()}:{info.etag or ''}"
 
 
 def scan_uploads(
@@ -90,11 +103,19 @@ def scan_uploads(
     known: set[str] | frozenset[str] = frozenset(),
     settle_seconds: float = SETTLE_SECONDS,
     confirm_size: bool = False,
+    done: set[str] | frozenset[str] | None = None,
 ) -> ScanResult:
     """Pure decision logic of the sensor: what is ready, what is bad, what must wait.
 
     ``known``: partition keys that already exist (their uploads were handled).
-    ``confirm_size``: an upload is ready only when an earlier scan saw it at the same size."""
+    ``confirm_size``: an upload is ready only when an earlier scan saw it at the same size.
+    ``done``: the known partitions whose events exist (None: all of them). The others'
+    uploads are watched: one replaced since it was registered (a camera re-sending a video
+    whose transfer broke) is ready again."""
+    done = known if done is None else done
+    versions: dict[str, str] = {}
+    ready_versions: dict[str, str] = {}
+    reuploads: list[str] = []
     ready: dict[str, Upload] = {}
     settled: dict[str, int] = {}
     bad: list[str] = []
@@ -115,10 +136,21 @@ def scan_uploads(
                 duplicates.append(f"{info.key} ignored: {taken} is the upload of its partition")
                 continue
             if upload.partition_key in known:
-                continue
-            state, problem = upload_state(info, cursor, now, settle_seconds, confirm_size)
+                if upload.partition_key in done or upload.partition_key in versions:
+                    continue  # processed; or a second upload of it (the oldest is the one)
+                version = upload_version(info)
+                recorded = cursor.versions.get(upload.partition_key, version)
+                versions[upload.partition_key] = recorded
+                if recorded == version:
+                    continue
+                state, problem = upload_state(info, cursor, now, settle_seconds, confirm_size)
+                if state == "ready":
+                    reuploads.append(upload.partition_key)
+            else:
+                state, problem = upload_state(info, cursor, now, settle_seconds, confirm_size)
         if state == "ready":
             ready[upload.partition_key] = upload
+            ready_versions[upload.partition_key] = upload_version(info)
             settled[info.key] = info.size
         elif state == "waiting":
             waiting[info.key] = info.size
@@ -131,9 +163,16 @@ def scan_uploads(
         # Ready uploads beyond one tick's cap stay settled for the next tick.
         pending={**waiting, **settled},
         reported=bad_keys[:MAX_REMEMBERED_BAD_KEYS],
+        versions=dict(list(versions.items())[-MAX_REMEMBERED_BAD_KEYS:]),
     )
     return ScanResult(
-        ready=list(ready.values()), bad=bad, duplicates=duplicates, waiting=waiting, cursor=next_cursor
+        ready=list(ready.values()),
+        bad=bad,
+        duplicates=duplicates,
+        waiting=waiting,
+        cursor=next_cursor,
+        reuploads=reuploads,
+        ready_versions=ready_versions,
     )
 
 
@@ -169,12 +208,16 @@ def upload_sensor(context: SensorEvaluationContext, bucket: ObjectStoreResource)
         objects = list(bucket.get_store().list(UPLOADS_PREFIX))
     except (ObjectStoreError, OSError) as exc:
         return SkipReason(f"Bucket unreachable, will retry next tick: {exc}")
-    # A video already turned into events is not re-run because its upload is listed again;
-    # operators re-run on purpose with a backfill.
-    known = set(context.instance.get_dynamic_partitions(videos_partitions.name))
-    known |= context.instance.get_materialized_partitions(AssetKey("plate_events"))
+    # A video already turned into events is not re-run because its upload is listed again
+    # (operators re-run on purpose with a backfill).
+    # A partition whose events do not exist yet (queued, running or failed) is watched: when
+    # its upload is replaced (a camera re-sending a video whose transfer broke), it runs again.
+    registered = set(context.instance.get_dynamic_partitions(videos_partitions.name))
+    done = context.instance.get_materialized_partitions(AssetKey("plate_events"))
     now = datetime.now(UTC)
-    scan = scan_uploads(objects, cursor, now, known, confirm_size=bucket.kind == "local")
+    scan = scan_uploads(
+        objects, cursor, now, registered | done, confirm_size=bucket.kind == "local", done=done
+    )
     if scan.bad:
         context.log.warning(bad_keys_report(scan.bad))
     if scan.duplicates:
@@ -185,6 +228,12 @@ def upload_sensor(context: SensorEvaluationContext, bucket: ObjectStoreResource)
     ready = scan.ready[:MAX_RUNS_PER_TICK]
     if len(scan.ready) > len(ready):
         context.log.info(f"{len(scan.ready) - len(ready)} more upload(s) ready: requested on later ticks")
+    for upload in ready:  # recorded only once requested: one beyond the cap stays "new"
+        scan.cursor.versions[upload.partition_key] = scan.ready_versions[upload.partition_key]
+    again = [u.partition_key for u in ready if u.partition_key in scan.reuploads]
+    new = [u.partition_key for u in ready if u.partition_key not in again]
+    if again:
+        context.log.info(f"{len(again)} upload(s) replaced since their run: run again: {', '.join(again)}")
     run_requests = [
         RunRequest(
             partition_key=u.partition_key,
@@ -205,6 +254,6 @@ def upload_sensor(context: SensorEvaluationContext, bucket: ObjectStoreResource)
         return SensorResult(skip_reason=SkipReason(reason), cursor=scan.cursor.dump())
     return SensorResult(
         run_requests=run_requests,
-        dynamic_partitions_requests=[videos_partitions.build_add_request([u.partition_key for u in ready])],
+        dynamic_partitions_requests=[videos_partitions.build_add_request(new)] if new else [],
         cursor=scan.cursor.dump(),
     )

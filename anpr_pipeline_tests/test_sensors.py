@@ -219,3 +219,36 @@ def test_partition_deleted_while_its_upload_stays_is_run_again(tmp_path):
         assert [r.partition_key for r in second.run_requests] == ["cam-1/20261128T100000Z"]
         assert second.run_requests[0].run_key != first.run_requests[0].run_key
         assert instance.has_dynamic_partition("videos", "cam-1/20261128T100000Z")
+
+
+def test_a_video_replaced_after_its_run_failed_runs_again(tmp_path):
+    """A camera re-sends a video whose first transfer broke (same key, new content): while
+    the partition has no events the sensor runs it again, once; a processed video's upload
+    being touched again does not."""
+    from dagster import AssetMaterialization
+
+    bucket = ObjectStoreResource(kind="local", bucket_dir=str(tmp_path / "bucket"))
+    root = tmp_path / "bucket"
+    _write(root, "uploads/cam-1/20261128T100000Z.mp4", b"x" * 50, age_s=300)  # truncated
+    _write(root, "uploads/cam-2/20261128T100000Z.mp4", b"x" * 100, age_s=300)
+    with DagsterInstance.ephemeral() as instance:
+        first = _settled_tick(instance, bucket)
+        assert sorted(r.partition_key for r in first.run_requests) == [
+            "cam-1/20261128T100000Z",
+            "cam-2/20261128T100000Z",
+        ]
+        # cam-2 was processed; cam-1's run failed (no events). Nothing changed: nothing asked.
+        instance.report_runless_asset_event(
+            AssetMaterialization(asset_key="plate_events", partition="cam-2/20261128T100000Z")
+        )
+        quiet = _tick(instance, bucket, first.cursor)
+        assert not quiet.run_requests
+        # Both uploads are replaced; only the one without events runs again.
+        _write(root, "uploads/cam-1/20261128T100000Z.mp4", b"x" * 100, age_s=60)
+        _write(root, "uploads/cam-2/20261128T100000Z.mp4", b"y" * 120, age_s=60)
+        again = _settled_tick(instance, bucket, quiet.cursor)
+        assert [r.partition_key for r in again.run_requests] == ["cam-1/20261128T100000Z"]
+        assert again.run_requests[0].run_key != first.run_requests[0].run_key
+        assert not again.dynamic_partitions_requests  # the partition exists already
+        # Once asked for, the new version is the known one: not asked again.
+        assert not _tick(instance, bucket, again.cursor).run_requests
