@@ -89,13 +89,9 @@ def _database_url(arg: str | None) -> str:
 
 def _open_store(url: str):
     """An EventStore without creating anything: analysts may hold read-only credentials."""
-    from anpr_pipeline.resources.event_store import EventStore, EventStoreError, missing_sqlite_file
+    from anpr_pipeline.resources.event_store import EventStore, EventStoreError, require_sqlite_file
 
-    if missing := missing_sqlite_file(url):
-        raise EventStoreError(
-            f"no SQLite database at {missing} (check ANPR_DATABASE_URL or ANPR_DATA_DIR; "
-            "the pipeline or `anpr demo` creates it)"
-        )
+    require_sqlite_file(url, "the pipeline or `anpr demo`")
     store = EventStore(url, retries=1)
     if not _has_events(store):
         raise EventStoreError(

@@ -28,17 +28,14 @@ def main(argv: list[str]) -> int:
         EventStore,
         EventStoreError,
         _first_line,
-        missing_sqlite_file,
+        require_sqlite_file,
     )
     from anpr_pipeline.settings import SettingsError, load_settings
 
     try:
         url = args.url or load_settings().database_url
-        if args.action == "info" and (missing := missing_sqlite_file(url)):
-            raise EventStoreError(
-                f"no SQLite database at {missing} (check ANPR_DATABASE_URL or ANPR_DATA_DIR; "
-                "`anpr db init` creates it)"
-            )
+        if args.action == "info":
+            require_sqlite_file(url, "`anpr db init`")
         store = EventStore(url)
         if args.action in {"init", "upgrade"}:
             store.init_schema()

@@ -87,7 +87,6 @@ class ScanResult:
     duplicates: list[str]  # second uploads of a partition taken this scan, as messages
     waiting: dict[str, int]
     cursor: UploadCursor
-    reuploads: list[str] = field(default_factory=list)  # partitions in `ready` already registered
     # partition -> version of its ready upload: the sensor records it for the ones it requests
     ready_versions: dict[str, str] = field(default_factory=dict)
 
@@ -115,7 +114,6 @@ def scan_uploads(
     done = known if done is None else done
     versions: dict[str, str] = {}
     ready_versions: dict[str, str] = {}
-    reuploads: list[str] = []
     ready: dict[str, Upload] = {}
     settled: dict[str, int] = {}
     bad: list[str] = []
@@ -143,11 +141,7 @@ def scan_uploads(
                 versions[upload.partition_key] = recorded
                 if recorded == version:
                     continue
-                state, problem = upload_state(info, cursor, now, settle_seconds, confirm_size)
-                if state == "ready":
-                    reuploads.append(upload.partition_key)
-            else:
-                state, problem = upload_state(info, cursor, now, settle_seconds, confirm_size)
+            state, problem = upload_state(info, cursor, now, settle_seconds, confirm_size)
         if state == "ready":
             ready[upload.partition_key] = upload
             ready_versions[upload.partition_key] = upload_version(info)
@@ -171,7 +165,6 @@ def scan_uploads(
         duplicates=duplicates,
         waiting=waiting,
         cursor=next_cursor,
-        reuploads=reuploads,
         ready_versions=ready_versions,
     )
 
@@ -209,9 +202,9 @@ def upload_sensor(context: SensorEvaluationContext, bucket: ObjectStoreResource)
     except (ObjectStoreError, OSError) as exc:
         return SkipReason(f"Bucket unreachable, will retry next tick: {exc}")
     # A video already turned into events is not re-run because its upload is listed again
-    # (operators re-run on purpose with a backfill).
-    # A partition whose events do not exist yet (queued, running or failed) is watched: when
-    # its upload is replaced (a camera re-sending a video whose transfer broke), it runs again.
+    # (operators re-run on purpose with a backfill); one whose events do not exist yet
+    # (queued, running or failed) runs again when its upload is replaced (a camera re-sending
+    # a video whose transfer broke).
     registered = set(context.instance.get_dynamic_partitions(videos_partitions.name))
     done = context.instance.get_materialized_partitions(AssetKey("plate_events"))
     now = datetime.now(UTC)
@@ -230,7 +223,7 @@ def upload_sensor(context: SensorEvaluationContext, bucket: ObjectStoreResource)
         context.log.info(f"{len(scan.ready) - len(ready)} more upload(s) ready: requested on later ticks")
     for upload in ready:  # recorded only once requested: one beyond the cap stays "new"
         scan.cursor.versions[upload.partition_key] = scan.ready_versions[upload.partition_key]
-    again = [u.partition_key for u in ready if u.partition_key in scan.reuploads]
+    again = [u.partition_key for u in ready if u.partition_key in registered]
     new = [u.partition_key for u in ready if u.partition_key not in again]
     if again:
         context.log.info(f"{len(again)} upload(s) replaced since their run: run again: {', '.join(again)}")

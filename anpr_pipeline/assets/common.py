@@ -6,8 +6,9 @@ import contextlib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-from dagster import Failure, MetadataValue
+from dagster import AssetExecutionContext, AssetKey, AssetRecordsFilter, Failure, MetadataValue
 
 from anpr_pipeline.ops.retention import ARCHIVE_UPLOADS_PREFIX
 from anpr_pipeline.resources.object_store import LocalObjectStore, ObjectStore
@@ -94,3 +95,18 @@ def mask_plate(plate: str, show: bool) -> str:
     if show or len(plate) <= 3:
         return plate if show else "*" * len(plate)
     return plate[:2] + "*" * (len(plate) - 3) + plate[-1]
+
+
+def recorded_metadata(
+    context: AssetExecutionContext, asset_key: AssetKey, name: str, observations: int = 0
+) -> list[Any]:
+    """The values of metadata entry ``name`` recorded for this run's partition of
+    ``asset_key``: its latest materialization's, then those of its ``observations`` most
+    recent observations (where an earlier run noted what it was about to write)."""
+    partition = AssetRecordsFilter(asset_key=asset_key, asset_partitions=[context.partition_key])
+    records = context.instance.fetch_materializations(partition, limit=1).records
+    events = [r.asset_materialization for r in records if r.asset_materialization]
+    if observations:
+        observed = context.instance.fetch_observations(partition, limit=observations).records
+        events += [r.asset_observation for r in observed if r.asset_observation]
+    return [event.metadata[name].value for event in events if name in event.metadata]

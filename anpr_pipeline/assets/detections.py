@@ -13,13 +13,12 @@ from dagster import (
     AssetIn,
     AssetKey,
     AssetOut,
-    AssetRecordsFilter,
     MetadataValue,
     Output,
     multi_asset,
 )
 
-from anpr_pipeline.assets.common import decode_failure, local_copy
+from anpr_pipeline.assets.common import decode_failure, local_copy, recorded_metadata
 from anpr_pipeline.deploy_tags import GPU_OP_TAGS
 from anpr_pipeline.partitions import videos_partitions
 from anpr_pipeline.resources.models import ModelsResource
@@ -55,13 +54,8 @@ def crop_prefix(camera_id: str, started_at: datetime, timestamp: str) -> str:
 
 def previous_crops_prefix(context: AssetExecutionContext) -> str | None:
     """Where this partition's latest ``plate_detections`` put its crops (its metadata)."""
-    records = context.instance.fetch_materializations(
-        AssetRecordsFilter(asset_key=AssetKey("plate_detections"), asset_partitions=[context.partition_key]),
-        limit=1,
-    ).records
-    materialization = records[0].asset_materialization if records else None
-    entry = materialization.metadata.get("crops_prefix") if materialization else None
-    return str(entry.value) if entry is not None else None
+    recorded = recorded_metadata(context, AssetKey("plate_detections"), "crops_prefix")
+    return str(recorded[0]) if recorded else None
 
 
 def stored_crops(store: ObjectStore, prefix: str) -> set[str]:

@@ -13,13 +13,12 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     AssetObservation,
-    AssetRecordsFilter,
     MetadataValue,
     Output,
     asset,
 )
 
-from anpr_pipeline.assets.common import mask_plate
+from anpr_pipeline.assets.common import mask_plate, recorded_metadata
 from anpr_pipeline.assets.reads import video_regions
 from anpr_pipeline.checks import EVENTS_CONSISTENT, check_events
 from anpr_pipeline.partitions import videos_partitions
@@ -195,17 +194,8 @@ def previous_parquet_files(context: AssetExecutionContext) -> list[str]:
     """The Parquet files earlier runs of this partition wrote: the latest materialization's
     (its metadata), and those announced by runs that then failed before materializing
     (the observation each run records before it writes)."""
-    partition = AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[context.partition_key])
-    records = context.instance.fetch_materializations(partition, limit=1).records
-    events = [r.asset_materialization for r in records if r.asset_materialization]
-    observed = context.instance.fetch_observations(partition, limit=OBSERVATIONS_READ).records
-    events += [r.asset_observation for r in observed if r.asset_observation]
-    keys: set[str] = set()
-    for event in events:
-        entry = event.metadata.get("parquet_files")
-        if entry is not None:
-            keys.update(str(k) for k in entry.value)
-    return sorted(keys)
+    recorded = recorded_metadata(context, context.asset_key, "parquet_files", OBSERVATIONS_READ)
+    return sorted({str(key) for keys in recorded for key in keys})
 
 
 def affected_days(span: tuple[datetime, datetime], previous_files: Sequence[str]) -> list[str]:

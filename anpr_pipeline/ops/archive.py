@@ -48,7 +48,7 @@ from anpr_pipeline.ops.locks import data_lock
 from anpr_pipeline.ops.retention import ARCHIVE_EVENTS_PREFIX, awaiting_processing, month_bounds, object_time
 from anpr_pipeline.resources.event_store import EventStore, events, partition_name
 from anpr_pipeline.resources.object_store import ObjectInfo, ObjectStore, S3ObjectStore
-from anpr_pipeline.resources.parquet_dataset import EVENTS_SCHEMA
+from anpr_pipeline.resources.parquet_dataset import EVENTS_SCHEMA, rewrite_without
 from anpr_pipeline.uploads import UPLOADS_PREFIX
 
 ARCHIVE_PREFIX = "archive/"
@@ -249,18 +249,9 @@ def _supersede_older_parts(store: ObjectStore, month: date, new_key: str, video_
         if info.key == new_key or not info.key.endswith(".parquet"):
             continue
         table = pq.read_table(io.BytesIO(store.get_bytes(info.key)))
-        stale = pc.is_in(table.column("video_key"), value_set=wanted)
-        count = int(pc.sum(stale).as_py() or 0)
-        if not count:
-            continue
-        keep = table.filter(pc.invert(stale))
-        if keep.num_rows == 0:
-            store.delete([info.key])
-        else:
-            out = io.BytesIO()
-            pq.write_table(keep, out, compression="zstd")
-            store.put_bytes(info.key, out.getvalue(), "application/vnd.apache.parquet")
-        removed += count
+        removed += rewrite_without(
+            store, info.key, table, pc.is_in(table.column("video_key"), value_set=wanted)
+        )[0]
     return removed
 
 

@@ -62,6 +62,7 @@ from anpr_pipeline.ops.locks import DataLockTimeout, data_lock
 from anpr_pipeline.ops.retention import delete_step_outputs, partition_key_of
 from anpr_pipeline.resources.event_store import EventStore, events, normalize_plate
 from anpr_pipeline.resources.object_store import ObjectNotFoundError, ObjectStore
+from anpr_pipeline.resources.parquet_dataset import rewrite_without
 from anpr_pipeline.uploads import TIMESTAMP_FORMAT
 
 log = logging.getLogger(__name__)
@@ -331,15 +332,7 @@ class EraseResult:
 def _rewrite_without(store: ObjectStore, key: str, plate: str) -> tuple[int, bool]:
     """Rewrite one Parquet file without the plate's rows; returns (rows removed, file deleted)."""
     table = _read_parquet(store, key)
-    keep = table.filter(pc.invert(_matching(table, plate)))
-    removed = table.num_rows - keep.num_rows
-    if keep.num_rows == 0:
-        store.delete([key])
-        return removed, True
-    out = io.BytesIO()
-    pq.write_table(keep, out, compression="zstd")
-    store.put_bytes(key, out.getvalue(), "application/vnd.apache.parquet")
-    return removed, False
+    return rewrite_without(store, key, table, _matching(table, plate))
 
 
 def erase_plate(

@@ -652,17 +652,21 @@ def _safe_url_text(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
 
 
-def missing_sqlite_file(url: str) -> Path | None:
-    """The file of a SQLite URL when it does not exist (read-only commands must not create
-    it, and its folders, where a wrong path points); None otherwise."""
+def require_sqlite_file(url: str, made_by: str) -> None:
+    """Raise EventStoreError when ``url`` is a SQLite file that does not exist: read-only
+    commands must not create it (and its folders) where a wrong path points. ``made_by``:
+    what creates it, for the message."""
     try:
         parsed = sa.make_url(url)
     except (sa.exc.ArgumentError, ValueError):
-        return None  # EventStore says what is wrong with it
+        return  # EventStore says what is wrong with it
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
-        return None
+        return
     path = Path(parsed.database).expanduser()
-    return None if path.exists() else path
+    if not path.exists():
+        raise EventStoreError(
+            f"no SQLite database at {path} (check ANPR_DATABASE_URL or ANPR_DATA_DIR; {made_by} creates it)"
+        )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -21,6 +21,7 @@ from datetime import date, datetime, timedelta
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -137,6 +138,23 @@ def write_video_events(
     if stale_existing:
         store.delete(stale_existing)
     return written
+
+
+def rewrite_without(store: ObjectStore, key: str, table: pa.Table, drop: pa.Array) -> tuple[int, bool]:
+    """Rewrite the Parquet file ``key`` (read as ``table``) without the rows ``drop`` marks,
+    or delete it when none remain; untouched when none is marked. Returns (rows removed,
+    file deleted). Used by GDPR erasure and by the archive's superseded rows."""
+    removed = int(pc.sum(drop).as_py() or 0)
+    if not removed:
+        return 0, False
+    keep = table.filter(pc.invert(drop))
+    if keep.num_rows == 0:
+        store.delete([key])
+        return removed, True
+    out = io.BytesIO()
+    pq.write_table(keep, out, compression="zstd")
+    store.put_bytes(key, out.getvalue(), "application/vnd.apache.parquet")
+    return removed, False
 
 
 def read_events(store: ObjectStore, keys: Iterable[str] | None = None) -> pd.DataFrame:
