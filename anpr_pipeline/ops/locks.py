@@ -9,10 +9,16 @@ retention just deleted brings the file back, and two erases rewriting the same f
 only one of the edits. The Dagster run queue cannot order them (``anpr erase-plate`` and
 ``anpr ops <job>`` run outside it), so they take this lock themselves.
 
+``plate_events`` takes it *shared* while it reads the erased-plates list and writes a
+video's rows and Parquet files: many videos write side by side, but never in the middle of
+an erase (which would miss the new rows, or write the erased plate back after it), an
+archive of the month or a retention sweep.
+
 Where the lock lives follows the events database, which every one of them already uses:
 - Postgres: a session-level advisory lock on a dedicated connection, released when the
   work ends or, if the process dies, when its connection closes;
-- SQLite file: an exclusive ``flock`` on ``<database>.data-lock`` next to it (one machine);
+- SQLite file: a ``flock`` on ``<database>.data-lock`` next to it (one machine), queued
+  through ``<database>.data-lock.queue``;
 - SQLite in memory: a lock of this process.
 """
 
@@ -25,6 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import IO
 
 import sqlalchemy as sa
 
@@ -38,7 +45,45 @@ LOCK_NAME = "anpr_data_rewrite"
 DEFAULT_TIMEOUT_S = 3600.0
 POLL_S = 1.0
 
-_MEMORY_LOCK = threading.Lock()
+
+class _SharedLock:
+    """A readers-writer lock of this process: many shared holders or one exclusive. A waiting
+    exclusive holder goes before shared holders that come after it (videos keep arriving;
+    an erase must not wait for a gap between them)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._shared = 0
+        self._exclusive = False
+        self._exclusive_waiting = 0
+
+    def acquire(self, shared: bool, timeout_s: float) -> bool:
+        with self._cond:
+            if shared:
+                ok = self._cond.wait_for(
+                    lambda: not self._exclusive and not self._exclusive_waiting, timeout=timeout_s
+                )
+                self._shared += ok
+                return ok
+            self._exclusive_waiting += 1
+            try:
+                ok = self._cond.wait_for(lambda: not self._exclusive and not self._shared, timeout=timeout_s)
+            finally:
+                self._exclusive_waiting -= 1
+                self._cond.notify_all()
+            self._exclusive = ok
+            return ok
+
+    def release(self, shared: bool) -> None:
+        with self._cond:
+            if shared:
+                self._shared -= 1
+            else:
+                self._exclusive = False
+            self._cond.notify_all()
+
+
+_MEMORY_LOCK = _SharedLock()
 
 
 class DataLockTimeout(RuntimeError):
@@ -47,8 +92,8 @@ class DataLockTimeout(RuntimeError):
 
 def _timeout_error(what: str, timeout_s: float) -> DataLockTimeout:
     return DataLockTimeout(
-        f"{what}: another erase-plate, archive or retention_sweep run has held the data lock for "
-        f"over {timeout_s:.0f} s; nothing was changed, try again when it has finished"
+        f"{what}: another erase-plate, archive or retention_sweep run, or a video's event write, has "
+        f"held the data lock for over {timeout_s:.0f} s; nothing was changed, try again when it has finished"
     )
 
 
@@ -64,16 +109,44 @@ def _poll(try_once: Callable[[], bool], what: str, timeout_s: float, poll_s: flo
     raise _timeout_error(what, timeout_s)
 
 
+# Postgres' "lock not available": lock_timeout ran out.
+_LOCK_NOT_AVAILABLE = "55P03"
+
+
+def _wait_for_postgres_lock(conn: sa.Connection, take: sa.TextClause, what: str, timeout_s: float) -> None:
+    """Block in the server's lock queue, so a waiting erase goes before the video writes that
+    ask after it (polling with try-lock would wait for a moment when no video is writing)."""
+    log.info("%s: waiting for the data lock (an erase-plate, archive or retention_sweep run holds it)", what)
+    set_timeout = sa.text("SELECT set_config('lock_timeout', :t, false)")
+    # 0 would mean no limit; a lock_timeout is whole milliseconds.
+    conn.execute(set_timeout, {"t": f"{max(1, int(timeout_s * 1000))}ms"})
+    try:
+        conn.execute(take, {"name": LOCK_NAME})
+    except sa.exc.OperationalError as exc:
+        code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        if code == _LOCK_NOT_AVAILABLE:
+            raise _timeout_error(what, timeout_s) from None
+        raise
+    finally:
+        conn.execute(set_timeout, {"t": "0"})
+
+
 @contextmanager
-def _postgres_lock(es: EventStore, what: str, timeout_s: float, poll_s: float) -> Iterator[None]:
+def _postgres_lock(es: EventStore, what: str, shared: bool, timeout_s: float) -> Iterator[None]:
+    mode = "_shared" if shared else ""
     with es.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        acquire = sa.text("SELECT pg_try_advisory_lock(hashtext(:name))")
-        _poll(lambda: bool(conn.execute(acquire, {"name": LOCK_NAME}).scalar_one()), what, timeout_s, poll_s)
+        try_take = sa.text(f"SELECT pg_try_advisory_lock{mode}(hashtext(:name))")
+        if not conn.execute(try_take, {"name": LOCK_NAME}).scalar_one():
+            _wait_for_postgres_lock(
+                conn, sa.text(f"SELECT pg_advisory_lock{mode}(hashtext(:name))"), what, timeout_s
+            )
         try:
             yield
         finally:
             try:
-                conn.execute(sa.text("SELECT pg_advisory_unlock(hashtext(:name))"), {"name": LOCK_NAME})
+                conn.execute(
+                    sa.text(f"SELECT pg_advisory_unlock{mode}(hashtext(:name))"), {"name": LOCK_NAME}
+                )
             except Exception as exc:
                 # The lock is the session's: closing the session releases it on the server
                 # (a lost connection already has), and a connection that could not unlock
@@ -82,18 +155,30 @@ def _postgres_lock(es: EventStore, what: str, timeout_s: float, poll_s: float) -
                 conn.invalidate()
 
 
+def _flock_poll(handle: IO[bytes], mode: int, what: str, timeout_s: float, poll_s: float) -> None:
+    def try_once() -> bool:
+        try:
+            fcntl.flock(handle, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+    _poll(try_once, what, timeout_s, poll_s)
+
+
 @contextmanager
-def _file_lock(path: Path, what: str, timeout_s: float, poll_s: float) -> Iterator[None]:
-    with open(path, "a+b") as handle:
-
-        def try_once() -> bool:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return False
-            return True
-
-        _poll(try_once, what, timeout_s, poll_s)
+def _file_lock(path: Path, what: str, shared: bool, timeout_s: float, poll_s: float) -> Iterator[None]:
+    """flock on ``path``, taken through a short lock on ``path.queue``: a waiting exclusive
+    holder keeps the queue lock, so video writes that come after it wait behind it instead of
+    keeping the lock shared for ever."""
+    deadline = time.monotonic() + timeout_s
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+    with open(path, "a+b") as handle, open(path.with_name(path.name + ".queue"), "a+b") as queue:
+        _flock_poll(queue, mode, what, timeout_s, poll_s)
+        try:
+            _flock_poll(handle, mode, what, max(0.0, deadline - time.monotonic()), poll_s)
+        finally:
+            fcntl.flock(queue, fcntl.LOCK_UN)
         try:
             yield
         finally:
@@ -101,23 +186,32 @@ def _file_lock(path: Path, what: str, timeout_s: float, poll_s: float) -> Iterat
 
 
 @contextmanager
-def _memory_lock(what: str, timeout_s: float) -> Iterator[None]:
-    if not _MEMORY_LOCK.acquire(timeout=timeout_s):
+def _memory_lock(what: str, shared: bool, timeout_s: float) -> Iterator[None]:
+    if not _MEMORY_LOCK.acquire(shared, timeout_s):
         raise _timeout_error(what, timeout_s)
     try:
         yield
     finally:
-        _MEMORY_LOCK.release()
+        _MEMORY_LOCK.release(shared)
 
 
 def data_lock(
-    es: EventStore, what: str, timeout_s: float = DEFAULT_TIMEOUT_S, poll_s: float = POLL_S
+    es: EventStore,
+    what: str,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    poll_s: float = POLL_S,
+    *,
+    shared: bool = False,
 ) -> AbstractContextManager[None]:
-    """The data lock, to hold for a block; ``what`` names the caller in log lines and errors."""
+    """The data lock, to hold for a block; ``what`` names the caller in log lines and errors.
+
+    ``shared``: held beside other shared holders (video writes), never beside an exclusive
+    one (erase, archive, retention). ``poll_s``: how often a SQLite file lock is retried
+    (Postgres and the in-process lock queue the waiter instead)."""
     if es.dialect == "postgresql":
-        return _postgres_lock(es, what, timeout_s, poll_s)
+        return _postgres_lock(es, what, shared, timeout_s)
     database = es.url.database
     if not database or database == ":memory:":
-        return _memory_lock(what, timeout_s)
+        return _memory_lock(what, shared, timeout_s)
     path = Path(database).expanduser()
-    return _file_lock(path.with_name(path.name + ".data-lock"), what, timeout_s, poll_s)
+    return _file_lock(path.with_name(path.name + ".data-lock"), what, shared, timeout_s, poll_s)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import pytest
@@ -24,10 +26,27 @@ HOLDER = """
 import sys
 from anpr_pipeline.ops.locks import data_lock
 from anpr_pipeline.resources.event_store import EventStore
-with data_lock(EventStore(sys.argv[1]), "holder"):
+with data_lock(EventStore(sys.argv[1]), "holder", shared=sys.argv[2:] == ["shared"]):
     print("held", flush=True)
     sys.stdin.readline()
 """
+
+
+@contextmanager
+def held_elsewhere(url: str, shared: bool = False) -> Iterator[subprocess.Popen]:
+    """The lock held by another process (a run worker) until the block ends."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, url, *(["shared"] if shared else [])],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_a_second_process_waits_times_out_then_gets_the_lock(backend):
@@ -125,3 +144,58 @@ def test_retention_sweep_waits_for_the_run_holding_the_lock(backend):
         nothing_deleted,
     )
     assert len(backend.events.search(PLATE)) == 1  # the 3-day-old event went
+
+
+def test_video_writes_share_the_lock_and_exclusive_runs_wait_for_them(backend):
+    """plate_events of several videos hold the lock together; an erase waits for them."""
+    with held_elsewhere(backend.database_url, shared=True):
+        with data_lock(backend.events, "plate_events b", timeout_s=2, poll_s=0.05, shared=True):
+            pass
+        with pytest.raises(DataLockTimeout, match=r"^erase-plate: .*a video's event write"):
+            with data_lock(backend.events, "erase-plate", timeout_s=0.5, poll_s=0.05):
+                pytest.fail("the lock was taken beside a video write")
+    with data_lock(backend.events, "erase-plate", timeout_s=5, poll_s=0.05):
+        with pytest.raises(DataLockTimeout):
+            with data_lock(backend.events, "plate_events c", timeout_s=0.5, poll_s=0.05, shared=True):
+                pytest.fail("a video wrote during an erase")
+
+
+def test_a_waiting_erase_goes_before_video_writes_that_come_after_it(backend):
+    """Videos keep arriving: an erase waiting for one video's write must not also wait for
+    every write that starts while it waits (it would wait until no video is writing)."""
+    got_it = threading.Event()
+    with held_elsewhere(backend.database_url, shared=True) as first_video:
+
+        def erase() -> None:
+            with data_lock(backend.events, "erase-plate", timeout_s=30, poll_s=0.05):
+                got_it.set()
+                time.sleep(0.5)
+
+        eraser = threading.Thread(target=erase, daemon=True)
+        eraser.start()
+        time.sleep(1.0)  # the eraser is waiting now
+        with pytest.raises(DataLockTimeout):
+            with data_lock(backend.events, "plate_events later", timeout_s=0.5, poll_s=0.05, shared=True):
+                pytest.fail("a later video write went before the waiting erase")
+        assert not got_it.is_set()
+        first_video.stdin.write("\n")
+        first_video.stdin.flush()
+        assert got_it.wait(30)
+    eraser.join(30)
+    with data_lock(backend.events, "plate_events later", timeout_s=5, poll_s=0.05, shared=True):
+        pass
+
+
+def test_in_memory_sqlite_has_the_same_shared_and_exclusive_rules():
+    es = EventStore("sqlite://")
+    with data_lock(es, "plate_events a", shared=True), data_lock(es, "plate_events b", shared=True):
+        with pytest.raises(DataLockTimeout):
+            with data_lock(es, "erase-plate", timeout_s=0.2):
+                pytest.fail("exclusive beside shared holders")
+    with data_lock(es, "erase-plate"):
+        with pytest.raises(DataLockTimeout):
+            with data_lock(es, "plate_events a", timeout_s=0.2, shared=True):
+                pytest.fail("shared beside the exclusive holder")
+    with data_lock(es, "plate_events a", timeout_s=0.2, shared=True):
+        pass
+    es.dispose()
