@@ -24,17 +24,17 @@ def test_db_init_and_info_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     capsys.readouterr()
     assert main(["db", "info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["dialect"] == "sqlite" and info["schema_version"] == 2 and info["events"] == 0
+    assert info["dialect"] == "sqlite" and info["schema_version"] == 3 and info["events"] == 0
 
 
 @pytest.mark.postgres
 def test_db_upgrade_and_info_postgres(fresh_postgres_url: str, capsys) -> None:
     assert main(["db", "upgrade", "--url", fresh_postgres_url, "--months-ahead", "3"]) == 0
     out = capsys.readouterr().out
-    assert "schema v2 ready" in out and "created partitions" in out
+    assert "schema v3 ready" in out and "created partitions" in out
     assert main(["db", "info", "--json", "--url", fresh_postgres_url]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["schema_version"] == 2 and info["events"] == 0
+    assert info["schema_version"] == 3 and info["events"] == 0
     assert "events_default" in info["partitions"] and len(info["partitions"]) == 5
 
 

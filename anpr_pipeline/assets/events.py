@@ -19,12 +19,16 @@ from dagster import (
 )
 
 from anpr_pipeline.assets.common import mask_plate, recorded_metadata
+from anpr_pipeline.assets.detections import crop_prefix
 from anpr_pipeline.assets.reads import video_regions
 from anpr_pipeline.checks import EVENTS_CONSISTENT, check_events
+from anpr_pipeline.ops.gdpr import crops_in_spans, pass_span, split_erased
+from anpr_pipeline.ops.locks import data_lock
+from anpr_pipeline.ops.resources import OpsSettings
 from anpr_pipeline.partitions import videos_partitions
 from anpr_pipeline.resources.event_store import EventStoreResource
 from anpr_pipeline.resources.models import ModelsResource
-from anpr_pipeline.resources.object_store import ObjectStoreResource
+from anpr_pipeline.resources.object_store import ObjectStore, ObjectStoreResource
 from anpr_pipeline.resources.parquet_dataset import (
     day_of_key,
     days_spanned,
@@ -198,6 +202,23 @@ def previous_parquet_files(context: AssetExecutionContext) -> list[str]:
     return sorted({str(key) for keys in recorded for key in keys})
 
 
+def delete_erased_crops(store: ObjectStore, video: dict, kept: list[dict], erased: list[dict]) -> int:
+    """Delete the crops (and kept frames) the detector stored while an erased plate's vehicle
+    was in view, as ``erase_plate`` does, except crops the kept events name."""
+    if not erased:
+        return 0
+    started = datetime.fromisoformat(video["started_at"])
+    prefix = crop_prefix(video["camera_id"], started, video["timestamp"])
+    fps = float(video["fps"]) if video.get("fps") else None
+    doomed = crops_in_spans(
+        (info.key for info in store.list(prefix)),
+        fps,
+        [pass_span(r, started) for r in erased],
+        {r["crop_key"] for r in kept},
+    )
+    return store.delete(sorted(doomed)) if doomed else 0
+
+
 def affected_days(span: tuple[datetime, datetime], previous_files: Sequence[str]) -> list[str]:
     """UTC days (ISO) whose events this run may have changed: every day of the video's span
     (new events, and events a re-run no longer finds) plus the days an earlier run wrote
@@ -224,6 +245,7 @@ def plate_events(
     events_db: EventStoreResource,
     models: ModelsResource,
     pipeline: PipelineConfig,
+    ops_settings: OpsSettings,
 ):
     tracks = track_reads(frame_reads(plate_reads)) if len(plate_reads) else []
     regions = video_regions(video.get("region"), parse_regions(models.plate_regions))
@@ -231,29 +253,38 @@ def plate_events(
     versions = model_versions(plate_reads, models) if kept else ("", "")
     rows = sorted((event_row(t, video, *versions) for t in kept), key=lambda r: r["captured_at"])
     store = events_db.get_store()
-    # Rows an earlier run stored from another upload of this partition (.mov beside .mp4,
-    # one since deleted) are this video's events too: replaced, not kept beside the new ones.
-    written = store.replace_video_events(video["video_key"], rows, sibling_upload_keys(video["video_key"]))
+    bucket_store = bucket.get_store()
     span = video_span(video)
     previous = previous_parquet_files(context)
-    # Recorded before the files are written: a run that dies after writing them but before
-    # its materialization is still known to the next run, which removes them if the video
-    # has moved (a sidecar) by then.
-    planned = video_event_keys(video["camera_id"], video["timestamp"], rows)
-    context.log_event(
-        AssetObservation(
-            asset_key=context.asset_key,
-            partition=context.partition_key,
-            metadata={"parquet_files": MetadataValue.json(planned)},
+    # Shared with other videos' writes; an erase, archive or retention run waits for it, and
+    # it for them: an erase in between would miss these rows or be undone by them.
+    with data_lock(store, f"plate_events {context.partition_key}", shared=True):
+        rows, erased = split_erased(rows, store, ops_settings.gdpr_salt)
+        # Rows an earlier run stored from another upload of this partition (.mov beside .mp4,
+        # one since deleted) are this video's events too: replaced, not kept beside the new ones.
+        written = store.replace_video_events(
+            video["video_key"], rows, sibling_upload_keys(video["video_key"])
         )
-    )
-    parquet_keys = write_video_events(bucket.get_store(), video["camera_id"], video["timestamp"], rows, span)
-    bucket_store = bucket.get_store()
-    # Files an earlier run of this partition wrote under other names (a sidecar since moved
-    # the video to another camera or day) would count its events twice.
-    superseded = [k for k in previous if k not in parquet_keys and bucket_store.exists(k)]
-    if superseded:
-        bucket_store.delete(superseded)
+        # Recorded before the files are written: a run that dies after writing them but before
+        # its materialization is still known to the next run, which removes them if the video
+        # has moved (a sidecar) by then.
+        planned = video_event_keys(video["camera_id"], video["timestamp"], rows)
+        context.log_event(
+            AssetObservation(
+                asset_key=context.asset_key,
+                partition=context.partition_key,
+                metadata={"parquet_files": MetadataValue.json(planned)},
+            )
+        )
+        parquet_keys = write_video_events(bucket_store, video["camera_id"], video["timestamp"], rows, span)
+        # Files an earlier run of this partition wrote under other names (a sidecar since moved
+        # the video to another camera or day) would count its events twice.
+        superseded = [k for k in previous if k not in parquet_keys and bucket_store.exists(k)]
+        if superseded:
+            bucket_store.delete(superseded)
+        erased_crops = delete_erased_crops(bucket_store, video, rows, erased)
+    if erased:
+        context.log.info(f"dropped {len(erased)} pass(es) of erased plates and {erased_crops} of their crops")
     stored = store.events_for_video(video["video_key"])
     thumbnails = {
         r["crop_key"]: bucket_store.url(r["crop_key"], expires_s=THUMBNAIL_URL_SECONDS) for r in rows[:25]
@@ -272,6 +303,7 @@ def plate_events(
             "parquet_files": MetadataValue.json(parquet_keys),
             "affected_days": MetadataValue.json(affected_days(span, previous)),
             "superseded_parquet_files_deleted": len(superseded),
+            "erased_plate_passes_dropped": len(erased),
             "events_table": MetadataValue.md(
                 events_markdown(rows, pipeline.show_plates_in_ui, urls=thumbnails)
             ),

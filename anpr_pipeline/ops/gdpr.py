@@ -24,6 +24,12 @@ export zips (found by the salted hash in their name: zips made under another
 ANPR_GDPR_SALT are not found). It holds the data lock (``locks``) from its first read to its
 last delete, so archive and retention runs, and other erasures, wait for it and it for them.
 
+The erasure is remembered (``erased_plates``: the salted hash and the time, no plate): a
+later re-run or first run of a video captured before that time drops the plate's passes
+(``split_erased``, called by ``plate_events`` under the shared data lock) and deletes their
+crops, so a backfill does not bring the plate back. Passes captured after the erasure are
+new data and kept. Changing ANPR_GDPR_SALT forgets these erasures, as it does the audit's.
+
 Audit: one JSON object per action (a one-line JSON-lines file) under
 ``audit/gdpr/<YYYY-MM-DD>/<time>-<action>-<id>.jsonl`` in the bucket, next to the data it
 is about and kept outside every retention class. It stores the plate only as
@@ -48,6 +54,7 @@ import logging
 import re
 import uuid
 import zipfile
+from collections.abc import Collection, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -183,21 +190,51 @@ def _track_crops(plate: str, rows: list[dict[str, Any]], es: EventStore, store: 
         video_rows = es.events_for_video(video_key)
         others = {r["crop_key"] for r in video_rows if r["normalized_plate"] != plate}
         fps = _frame_rate(video_rows, started)
-        spans = [
-            (
-                (r["first_seen_at"] - started).total_seconds() - TRACK_MARGIN_S,
-                (r["last_seen_at"] - started).total_seconds() + TRACK_MARGIN_S,
-            )
-            for r in mine
-        ]
+        spans = [pass_span(r, started) for r in mine]
         crop_dir = mine[0]["crop_key"].rsplit("/", 1)[0] + "/"
-        for info in store.list(crop_dir):
-            frame = _frame_of(info.key)
-            if info.key in others or frame is None:
-                continue
-            if fps is None or any(lo <= frame / fps <= hi for lo, hi in spans):
-                out.add(info.key)
+        out |= crops_in_spans((info.key for info in store.list(crop_dir)), fps, spans, others)
     return out
+
+
+def crops_in_spans(
+    keys: Iterable[str], fps: float | None, spans: Sequence[tuple[float, float]], keep: Collection[str]
+) -> set[str]:
+    """The crops and kept frames among ``keys`` taken within ``spans`` (seconds into the video,
+    margin included) at ``fps``, except those in ``keep`` (other events' crops). Without a
+    frame rate every one not kept (privacy first)."""
+    out: set[str] = set()
+    for key in keys:
+        frame = _frame_of(key)
+        if key in keep or frame is None:
+            continue
+        if fps is None or any(lo <= frame / fps <= hi for lo, hi in spans):
+            out.add(key)
+    return out
+
+
+def pass_span(row: dict[str, Any], started: datetime) -> tuple[float, float]:
+    """Seconds into its video during which an event's vehicle was in view, with the margin."""
+    return (
+        (row["first_seen_at"] - started).total_seconds() - TRACK_MARGIN_S,
+        (row["last_seen_at"] - started).total_seconds() + TRACK_MARGIN_S,
+    )
+
+
+def split_erased(
+    rows: Sequence[dict[str, Any]], es: EventStore, salt: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(rows to store, rows of plates ``erase_plate`` erased after the pass was captured).
+
+    A re-run recomputes events from the upload; without this, a plate erased on request would
+    be stored again by the next backfill. Passes captured after the erasure are kept."""
+    digests = {r["normalized_plate"]: plate_digest(r["normalized_plate"], salt) for r in rows}
+    erased = es.erasures(digests.values())
+
+    def was_erased(row: dict[str, Any]) -> bool:
+        at = erased.get(digests[row["normalized_plate"]])
+        return at is not None and row["captured_at"] <= at
+
+    return [r for r in rows if not was_erased(r)], [r for r in rows if was_erased(r)]
 
 
 def write_audit(
@@ -368,6 +405,9 @@ def erase_plate(
                 exports_deleted=len(exports),
                 dry_run=True,
             )
+        # First, so that from here on a re-run of one of the plate's videos (waiting for this
+        # lock) drops its passes instead of storing them again.
+        es.record_erasure(plate_digest(p, salt), now or datetime.now(UTC))
         # Parquet and crops first, the database last: if a step fails, a re-run still finds the
         # rows (and through them the crop keys) and finishes the job.
         rewritten = deleted_files = rows_removed = 0

@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # 2: ix_events_created_at (the watchlist sensor's scan) and the watchlist_alerts table.
-SCHEMA_VERSION = 2
+# 3: the erased_plates table (plates erased by erase_plate stay erased on re-runs).
+SCHEMA_VERSION = 3
 # How long the nightly partition upkeep waits for its table lock before giving up.
 PARTITION_LOCK_TIMEOUT = "10s"
 # The server refused the connection for a reason retrying cannot fix (psycopg gives no SQLSTATE
@@ -162,11 +163,27 @@ def _watchlist_alerts_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
+def _erased_plates_table(metadata: sa.MetaData) -> sa.Table:
+    """Plates erased by ``erase_plate``, kept so a re-run of a video does not store them again.
+
+    Only HMAC-SHA256(ANPR_GDPR_SALT, plate), as in the audit records: the table says which
+    digests were erased when, never the plate. Passes captured at or before ``erased_at`` are
+    dropped; later passes are new data.
+    """
+    return sa.Table(
+        "erased_plates",
+        metadata,
+        sa.Column("plate_digest", sa.Text(), primary_key=True),
+        sa.Column("erased_at", UTCDateTime(), nullable=False),
+    )
+
+
 # Module-level table for queries (column references are the same on both databases).
 metadata = sa.MetaData()
 events = build_events_table(metadata, partitioned=False)
 schema_info = _schema_info_table(metadata)
 watchlist_alerts = _watchlist_alerts_table(metadata)
+erased_plates = _erased_plates_table(metadata)
 
 EVENT_COLUMNS: tuple[str, ...] = tuple(c.name for c in events.columns if c.name != "id")
 REQUIRED_KEYS = frozenset(EVENT_COLUMNS) - {"region", "crop_key", "created_at", "video_key"}
@@ -325,6 +342,7 @@ class EventStore:
                 self._table.metadata.create_all(conn, checkfirst=True)
                 schema_info.create(conn, checkfirst=True)
                 watchlist_alerts.create(conn, checkfirst=True)
+                erased_plates.create(conn, checkfirst=True)
                 # Indexes added after v1: create_all skips them on an existing table. On a
                 # big Postgres table this one-off build blocks writes while it runs.
                 for index in self._table.indexes:
@@ -541,6 +559,43 @@ class EventStore:
                 return conn.execute(sa.delete(events).where(events.c.video_key == video_key)).rowcount
 
         return self._run(f"delete events of video {video_key!r}", delete)
+
+    def record_erasure(self, digest: str, erased_at: datetime) -> None:
+        """Remember that the plate with this digest was erased at ``erased_at`` (a later
+        erasure of the same plate moves the time on, an earlier one never back)."""
+
+        def write() -> None:
+            with self._engine.begin() as conn:
+                known = conn.execute(
+                    sa.select(erased_plates.c.erased_at).where(erased_plates.c.plate_digest == digest)
+                ).scalar_one_or_none()
+                if known is None:
+                    conn.execute(erased_plates.insert().values(plate_digest=digest, erased_at=erased_at))
+                elif known < erased_at:
+                    conn.execute(
+                        erased_plates.update()
+                        .where(erased_plates.c.plate_digest == digest)
+                        .values(erased_at=erased_at)
+                    )
+
+        self._run("record an erased plate", write)
+
+    def erasures(self, digests: Iterable[str]) -> dict[str, datetime]:
+        """digest -> when it was erased, for the digests that were."""
+        wanted = sorted(set(digests))
+        if not wanted:
+            return {}
+
+        def read() -> dict[str, datetime]:
+            with self._engine.connect() as conn:
+                rows = conn.execute(
+                    sa.select(erased_plates.c.plate_digest, erased_plates.c.erased_at).where(
+                        erased_plates.c.plate_digest.in_(wanted)
+                    )
+                )
+                return {digest: at for digest, at in rows}
+
+        return self._run("read erased plates", read, retries=min(self.retries, 2))
 
     # -- reads -----------------------------------------------------------------------------
 

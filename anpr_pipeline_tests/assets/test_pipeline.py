@@ -5,6 +5,7 @@ Real detector, real reader, real decoding, a real Dagster instance; nothing mock
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +14,8 @@ import pytest
 from dagster import AssetKey, DagsterInstance, instance_for_test
 
 from anpr_pipeline.definitions import build_definitions
+from anpr_pipeline.ops.gdpr import erase_plate
+from anpr_pipeline.ops.locks import data_lock
 from anpr_pipeline.resources.parquet_dataset import read_events
 from anpr_pipeline.uploads import video_key_for
 from anpr_pipeline.vision.synth import make_video
@@ -274,3 +277,55 @@ def test_sidecar_region_restricts_that_videos_reads(pipeline):
     assert set(other["region"].dropna()) - {"br"}
     (mat,) = result.asset_materializations_for_node("plate_reads")
     assert mat.metadata["plate_regions"].value == "br"
+
+
+def test_a_plate_erased_on_request_stays_erased_when_its_video_is_run_again(pipeline):
+    """erase_plate, then a backfill of the video: the plate's pass is not stored again (DB,
+    Parquet, crops), the other plates are, with the same ids."""
+    defs, instance, store, events_db = (pipeline[k] for k in ("defs", "instance", "store", "events_db"))
+    started = datetime(2026, 11, 28, 10, 0, tzinfo=UTC)
+    key = video_key_for("cam-erase", started)
+    store.put_file(key, Path(pipeline["root"]) / "source.mp4")
+    partition = "cam-erase/20261128T100000Z"
+    assert _run(defs, instance, partition).success
+    first = events_db.events_for_video(key)
+    assert len(first) >= 2, [e["normalized_plate"] for e in first]
+    gone, kept = first[0], first[1:]
+    crop_dir = gone["crop_key"].rsplit("/", 1)[0] + "/"
+    crops_first = {info.key for info in store.list(crop_dir)}
+    erase_plate(gone["normalized_plate"], events_db, store, defs.resources["ops_settings"].gdpr_salt)
+
+    assert _run(defs, instance, partition).success
+    after = events_db.events_for_video(key)
+    assert [e["event_id"] for e in after] == [e["event_id"] for e in kept]
+    parquet = read_events(store)
+    assert gone["normalized_plate"] not in set(parquet["normalized_plate"])
+    assert {str(e["event_id"]) for e in kept} <= set(parquet["event_id"])
+    crops_after = {info.key for info in store.list(crop_dir)}
+    assert not store.exists(gone["crop_key"]) and crops_after < crops_first
+    assert all(store.exists(e["crop_key"]) for e in after)
+    metadata = instance.get_latest_materialization_event(
+        AssetKey("plate_events")
+    ).asset_materialization.metadata
+    assert metadata["erased_plate_passes_dropped"].value == 1
+
+
+def test_event_writes_wait_while_an_erase_holds_the_data_lock(pipeline):
+    """An erase between a video's database write and its Parquet write would miss one of them."""
+    defs, instance, events_db = pipeline["defs"], pipeline["instance"], pipeline["events_db"]
+    done = threading.Event()
+
+    def write_events() -> None:
+        defs.resolve_job_def("process_video").execute_in_process(
+            partition_key=f"{CAMERA}/20261128T093000Z",
+            instance=instance,
+            asset_selection=[AssetKey("plate_events")],
+        )
+        done.set()
+
+    writer = threading.Thread(target=write_events, daemon=True)
+    with data_lock(events_db, "erase-plate"):
+        writer.start()
+        assert not done.wait(3.0)
+    writer.join(120)
+    assert done.is_set()

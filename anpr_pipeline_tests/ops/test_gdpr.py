@@ -13,7 +13,7 @@ import pytest
 from dagster import instance_for_test
 
 from anpr_pipeline import cli
-from anpr_pipeline.ops.gdpr import plate_digest, read_audit
+from anpr_pipeline.ops.gdpr import erase_plate, plate_digest, read_audit, split_erased
 from anpr_pipeline.ops.jobs import erase_plate_job, export_plate_job
 from anpr_pipeline.ops.retention import partition_key_of
 from anpr_pipeline.resources.parquet_dataset import read_events
@@ -178,6 +178,38 @@ def test_erase_takes_every_crop_of_the_pass_not_only_the_best(backend, sidecar_s
     assert erased["crops_deleted"] == len(my_crops)
     assert not any(backend.store.exists(k) for k in my_crops)
     assert all(backend.store.exists(k) for k in other_crops | {other["crop_key"]})
+
+
+def test_an_erasure_is_remembered_for_passes_captured_up_to_it(backend):
+    """A re-run drops the erased plate's passes captured before the erasure, keeps later ones
+    and every other plate; the list holds the salted hash, never the plate."""
+    erased_at = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    _two_videos(backend)
+    erase_plate(PLATE, backend.events, backend.store, SALT, now=erased_at)
+    assert backend.events.erasures([plate_digest(PLATE, SALT), plate_digest(OTHER, SALT)]) == {
+        plate_digest(PLATE, SALT): erased_at
+    }
+    # An erasure recorded again later moves the time on, never back.
+    backend.events.record_erasure(plate_digest(PLATE, SALT), erased_at - timedelta(days=30))
+    assert backend.events.erasures([plate_digest(PLATE, SALT)])[plate_digest(PLATE, SALT)] == erased_at
+
+    before = event_row(erased_at - timedelta(seconds=1), PLATE, "cam1", None, 0)
+    at = event_row(erased_at, PLATE, "cam1", None, 1)
+    after = event_row(erased_at + timedelta(seconds=1), PLATE, "cam1", None, 2)
+    other = event_row(erased_at - timedelta(days=1), OTHER, "cam1", None, 3)
+    kept, dropped = split_erased([before, at, after, other], backend.events, SALT)
+    assert kept == [after, other] and dropped == [before, at]
+    # Under another salt the erasure is not known (the README says so).
+    assert split_erased([before], backend.events, "another-salt") == ([before], [])
+    with backend.events.engine.connect() as conn:
+        stored = " ".join(str(v) for row in conn.exec_driver_sql("SELECT * FROM erased_plates") for v in row)
+    assert PLATE not in stored
+
+
+def test_a_dry_run_remembers_nothing(local_backend):
+    _two_videos(local_backend)
+    erase_plate(PLATE, local_backend.events, local_backend.store, SALT, dry_run=True)
+    assert local_backend.events.erasures([plate_digest(PLATE, SALT)]) == {}
 
 
 def test_cli_builds_the_bucket_with_the_s3_timeout_and_attempt_settings(monkeypatch, tmp_path):

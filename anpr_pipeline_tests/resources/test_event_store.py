@@ -98,7 +98,7 @@ def test_normalize_plate_keeps_a_to_z_and_digits() -> None:
 def test_init_schema_is_idempotent_and_creates_indexes(store: EventStore) -> None:
     store.init_schema()
     store.init_schema()
-    assert store.schema_version() == 2
+    assert store.schema_version() == 3
     names = set(store.index_names())
     assert {
         "ix_events_camera_captured",
@@ -118,7 +118,7 @@ def test_init_schema_upgrades_a_version_1_database(store: EventStore) -> None:
         conn.execute(sa.text("UPDATE anpr_schema SET version = 1"))
     upgraded = EventStore(str(store.url.render_as_string(hide_password=False)))
     upgraded.init_schema()
-    assert upgraded.schema_version() == 2 and "ix_events_created_at" in upgraded.index_names()
+    assert upgraded.schema_version() == 3 and "ix_events_created_at" in upgraded.index_names()
     assert sa.inspect(upgraded.engine).has_table("watchlist_alerts") and upgraded.count() == 3
     upgraded.dispose()
     cols = {c["name"] for c in sa.inspect(store.engine).get_columns("events")}
