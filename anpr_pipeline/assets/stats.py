@@ -50,7 +50,7 @@ from dagster import (
 from PIL import Image, ImageDraw, ImageFont
 
 from anpr_pipeline.ops.resources import OpsSettings
-from anpr_pipeline.resources.event_store import EventStoreResource, UTCDateTime, events
+from anpr_pipeline.resources.event_store import EventStoreResource, camera_hourly_stats, events
 from anpr_pipeline.resources.object_store import ObjectStoreResource
 from anpr_pipeline.resources.parquet_dataset import day_of_key
 from anpr_pipeline.uploads import UploadNameError, parse_partition_key
@@ -58,18 +58,6 @@ from anpr_pipeline.uploads import UploadNameError, parse_partition_key
 daily_partitions = DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC")
 
 STATS_COLUMNS = ["day", "camera_id", "hour", "events", "distinct_plates", "mean_confidence"]
-stats_metadata = sa.MetaData()
-camera_hourly_stats = sa.Table(
-    "camera_hourly_stats",
-    stats_metadata,
-    sa.Column("day", sa.Date(), primary_key=True),
-    sa.Column("camera_id", sa.Text(), primary_key=True),
-    sa.Column("hour", sa.SmallInteger(), primary_key=True),
-    sa.Column("events", sa.Integer(), nullable=False),
-    sa.Column("distinct_plates", sa.Integer(), nullable=False),
-    sa.Column("mean_confidence", sa.REAL(), nullable=True),
-    sa.Column("computed_at", UTCDateTime(), nullable=False),
-)
 
 
 def _hour_expr(dialect: str):
@@ -105,10 +93,36 @@ def hourly_counts(conn: sa.Connection, day: datetime) -> pd.DataFrame:
     ]
 
 
+def distinct_plates_by_camera(engine: sa.Engine, day: datetime) -> pd.DataFrame:
+    """Distinct plates per camera over the whole UTC day: not the sum of the hours' counts,
+    which counts a car seen in two hours twice."""
+    start = day.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=UTC)
+    stmt = (
+        sa.select(events.c.camera_id, sa.func.count(sa.distinct(events.c.normalized_plate)).label("plates"))
+        .where(events.c.captured_at >= start, events.c.captured_at < start + timedelta(days=1))
+        .group_by(events.c.camera_id)
+    )
+    with engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(stmt)]
+    return pd.DataFrame(rows, columns=["camera_id", "plates"]).astype({"plates": int})
+
+
+def per_camera_summary(df: pd.DataFrame, distinct: pd.DataFrame | None) -> pd.DataFrame:
+    """Events per camera for the day, busiest first, with its distinct plates when known
+    (``distinct`` is None for counts kept past the horizon: their events are gone)."""
+    summary = df.groupby("camera_id")[["events"]].sum().reset_index()
+    if distinct is not None:
+        summary = summary.merge(
+            distinct.rename(columns={"plates": "distinct_plates"}), on="camera_id", how="left"
+        ).fillna({"distinct_plates": 0})
+        summary["distinct_plates"] = summary["distinct_plates"].astype(int)
+    return summary.sort_values(["events", "camera_id"], ascending=[False, True]).reset_index(drop=True)
+
+
 def recount_horizon(
     now: datetime, archive_events_after_days: int, retention_events_days: int
 ) -> datetime | None:
-    """Days that ended before this may have events archived or deleted (None: never)."""
+    """Days that began before this may have events archived or deleted (None: never)."""
     ages = [days for days in (archive_events_after_days, retention_events_days) if days > 0]
     return now - timedelta(days=min(ages)) if ages else None
 
@@ -119,8 +133,9 @@ def refresh_day(
     """Count one day's events and replace its rows of ``camera_hourly_stats``, in one
     transaction; returns the counts and whether they are the stored ones, kept.
 
-    A day that ended before ``keep_before`` and has counts keeps them: its events may since
-    have left the table (archive, retention), and a recount would wipe the only aggregate.
+    A day that began before ``keep_before`` and has counts keeps them: its events (all, or
+    those before the cut-off, as retention deletes by the minute) may since have left the
+    table (archive, retention), and a recount would wipe the only aggregate.
 
     Two runs of the same day (the schedule and ``stale_daily_stats_sensor``, or a backfill)
     can overlap. Serialised per day, the later one waits and then writes counts at least as
@@ -128,14 +143,13 @@ def refresh_day(
     just inserted (Postgres), or wrote counts read before the earlier one's. On Postgres a
     per-day advisory lock does it; on SQLite the DELETE first takes the write lock.
     """
-    stats_metadata.create_all(engine, checkfirst=True)
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(
                 sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
                 {"k": f"camera_hourly_stats:{day.date().isoformat()}"},
             )
-        if keep_before is not None and day + timedelta(days=1) <= keep_before:
+        if keep_before is not None and day < keep_before:
             stored = stored_counts(conn, day)
             if len(stored):
                 return stored, True
@@ -272,12 +286,7 @@ def camera_daily_stats(
     png = plot_hourly(df, f"Plates per hour, {context.partition_key} (UTC)")
     plot_key = f"stats/camera_daily/{context.partition_key}.png"
     bucket.get_store().put_bytes(plot_key, png, "image/png")
-    per_camera = (
-        df.groupby("camera_id")[["events", "distinct_plates"]]
-        .sum()
-        .sort_values("events", ascending=False)
-        .reset_index()
-    )
+    per_camera = per_camera_summary(df, None if kept else distinct_plates_by_camera(engine, day))
     busiest = df.loc[df["events"].idxmax()] if len(df) else None
     return Output(
         df,

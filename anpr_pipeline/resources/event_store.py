@@ -20,12 +20,14 @@ connection leaves nothing behind: it is retried from the start with backoff.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -44,7 +46,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # 2: ix_events_created_at (the watchlist sensor's scan) and the watchlist_alerts table.
-# 3: the erased_plates table (plates erased by erase_plate stay erased on re-runs).
+# 3: the erased_plates table (plates erased by erase_plate stay erased on re-runs), and
+#    camera_hourly_stats created here (it was created by the first stats run, which raced).
 SCHEMA_VERSION = 3
 # How long the nightly partition upkeep waits for its table lock before giving up.
 PARTITION_LOCK_TIMEOUT = "10s"
@@ -178,12 +181,28 @@ def _erased_plates_table(metadata: sa.MetaData) -> sa.Table:
     )
 
 
+def _camera_hourly_stats_table(metadata: sa.MetaData) -> sa.Table:
+    """Events, distinct plates and mean confidence per camera per UTC hour (``camera_daily_stats``)."""
+    return sa.Table(
+        "camera_hourly_stats",
+        metadata,
+        sa.Column("day", sa.Date(), primary_key=True),
+        sa.Column("camera_id", sa.Text(), primary_key=True),
+        sa.Column("hour", sa.SmallInteger(), primary_key=True),
+        sa.Column("events", sa.Integer(), nullable=False),
+        sa.Column("distinct_plates", sa.Integer(), nullable=False),
+        sa.Column("mean_confidence", sa.REAL(), nullable=True),
+        sa.Column("computed_at", UTCDateTime(), nullable=False),
+    )
+
+
 # Module-level table for queries (column references are the same on both databases).
 metadata = sa.MetaData()
 events = build_events_table(metadata, partitioned=False)
 schema_info = _schema_info_table(metadata)
 watchlist_alerts = _watchlist_alerts_table(metadata)
 erased_plates = _erased_plates_table(metadata)
+camera_hourly_stats = _camera_hourly_stats_table(metadata)
 
 EVENT_COLUMNS: tuple[str, ...] = tuple(c.name for c in events.columns if c.name != "id")
 REQUIRED_KEYS = frozenset(EVENT_COLUMNS) - {"region", "crop_key", "created_at", "video_key"}
@@ -343,6 +362,7 @@ class EventStore:
                 schema_info.create(conn, checkfirst=True)
                 watchlist_alerts.create(conn, checkfirst=True)
                 erased_plates.create(conn, checkfirst=True)
+                camera_hourly_stats.create(conn, checkfirst=True)
                 # Indexes added after v1: create_all skips them on an existing table. On a
                 # big Postgres table this one-off build blocks writes while it runs.
                 for index in self._table.indexes:
@@ -353,8 +373,26 @@ class EventStore:
                     )
                 self._set_version(conn)
 
-        self._run("init schema", create)
+        with self._sqlite_file_lock("init-lock"):
+            self._run("init schema", create)
         self.ensure_month_partitions()
+
+    @contextmanager
+    def _sqlite_file_lock(self, suffix: str) -> Iterator[None]:
+        """An exclusive flock beside a SQLite database file (nothing elsewhere): pysqlite runs
+        DDL outside a transaction, so two workers creating the schema of a new file at once
+        both saw "no table" and one failed with "table ... already exists"."""
+        database = self.url.database
+        if self.dialect != "sqlite" or not database or database == ":memory:":
+            yield
+            return
+        path = Path(database)  # expanded, its folder made, by __init__
+        with open(path.with_name(f"{path.name}.{suffix}"), "a+b") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _set_version(self, conn: Connection) -> None:
         now = datetime.now(UTC)

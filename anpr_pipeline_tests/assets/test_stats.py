@@ -148,6 +148,37 @@ def test_counts_of_a_day_past_the_archive_horizon_outlive_its_events(tmp_path):
     engine.dispose()
 
 
+def test_the_day_the_retention_cutoff_falls_in_keeps_its_counts(tmp_path):
+    """Retention deletes rows by the minute: the day its cut-off falls in has lost part of its
+    events, and a recount would replace its full counts with what is left."""
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    seed(url)
+    store = EventStore(url)
+    df, kept = stats_module.refresh_day(store.engine, DAY)
+    assert not kept and int(df["events"].sum()) == 7
+    with store.engine.begin() as conn:  # the sweep's cut-off at 07:30 on DAY
+        conn.execute(sa.text("DELETE FROM events WHERE captured_at < :t"), {"t": "2026-11-20 07:30:00"})
+    df, kept = stats_module.refresh_day(store.engine, DAY, keep_before=DAY + timedelta(hours=7, minutes=30))
+    assert kept and int(df["events"].sum()) == 7 and stored_stats(store.engine) == SEEDED_STATS
+    store.dispose()
+
+
+def test_per_camera_distinct_plates_count_a_car_seen_in_two_hours_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    store = EventStore(url)
+    store.init_schema()
+    for hour in (7, 18):  # one commuter, morning and evening
+        video = f"uploads/cam1/20261120T{hour:02d}0000Z.mp4"
+        row = event_row(
+            DAY + timedelta(hours=hour, minutes=5), plate="AB123CD", camera="cam1", video_key=video
+        )
+        store.replace_video_events(video, [row])
+    df, metadata = run_stats(url, tmp_path / "bucket")
+    assert list(df["distinct_plates"]) == [1, 1]  # per hour
+    assert "| cam1        |        2 |                 1 |" in metadata["per_camera"].value
+    store.dispose()
+
+
 def test_recount_horizon_is_the_earlier_of_archive_and_retention():
     now = datetime(2027, 1, 1, tzinfo=UTC)
     assert stats_module.recount_horizon(now, 180, 365) == now - timedelta(days=180)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -106,7 +108,29 @@ def test_init_schema_is_idempotent_and_creates_indexes(store: EventStore) -> Non
         "ix_events_plate_prefix",
         "ix_events_created_at",
     } <= names
-    assert sa.inspect(store.engine).has_table("watchlist_alerts")
+    tables = set(sa.inspect(store.engine).get_table_names())
+    assert {"watchlist_alerts", "erased_plates", "camera_hourly_stats"} <= tables
+
+
+INIT_IN_A_WORKER = """
+import sys
+from anpr_pipeline.resources.event_store import EventStore
+EventStore(sys.argv[1]).init_schema()
+"""
+
+
+def test_workers_creating_the_schema_of_a_new_sqlite_file_at_once_all_succeed(tmp_path) -> None:
+    """Run workers start together on a fresh embedded database; DDL in pysqlite runs outside a
+    transaction, so without a lock some failed with "table ... already exists"."""
+    for attempt in range(3):
+        url = f"sqlite:///{tmp_path / f'events{attempt}.db'}"
+        workers = [
+            subprocess.Popen([sys.executable, "-c", INIT_IN_A_WORKER, url], stderr=subprocess.PIPE, text=True)
+            for _ in range(4)
+        ]
+        failures = [err for w in workers if (err := w.communicate()[1]) and w.returncode != 0]
+        assert failures == []
+        assert EventStore(url).schema_version() == 3
 
 
 def test_init_schema_upgrades_a_version_1_database(store: EventStore) -> None:
@@ -120,6 +144,7 @@ def test_init_schema_upgrades_a_version_1_database(store: EventStore) -> None:
     upgraded.init_schema()
     assert upgraded.schema_version() == 3 and "ix_events_created_at" in upgraded.index_names()
     assert sa.inspect(upgraded.engine).has_table("watchlist_alerts") and upgraded.count() == 3
+    assert sa.inspect(upgraded.engine).has_table("erased_plates")
     upgraded.dispose()
     cols = {c["name"] for c in sa.inspect(store.engine).get_columns("events")}
     assert {"id", "event_id", "captured_at", "char_confidences", "created_at", "video_key"} <= cols
