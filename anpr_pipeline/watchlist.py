@@ -177,8 +177,20 @@ def _flag(value: Any, default: bool, where: str) -> bool:
         raise WatchlistError(f"{where}: fuzzy must be true or false, got {value!r}") from None
 
 
+# What an entry may hold: anything else is most likely a misspelt one of these (`fuzy`,
+# `Fuzzy`) or a feature the watchlist does not have (`expires`), and ignoring it would
+# silently change what alerts.
+ENTRY_KEYS = ("plate", "pattern", "label", "fuzzy")
+
+
 def _entry(raw: dict[str, Any], where: str, fuzzy_default: bool = False, written: Any = None) -> WatchEntry:
     """One entry; ``written``: the same YAML entry with every value as written (for messages)."""
+    unknown = [str(key) for key in raw if key not in ENTRY_KEYS]
+    if unknown:
+        raise WatchlistError(
+            f"{where}: unknown key(s) {', '.join(map(repr, unknown))}; an entry holds only "
+            f"{', '.join(ENTRY_KEYS)}"
+        )
     for key in ("plate", "pattern"):
         value = raw.get(key)
         # YAML reads an unquoted 01234567 as the octal number 342391, 1e5 as a float, yes as
@@ -219,7 +231,17 @@ def load_watchlist(path: str | Path, fuzzy: bool = False) -> Watchlist:
         raise WatchlistError(f"watchlist {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     written_rows: list[Any] | None = None
     if path.suffix.lower() == ".csv":
-        rows = list(csv.DictReader(text.splitlines()))
+        # Header names as a spreadsheet may write them: "Plate", " fuzzy ".
+        reader = csv.DictReader(text.splitlines())
+        if reader.fieldnames:
+            reader.fieldnames = [name.strip().lower() for name in reader.fieldnames]
+        rows = list(reader)
+        for n, row in enumerate(rows):
+            if None in row:  # DictReader's key for values past the header's columns
+                raise WatchlistError(
+                    f"watchlist {path} entry {n + 1}: more values than the header has columns "
+                    "(quote a label holding a comma)"
+                )
     else:
         try:
             loaded = yaml.safe_load(text) or []

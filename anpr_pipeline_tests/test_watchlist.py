@@ -115,6 +115,19 @@ def test_fuzzy_entries_match_reads_one_ocr_slip_away(tmp_path):
     assert by_plate == {"OZG3580": False, "AB123CD": True}  # an entry's own flag beats the default
 
 
+def test_csv_headers_are_read_as_a_spreadsheet_writes_them(tmp_path):
+    path = tmp_path / "w.csv"
+    path.write_text("Plate, Label ,FUZZY\nOZG3580,stolen,yes\n")
+    (entry,) = load_watchlist(path).entries
+    assert (entry.plate, entry.label, entry.fuzzy) == ("OZG3580", "stolen", True)
+    path.write_text("plate,fuzy\nOZG3580,yes\n")
+    with pytest.raises(WatchlistError, match="entry 1: unknown key.*'fuzy'"):
+        load_watchlist(path)
+    path.write_text("plate,label\nOZG3580,stolen, blue\n")
+    with pytest.raises(WatchlistError, match="entry 1: more values than the header.*quote a label"):
+        load_watchlist(path)
+
+
 @pytest.mark.parametrize(
     "text, message",
     [
@@ -129,6 +142,10 @@ def test_fuzzy_entries_match_reads_one_ocr_slip_away(tmp_path):
         ("- plate: 01234567\n", 'plate 01234567 is not text .*342391.*quote it: plate: "01234567"'),
         ("watchlist:\n- pattern: 1234\n", 'pattern 1234 is not text.*quote it: pattern: "1234"'),
         ("- plate: yes\n", "plate yes is not text"),
+        # A misspelt flag would leave a stolen plate's entry exact without a word.
+        ("- plate: OZG3580\n  fuzy: true\n", "entry 1: unknown key.*'fuzy'.*plate, pattern, label, fuzzy"),
+        ("- plate: OZG3580\n  Fuzzy: true\n", "unknown key.*'Fuzzy'"),
+        ("- plate: OZG3580\n  expires: 2027-01-01\n", "unknown key.*'expires'"),
     ],
 )
 def test_bad_watchlists_name_the_problem(tmp_path, text, message):
