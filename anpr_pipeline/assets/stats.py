@@ -56,6 +56,10 @@ from anpr_pipeline.resources.parquet_dataset import day_of_key
 from anpr_pipeline.uploads import UploadNameError, parse_partition_key
 
 daily_partitions = DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC")
+PLATE_EVENTS = AssetKey("plate_events")
+# Metadata of a stats materialization: the newest plate_events materialization (storage id)
+# recorded before the day was counted. Every video it covers had written its rows by then.
+COUNTED_THROUGH = "counted_through_storage_id"
 
 STATS_COLUMNS = ["day", "camera_id", "hour", "events", "distinct_plates", "mean_confidence"]
 
@@ -117,6 +121,14 @@ def per_camera_summary(df: pd.DataFrame, distinct: pd.DataFrame | None) -> pd.Da
         ).fillna({"distinct_plates": 0})
         summary["distinct_plates"] = summary["distinct_plates"].astype(int)
     return summary.sort_values(["events", "camera_id"], ascending=[False, True]).reset_index(drop=True)
+
+
+def newest_plate_events_id(instance: DagsterInstance) -> int:
+    """Storage id of the newest plate_events materialization (0: none yet)."""
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=PLATE_EVENTS), limit=1, ascending=False
+    ).records
+    return records[0].storage_id if records else 0
 
 
 def recount_horizon(
@@ -273,6 +285,9 @@ def camera_daily_stats(
 ) -> Output[pd.DataFrame]:
     day = datetime.fromisoformat(context.partition_key).replace(tzinfo=UTC)
     engine = events_db.get_store().engine
+    # Read before counting: a video that writes its rows after the count but records its
+    # materialization before this one's is newer than this id, so the sensor sees it.
+    counted_through = newest_plate_events_id(context.instance)
     horizon = recount_horizon(
         datetime.now(UTC), ops_settings.archive_events_after_days, ops_settings.retention_events_days
     )
@@ -295,6 +310,7 @@ def camera_daily_stats(
             "cameras": int(df["camera_id"].nunique()),
             "rows_written": written,
             "kept_stored_counts": kept,
+            COUNTED_THROUGH: counted_through,
             "busiest_hour": f"{busiest['camera_id']} {int(busiest['hour']):02d}:00 ({int(busiest['events'])})"
             if busiest is not None
             else "none",
@@ -327,7 +343,6 @@ camera_daily_stats_schedule = build_schedule_from_partitioned_job(
 
 # -- late events: recompute days whose stats predate them --------------------------------------------
 
-PLATE_EVENTS = AssetKey("plate_events")
 # plate_events materializations read per tick: a long history (first tick, or the sensor
 # switched on late) is caught up over several ticks instead of one slow one.
 STALE_STATS_PAGE = 1000
@@ -361,7 +376,7 @@ def newest_change_by_day(records: Sequence[EventLogRecord]) -> dict[str, int]:
 
 
 def stale_days(instance: DagsterInstance, changes: dict[str, int], today: date) -> dict[str, int]:
-    """The days of ``changes`` whose stats were materialised before their latest change.
+    """The days of ``changes`` whose stats were counted before their latest change.
 
     Never-materialised days are left to the schedule (or a backfill), and today is not
     complete yet (its partition does not exist before midnight UTC). Storage ids order the
@@ -374,7 +389,31 @@ def stale_days(instance: DagsterInstance, changes: dict[str, int], today: date) 
     computed = instance.get_latest_storage_id_by_partition(
         camera_daily_stats.key, DagsterEventType.ASSET_MATERIALIZATION, partitions=set(candidates)
     )
-    return {day: sid for day, sid in candidates.items() if day in computed and computed[day] < sid}
+    counted = counted_through(instance, {computed[day] for day in candidates if day in computed})
+    return {
+        day: sid
+        for day, sid in candidates.items()
+        if day in computed and counted.get(computed[day], computed[day]) < sid
+    }
+
+
+def counted_through(instance: DagsterInstance, stats_ids: set[int]) -> dict[int, int]:
+    """Stats materialization storage id -> the newest plate_events materialization it counted
+    (its metadata). Comparing a change with the stats' own storage id missed a video whose rows
+    came after the count and whose materialization came before the stats'. Materializations
+    without the metadata (older ones) are left out: their own storage id stands."""
+    if not stats_ids:
+        return {}
+    records = instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=camera_daily_stats.key, storage_ids=sorted(stats_ids)),
+        limit=len(stats_ids),
+    ).records
+    out = {}
+    for record in records:
+        metadata = record.asset_materialization.metadata if record.asset_materialization else {}
+        if COUNTED_THROUGH in metadata:
+            out[record.storage_id] = int(metadata[COUNTED_THROUGH].value)
+    return out
 
 
 @sensor(

@@ -327,11 +327,37 @@ def test_a_late_video_recomputes_only_its_days_stats(tmp_path):
         assert fourth.run_requests[0].run_key != second.run_requests[0].run_key
 
 
+def test_a_video_written_while_its_day_was_being_counted_is_counted_later(tmp_path, monkeypatch):
+    """The late video writes its rows after the stats' count and records its materialization
+    before the stats record theirs: the stats missed it, and the sensor must still ask."""
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    seed(url)
+    resources = stats_resources(url, tmp_path / "bucket")
+    with instance_for_test() as instance:
+        first = tick(instance, None)
+        real_refresh = stats_module.refresh_day
+
+        def count_then_a_late_video_finishes(*args, **kwargs):
+            counted = real_refresh(*args, **kwargs)
+            process_video(instance, resources, "cam-late", DAY + timedelta(hours=14), ["LATE1", "LATE2"])
+            return counted
+
+        monkeypatch.setattr(stats_module, "refresh_day", count_then_a_late_video_finishes)
+        assert materialize_stats(instance, resources, "2026-11-20") == 7  # the 2 late events missed
+        monkeypatch.setattr(stats_module, "refresh_day", real_refresh)
+        second = tick(instance, first.cursor)
+        assert [r.partition_key for r in second.run_requests] == ["2026-11-20"]
+        assert materialize_stats(instance, resources, "2026-11-20") == 9
+        assert not tick(instance, second.cursor).run_requests
+
+
 def test_stale_days_skips_today_and_days_without_stats(tmp_path):
     url = f"sqlite:///{tmp_path / 'events.db'}"
     seed(url)
     resources = stats_resources(url, tmp_path / "bucket")
     with instance_for_test() as instance:
+        process_video(instance, resources, "cam-late", DAY + timedelta(hours=14), ["LATE1"])
+        counted = stats_module.newest_plate_events_id(instance)
         materialize_stats(instance, resources, "2026-11-20")
         later = 10**9  # a change newer than any stats materialization
         changes = {"2026-11-20": later, "2026-11-21": later, "2024-12-31": later}
@@ -339,7 +365,7 @@ def test_stale_days_skips_today_and_days_without_stats(tmp_path):
         # On the 20th itself the day is not complete: never asked, even with stats present.
         assert stale_days(instance, changes, today=DAY.date()) == {}
         # A change older than the stats is already counted in them.
-        assert stale_days(instance, {"2026-11-20": 1}, today=datetime(2026, 12, 1).date()) == {}
+        assert stale_days(instance, {"2026-11-20": counted}, today=datetime(2026, 12, 1).date()) == {}
 
 
 def test_affected_days_cover_the_span_and_the_days_an_earlier_run_wrote():
