@@ -1,7 +1,11 @@
 """Asset checks (DESIGN §4): declared here, evaluated inside the assets they guard.
 
 Evaluating a check inside its asset keeps it partition-aware (one result per video) and
-lets a blocking check stop wrong data flowing downstream in the same run.
+lets a blocking check stop wrong data flowing downstream in the same run: a video that fails
+``decodable_and_non_empty`` is never decoded for detection. ``plate_events`` is the last
+asset of its run, so its blocking check fails the run (red in the UI, the video's partition
+failed) after the rows are written: it tells the operator, it does not hold the rows back
+(a wrong probe duration would otherwise lose a video's events for good).
 """
 
 from __future__ import annotations
