@@ -71,7 +71,8 @@ class _SharedLock:
             finally:
                 self._exclusive_waiting -= 1
                 self._cond.notify_all()
-            self._exclusive = ok
+            if ok:  # a waiter that timed out must not clear the flag of the one holding it
+                self._exclusive = True
             return ok
 
     def release(self, shared: bool) -> None:
@@ -109,37 +110,55 @@ def _poll(try_once: Callable[[], bool], what: str, timeout_s: float, poll_s: flo
     raise _timeout_error(what, timeout_s)
 
 
-# Postgres' "lock not available": lock_timeout ran out.
+# Postgres' "lock not available" (lock_timeout ran out) and "query cancelled" (statement_timeout).
 _LOCK_NOT_AVAILABLE = "55P03"
+_QUERY_CANCELED = "57014"
+_TIMEOUTS = ("lock_timeout", "statement_timeout")
 
 
 def _wait_for_postgres_lock(conn: sa.Connection, take: sa.TextClause, what: str, timeout_s: float) -> None:
     """Block in the server's lock queue, so a waiting erase goes before the video writes that
-    ask after it (polling with try-lock would wait for a moment when no video is writing)."""
+    ask after it (polling with try-lock would wait for a moment when no video is writing).
+
+    Both timeouts are set for the wait (a database's own statement_timeout would cut it short)
+    and put back as they were: the connection returns to the pool."""
     log.info("%s: waiting for the data lock (an erase-plate, archive or retention_sweep run holds it)", what)
-    set_timeout = sa.text("SELECT set_config('lock_timeout', :t, false)")
-    # 0 would mean no limit; a lock_timeout is whole milliseconds.
-    conn.execute(set_timeout, {"t": f"{max(1, int(timeout_s * 1000))}ms"})
+    before = conn.execute(
+        sa.text("SELECT current_setting('lock_timeout'), current_setting('statement_timeout')")
+    ).one()
+    set_timeout = sa.text("SELECT set_config(:name, :value, false)")
+    # 0 would mean no limit; the values are whole milliseconds.
+    wait_ms = max(1, int(timeout_s * 1000))
+    conn.execute(set_timeout, {"name": "lock_timeout", "value": f"{wait_ms}ms"})
+    conn.execute(set_timeout, {"name": "statement_timeout", "value": f"{wait_ms + 10_000}ms"})
     try:
         conn.execute(take, {"name": LOCK_NAME})
     except sa.exc.OperationalError as exc:
         code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-        if code == _LOCK_NOT_AVAILABLE:
+        if code in (_LOCK_NOT_AVAILABLE, _QUERY_CANCELED):
             raise _timeout_error(what, timeout_s) from None
         raise
     finally:
-        conn.execute(set_timeout, {"t": "0"})
+        for name, value in zip(_TIMEOUTS, before, strict=True):
+            conn.execute(set_timeout, {"name": name, "value": value})
 
 
 @contextmanager
 def _postgres_lock(es: EventStore, what: str, shared: bool, timeout_s: float) -> Iterator[None]:
     mode = "_shared" if shared else ""
     with es.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        try_take = sa.text(f"SELECT pg_try_advisory_lock{mode}(hashtext(:name))")
-        if not conn.execute(try_take, {"name": LOCK_NAME}).scalar_one():
-            _wait_for_postgres_lock(
-                conn, sa.text(f"SELECT pg_advisory_lock{mode}(hashtext(:name))"), what, timeout_s
-            )
+        try:
+            if not conn.execute(
+                sa.text(f"SELECT pg_try_advisory_lock{mode}(hashtext(:name))"), {"name": LOCK_NAME}
+            ).scalar_one():
+                _wait_for_postgres_lock(
+                    conn, sa.text(f"SELECT pg_advisory_lock{mode}(hashtext(:name))"), what, timeout_s
+                )
+        except BaseException:
+            # The lock may have been granted as the error came (an interrupt, a failed reset of
+            # the timeouts): closing the session releases it, where the pool would keep it.
+            conn.invalidate()
+            raise
         try:
             yield
         finally:
@@ -155,30 +174,45 @@ def _postgres_lock(es: EventStore, what: str, shared: bool, timeout_s: float) ->
                 conn.invalidate()
 
 
-def _flock_poll(handle: IO[bytes], mode: int, what: str, timeout_s: float, poll_s: float) -> None:
-    def try_once() -> bool:
-        try:
-            fcntl.flock(handle, mode | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
+def _try_flock(handle: IO[bytes], mode: int) -> bool:
+    try:
+        fcntl.flock(handle, mode | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
-    _poll(try_once, what, timeout_s, poll_s)
+
+def _try_shared_behind_queue(handle: IO[bytes], queue: IO[bytes]) -> bool:
+    """A shared try, only when no exclusive waiter holds the queue; the queue is not kept while
+    waiting, so a second exclusive waiter can queue behind the first."""
+    if not _try_flock(queue, fcntl.LOCK_SH):
+        return False
+    try:
+        return _try_flock(handle, fcntl.LOCK_SH)
+    finally:
+        fcntl.flock(queue, fcntl.LOCK_UN)
 
 
 @contextmanager
 def _file_lock(path: Path, what: str, shared: bool, timeout_s: float, poll_s: float) -> Iterator[None]:
-    """flock on ``path``, taken through a short lock on ``path.queue``: a waiting exclusive
-    holder keeps the queue lock, so video writes that come after it wait behind it instead of
-    keeping the lock shared for ever."""
+    """flock on ``path``, queued through ``path.queue``: an exclusive waiter holds the queue
+    while it waits, so video writes that come after it wait behind it instead of keeping the
+    lock shared for ever."""
     deadline = time.monotonic() + timeout_s
-    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     with open(path, "a+b") as handle, open(path.with_name(path.name + ".queue"), "a+b") as queue:
-        _flock_poll(queue, mode, what, timeout_s, poll_s)
-        try:
-            _flock_poll(handle, mode, what, max(0.0, deadline - time.monotonic()), poll_s)
-        finally:
-            fcntl.flock(queue, fcntl.LOCK_UN)
+        if shared:
+            _poll(lambda: _try_shared_behind_queue(handle, queue), what, timeout_s, poll_s)
+        else:
+            _poll(lambda: _try_flock(queue, fcntl.LOCK_EX), what, timeout_s, poll_s)
+            try:
+                _poll(
+                    lambda: _try_flock(handle, fcntl.LOCK_EX),
+                    what,
+                    max(0.0, deadline - time.monotonic()),
+                    poll_s,
+                )
+            finally:
+                fcntl.flock(queue, fcntl.LOCK_UN)
         try:
             yield
         finally:

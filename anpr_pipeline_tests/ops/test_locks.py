@@ -199,3 +199,51 @@ def test_in_memory_sqlite_has_the_same_shared_and_exclusive_rules():
     with data_lock(es, "plate_events a", timeout_s=0.2, shared=True):
         pass
     es.dispose()
+
+
+def test_an_exclusive_waiter_that_times_out_leaves_the_holder_exclusive():
+    es = EventStore("sqlite://")
+    with data_lock(es, "erase-1"):
+        with pytest.raises(DataLockTimeout):
+            with data_lock(es, "erase-2", timeout_s=0.2):
+                pytest.fail("two exclusive holders")
+        with pytest.raises(DataLockTimeout):
+            with data_lock(es, "plate_events", timeout_s=0.2, shared=True):
+                pytest.fail("a video wrote while erase-1 held the lock")
+    es.dispose()
+
+
+@pytest.mark.postgres
+def test_a_database_statement_timeout_neither_cuts_the_wait_nor_is_lost(fresh_postgres_url):
+    """The wait is one blocking statement: a database-wide statement_timeout shorter than the
+    wait must not end it, and the pooled connection keeps the database's settings after."""
+    database = sa.make_url(fresh_postgres_url).database
+    admin = sa.create_engine(
+        sa.make_url(fresh_postgres_url).set(database="postgres"), isolation_level="AUTOCOMMIT"
+    )
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"ALTER DATABASE \"{database}\" SET statement_timeout = '1s'"))
+        conn.execute(sa.text(f"ALTER DATABASE \"{database}\" SET lock_timeout = '7s'"))
+    es = EventStore(fresh_postgres_url)
+    holding = threading.Event()
+
+    def archive() -> None:
+        with data_lock(es, "archive 2026-05", timeout_s=30):
+            holding.set()
+            time.sleep(2.5)
+
+    holder = threading.Thread(target=archive, daemon=True)
+    holder.start()
+    assert holding.wait(10)
+    started = time.monotonic()
+    with data_lock(es, "erase-plate", timeout_s=30, poll_s=0.05):
+        assert time.monotonic() - started >= 1.5
+    holder.join(30)
+    for _ in range(3):  # whichever pooled connection comes back
+        with es.engine.connect() as conn:
+            settings = conn.execute(
+                sa.text("SELECT current_setting('statement_timeout'), current_setting('lock_timeout')")
+            ).one()
+            assert tuple(settings) == ("1s", "7s")
+    es.dispose()
+    admin.dispose()
