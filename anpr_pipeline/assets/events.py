@@ -22,9 +22,10 @@ from anpr_pipeline.assets.common import mask_plate, recorded_metadata
 from anpr_pipeline.assets.detections import crop_prefix
 from anpr_pipeline.assets.reads import video_regions
 from anpr_pipeline.checks import EVENTS_CONSISTENT, check_events
-from anpr_pipeline.ops.gdpr import crops_in_spans, pass_span, split_erased
+from anpr_pipeline.ops.gdpr import crops_in_spans, frame_of, frame_rate, pass_span, split_erased
 from anpr_pipeline.ops.locks import data_lock
 from anpr_pipeline.ops.resources import OpsSettings
+from anpr_pipeline.ops.retention import delete_step_outputs
 from anpr_pipeline.partitions import videos_partitions
 from anpr_pipeline.resources.event_store import EventStoreResource
 from anpr_pipeline.resources.models import ModelsResource
@@ -202,20 +203,40 @@ def previous_parquet_files(context: AssetExecutionContext) -> list[str]:
     return sorted({str(key) for keys in recorded for key in keys})
 
 
-def delete_erased_crops(store: ObjectStore, video: dict, kept: list[dict], erased: list[dict]) -> int:
+def delete_erased_crops(
+    store: ObjectStore, video: dict, reads: pd.DataFrame, kept: list[dict], erased: list[dict]
+) -> int:
     """Delete the crops (and kept frames) the detector stored while an erased plate's vehicle
-    was in view, as ``erase_plate`` does, except crops the kept events name."""
+    was in view, as ``erase_plate`` does, except crops the kept events name. A frame's time
+    is its read's (every detection has a row in ``plate_reads``); frames without one (kept
+    frames with no detection) are timed by the frame rate the rows imply (a sidecar's fps
+    hint can be wrong), else the probe's; with neither they are left."""
     if not erased:
         return 0
     started = datetime.fromisoformat(video["started_at"])
+    keep = {r["crop_key"] for r in kept}
+    read_times = (
+        {
+            frame: float(pts)
+            for key, pts in zip(reads["crop_key"], reads["pts_s"], strict=True)
+            if (frame := frame_of(str(key))) is not None
+        }
+        if len(reads)
+        else {}
+    )
+    fps = frame_rate([*kept, *erased], started) or (float(video["fps"]) if video.get("fps") else None)
+
+    def seconds_of(frame: int) -> float | None:
+        return read_times.get(frame, frame / fps if fps else None)
+
     prefix = crop_prefix(video["camera_id"], started, video["timestamp"])
-    fps = float(video["fps"]) if video.get("fps") else None
     doomed = crops_in_spans(
         (info.key for info in store.list(prefix)),
-        fps,
+        seconds_of,
         [pass_span(r, started) for r in erased],
-        {r["crop_key"] for r in kept},
-    )
+        keep,
+        take_untimed=False,
+    ) | ({r["crop_key"] for r in erased if r["crop_key"]} - keep)
     return store.delete(sorted(doomed)) if doomed else 0
 
 
@@ -282,9 +303,15 @@ def plate_events(
         superseded = [k for k in previous if k not in parquet_keys and bucket_store.exists(k)]
         if superseded:
             bucket_store.delete(superseded)
-        erased_crops = delete_erased_crops(bucket_store, video, rows, erased)
+        erased_crops = delete_erased_crops(bucket_store, video, plate_reads, rows, erased)
     if erased:
-        context.log.info(f"dropped {len(erased)} pass(es) of erased plates and {erased_crops} of their crops")
+        # The upstream step outputs of this run hold the erased plate's per-frame reads, as
+        # those erase_plate deleted did (this asset's own output is written after, without it).
+        outputs = delete_step_outputs({context.partition_key}, bucket_store, ops_settings.io_manager_dir)
+        context.log.info(
+            f"dropped {len(erased)} pass(es) of erased plates, {erased_crops} of their crops "
+            f"and {outputs} step output(s) holding their reads"
+        )
     stored = store.events_for_video(video["video_key"])
     thumbnails = {
         r["crop_key"]: bucket_store.url(r["crop_key"], expires_s=THUMBNAIL_URL_SECONDS) for r in rows[:25]

@@ -24,10 +24,11 @@ export zips (found by the salted hash in their name: zips made under another
 ANPR_GDPR_SALT are not found). It holds the data lock (``locks``) from its first read to its
 last delete, so archive and retention runs, and other erasures, wait for it and it for them.
 
-The erasure is remembered (``erased_plates``: the salted hash and the time, no plate): a
-later re-run or first run of a video captured before that time drops the plate's passes
-(``split_erased``, called by ``plate_events`` under the shared data lock) and deletes their
-crops, so a backfill does not bring the plate back. Passes captured after the erasure are
+The erasure is remembered (``erased_plates``: a salted hash of the plate with look-alikes
+folded, ``erasure_digest``, and the time; no plate): a later re-run or first run of a video
+captured before that time drops the plate's passes (``split_erased``, called by
+``plate_events`` under the shared data lock) and deletes their crops and the run's step
+outputs, so a backfill does not bring the plate back. Passes captured after the erasure are
 new data and kept. Changing ANPR_GDPR_SALT forgets these erasures, as it does the audit's.
 
 Audit: one JSON object per action (a one-line JSON-lines file) under
@@ -54,7 +55,7 @@ import logging
 import re
 import uuid
 import zipfile
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -71,6 +72,7 @@ from anpr_pipeline.resources.event_store import EventStore, events, normalize_pl
 from anpr_pipeline.resources.object_store import ObjectNotFoundError, ObjectStore
 from anpr_pipeline.resources.parquet_dataset import rewrite_without
 from anpr_pipeline.uploads import TIMESTAMP_FORMAT
+from anpr_pipeline.vision.plates import confusion_key
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +87,14 @@ class GdprError(RuntimeError):
 
 def plate_digest(plate: str, salt: str) -> str:
     return hmac.new(salt.encode(), normalize_plate(plate).encode(), hashlib.sha256).hexdigest()
+
+
+def erasure_digest(plate: str, salt: str) -> str:
+    """What ``erased_plates`` keeps: HMAC of the plate with look-alikes folded (O/0, I/1, B/8,
+    S/5, Z/2, G/6: ``plates.confusion_key``), so a re-read of the same pass that differs only
+    by one of them is still recognised; prefixed, so it never equals the audit's hash."""
+    folded = "erased:" + confusion_key(normalize_plate(plate))
+    return hmac.new(salt.encode(), folded.encode(), hashlib.sha256).hexdigest()
 
 
 def check_request(plate: str, salt: str, production: bool) -> str:
@@ -164,16 +174,16 @@ _CROP_DIR_TS = re.compile(r"^crops/[^/]+/[^/]+/(?P<ts>\d{8}T\d{6}Z)/")
 TRACK_MARGIN_S = 0.5
 
 
-def _frame_of(crop_key: str | None) -> int | None:
+def frame_of(crop_key: str | None) -> int | None:
     m = _CROP_NAME.search(crop_key or "")
     return int(m["frame"]) if m else None
 
 
-def _frame_rate(video_rows: list[dict[str, Any]], started: datetime) -> float | None:
+def frame_rate(video_rows: Sequence[dict[str, Any]], started: datetime) -> float | None:
     """Frames per second from the row whose best crop is furthest into the video."""
     best: tuple[float, int] | None = None
     for r in video_rows:
-        frame, offset = _frame_of(r.get("crop_key")), (r["captured_at"] - started).total_seconds()
+        frame, offset = frame_of(r.get("crop_key")), (r["captured_at"] - started).total_seconds()
         if frame and offset > 0 and (best is None or offset > best[0]):
             best = (offset, frame)
     return best[1] / best[0] if best else None
@@ -189,25 +199,33 @@ def _track_crops(plate: str, rows: list[dict[str, Any]], es: EventStore, store: 
         started = datetime.strptime(ts["ts"], TIMESTAMP_FORMAT).replace(tzinfo=UTC)
         video_rows = es.events_for_video(video_key)
         others = {r["crop_key"] for r in video_rows if r["normalized_plate"] != plate}
-        fps = _frame_rate(video_rows, started)
+        fps = frame_rate(video_rows, started)
         spans = [pass_span(r, started) for r in mine]
         crop_dir = mine[0]["crop_key"].rsplit("/", 1)[0] + "/"
-        out |= crops_in_spans((info.key for info in store.list(crop_dir)), fps, spans, others)
+        seconds_of = (lambda frame, fps=fps: frame / fps) if fps else (lambda frame: None)
+        keys = (info.key for info in store.list(crop_dir))
+        # Without a frame rate every unreferenced crop of the video goes (privacy first).
+        out |= crops_in_spans(keys, seconds_of, spans, others, take_untimed=True)
     return out
 
 
 def crops_in_spans(
-    keys: Iterable[str], fps: float | None, spans: Sequence[tuple[float, float]], keep: Collection[str]
+    keys: Iterable[str],
+    seconds_of: Callable[[int], float | None],
+    spans: Sequence[tuple[float, float]],
+    keep: Collection[str],
+    take_untimed: bool,
 ) -> set[str]:
     """The crops and kept frames among ``keys`` taken within ``spans`` (seconds into the video,
-    margin included) at ``fps``, except those in ``keep`` (other events' crops). Without a
-    frame rate every one not kept (privacy first)."""
+    margin included), except those in ``keep`` (other events' crops). ``seconds_of``: a
+    frame number's time, None when unknown; such frames are taken when ``take_untimed``."""
     out: set[str] = set()
     for key in keys:
-        frame = _frame_of(key)
+        frame = frame_of(key)
         if key in keep or frame is None:
             continue
-        if fps is None or any(lo <= frame / fps <= hi for lo, hi in spans):
+        at = seconds_of(frame)
+        if (at is None and take_untimed) or (at is not None and any(lo <= at <= hi for lo, hi in spans)):
             out.add(key)
     return out
 
@@ -226,8 +244,10 @@ def split_erased(
     """(rows to store, rows of plates ``erase_plate`` erased after the pass was captured).
 
     A re-run recomputes events from the upload; without this, a plate erased on request would
-    be stored again by the next backfill. Passes captured after the erasure are kept."""
-    digests = {r["normalized_plate"]: plate_digest(r["normalized_plate"], salt) for r in rows}
+    be stored again by the next backfill. Matched with look-alikes folded (a re-run with
+    another reader may vote 0VKG96 for an erased OVKG96). Passes captured after the erasure
+    are kept."""
+    digests = {r["normalized_plate"]: erasure_digest(r["normalized_plate"], salt) for r in rows}
     erased = es.erasures(digests.values())
 
     def was_erased(row: dict[str, Any]) -> bool:
@@ -407,7 +427,7 @@ def erase_plate(
             )
         # First, so that from here on a re-run of one of the plate's videos (waiting for this
         # lock) drops its passes instead of storing them again.
-        es.record_erasure(plate_digest(p, salt), now or datetime.now(UTC))
+        es.record_erasure(erasure_digest(p, salt), now or datetime.now(UTC))
         # Parquet and crops first, the database last: if a step fails, a re-run still finds the
         # rows (and through them the crop keys) and finishes the job.
         rewritten = deleted_files = rows_removed = 0

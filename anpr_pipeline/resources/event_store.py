@@ -601,6 +601,7 @@ class EventStore:
     def record_erasure(self, digest: str, erased_at: datetime) -> None:
         """Remember that the plate with this digest was erased at ``erased_at`` (a later
         erasure of the same plate moves the time on, an earlier one never back)."""
+        erased_at = erased_at.replace(tzinfo=UTC) if erased_at.tzinfo is None else erased_at.astimezone(UTC)
 
         def write() -> None:
             with self._engine.begin() as conn:

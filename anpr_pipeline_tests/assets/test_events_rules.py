@@ -1,8 +1,13 @@
-"""Which tracks become events (pure rule, no Dagster run needed)."""
+"""Which tracks become events, and what an erased pass leaves (no Dagster run needed)."""
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
-from anpr_pipeline.assets.events import event_tracks, keep_track
+import pandas as pd
+import pytest
+
+from anpr_pipeline.assets.events import delete_erased_crops, event_tracks, keep_track
+from anpr_pipeline.resources.object_store import LocalObjectStore
 from anpr_pipeline.resources.pipeline_config import PipelineConfig
 from anpr_pipeline.vision.tracker import FrameRead, track_reads
 from anpr_pipeline.vision.types import Box, PlateRead
@@ -100,3 +105,40 @@ def test_events_leave_out_a_single_frame_glimpse_of_a_tracked_plate():
     assert [t.text for t in event_tracks(tracks, PipelineConfig(), (1280, 720))] == ["ZZ772GN"]
     keep_all = PipelineConfig(drop_glimpse_tracks=False)
     assert [t.text for t in event_tracks(tracks, keep_all, (1280, 720))] == ["ZZ112CN", "ZZ772GN"]
+
+
+@pytest.mark.parametrize("probe_fps", [30.0, 0.0, None])
+def test_an_erased_pass_loses_its_crops_and_no_other_pass_does(tmp_path, probe_fps):
+    """Crops are timed by their reads (the stream runs at 25 fps; a sidecar's fps hint of 30,
+    or none, must not move the erased pass's window onto another pass's crops)."""
+    store = LocalObjectStore(tmp_path / "bucket")
+    started = datetime(2026, 11, 20, 8, 0, tzinfo=UTC)
+    prefix = "crops/cam1/2026-11-20/20261120T080000Z/"
+    video = {
+        "camera_id": "cam1",
+        "timestamp": "20261120T080000Z",
+        "started_at": started.isoformat(),
+        "fps": probe_fps,
+    }
+    frames = {"erased": range(25, 76, 5), "kept": range(100, 151, 5)}  # 1-3 s and 4-6 s at 25 fps
+    reads = pd.DataFrame(
+        [{"crop_key": f"{prefix}{f:06d}_0.jpg", "pts_s": f / 25} for fs in frames.values() for f in fs]
+    )
+    for key in reads["crop_key"]:
+        store.put_bytes(key, b"\xff\xd8jpeg")
+    store.put_bytes(f"{prefix}frames/000050.jpg", b"\xff\xd8jpeg")  # a kept frame of the erased pass
+
+    def row(plate: str, fs: range) -> dict:
+        return {
+            "normalized_plate": plate,
+            "first_seen_at": started + timedelta(seconds=fs[0] / 25),
+            "last_seen_at": started + timedelta(seconds=fs[-1] / 25),
+            "captured_at": started + timedelta(seconds=fs[len(fs) // 2] / 25),
+            "crop_key": f"{prefix}{fs[len(fs) // 2]:06d}_0.jpg",
+        }
+
+    erased, kept = row("AB123CD", frames["erased"]), row("ZZ999ZZ", frames["kept"])
+    deleted = delete_erased_crops(store, video, reads, [kept], [erased])
+    left = {info.key for info in store.list(prefix)}
+    assert left == {f"{prefix}{f:06d}_0.jpg" for f in frames["kept"]}
+    assert deleted == len(frames["erased"]) + 1

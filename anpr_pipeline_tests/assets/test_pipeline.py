@@ -308,6 +308,10 @@ def test_a_plate_erased_on_request_stays_erased_when_its_video_is_run_again(pipe
         AssetKey("plate_events")
     ).asset_materialization.metadata
     assert metadata["erased_plate_passes_dropped"].value == 1
+    # The re-run's per-frame reads (pickled step outputs) held the plate too: gone.
+    io_dir = Path(defs.resources["ops_settings"].io_manager_dir)
+    assert not (io_dir / "plate_reads" / partition).exists()
+    assert (io_dir / "plate_events" / partition).exists()  # written after, without the plate
 
 
 def test_event_writes_wait_while_an_erase_holds_the_data_lock(pipeline):

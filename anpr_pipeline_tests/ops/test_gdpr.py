@@ -13,7 +13,7 @@ import pytest
 from dagster import instance_for_test
 
 from anpr_pipeline import cli
-from anpr_pipeline.ops.gdpr import erase_plate, plate_digest, read_audit, split_erased
+from anpr_pipeline.ops.gdpr import erase_plate, erasure_digest, plate_digest, read_audit, split_erased
 from anpr_pipeline.ops.jobs import erase_plate_job, export_plate_job
 from anpr_pipeline.ops.retention import partition_key_of
 from anpr_pipeline.resources.parquet_dataset import read_events
@@ -186,19 +186,21 @@ def test_an_erasure_is_remembered_for_passes_captured_up_to_it(backend):
     erased_at = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
     _two_videos(backend)
     erase_plate(PLATE, backend.events, backend.store, SALT, now=erased_at)
-    assert backend.events.erasures([plate_digest(PLATE, SALT), plate_digest(OTHER, SALT)]) == {
-        plate_digest(PLATE, SALT): erased_at
-    }
-    # An erasure recorded again later moves the time on, never back.
-    backend.events.record_erasure(plate_digest(PLATE, SALT), erased_at - timedelta(days=30))
-    assert backend.events.erasures([plate_digest(PLATE, SALT)])[plate_digest(PLATE, SALT)] == erased_at
+    digest = erasure_digest(PLATE, SALT)
+    assert backend.events.erasures([digest, erasure_digest(OTHER, SALT)]) == {digest: erased_at}
+    assert digest != plate_digest(PLATE, SALT)  # not the audit's hash
+    # An erasure recorded again later moves the time on, never back (naive times are UTC).
+    backend.events.record_erasure(digest, (erased_at - timedelta(days=30)).replace(tzinfo=None))
+    assert backend.events.erasures([digest])[digest] == erased_at
 
     before = event_row(erased_at - timedelta(seconds=1), PLATE, "cam1", None, 0)
     at = event_row(erased_at, PLATE, "cam1", None, 1)
     after = event_row(erased_at + timedelta(seconds=1), PLATE, "cam1", None, 2)
     other = event_row(erased_at - timedelta(days=1), OTHER, "cam1", None, 3)
-    kept, dropped = split_erased([before, at, after, other], backend.events, SALT)
-    assert kept == [after, other] and dropped == [before, at]
+    # Another reader's vote for the same pass, one look-alike apart (B/8).
+    look_alike = event_row(erased_at - timedelta(days=2), "A8123CD", "cam1", None, 4)
+    kept, dropped = split_erased([before, at, after, other, look_alike], backend.events, SALT)
+    assert kept == [after, other] and dropped == [before, at, look_alike]
     # Under another salt the erasure is not known (the README says so).
     assert split_erased([before], backend.events, "another-salt") == ([before], [])
     with backend.events.engine.connect() as conn:
@@ -209,7 +211,7 @@ def test_an_erasure_is_remembered_for_passes_captured_up_to_it(backend):
 def test_a_dry_run_remembers_nothing(local_backend):
     _two_videos(local_backend)
     erase_plate(PLATE, local_backend.events, local_backend.store, SALT, dry_run=True)
-    assert local_backend.events.erasures([plate_digest(PLATE, SALT)]) == {}
+    assert local_backend.events.erasures([erasure_digest(PLATE, SALT)]) == {}
 
 
 def test_cli_builds_the_bucket_with_the_s3_timeout_and_attempt_settings(monkeypatch, tmp_path):
