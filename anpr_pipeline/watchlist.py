@@ -242,6 +242,10 @@ def load_watchlist(path: str | Path, fuzzy: bool = False) -> Watchlist:
                     f"watchlist {path} entry {n + 1}: more values than the header has columns "
                     "(quote a label holding a comma)"
                 )
+            # Spreadsheets export empty trailing columns ("plate,label,"): nameless and empty.
+            if (row.get("") or "").strip():
+                raise WatchlistError(f"watchlist {path} entry {n + 1}: a value in a column without a header")
+            row.pop("", None)
     else:
         try:
             loaded = yaml.safe_load(text) or []

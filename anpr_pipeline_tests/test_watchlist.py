@@ -123,6 +123,11 @@ def test_csv_headers_are_read_as_a_spreadsheet_writes_them(tmp_path):
     path.write_text("plate,fuzy\nOZG3580,yes\n")
     with pytest.raises(WatchlistError, match="entry 1: unknown key.*'fuzy'"):
         load_watchlist(path)
+    path.write_text("plate,label,\nOZG3580,stolen,\n")  # an empty trailing column
+    assert [e.plate for e in load_watchlist(path).entries] == ["OZG3580"]
+    path.write_text("plate,label,\nOZG3580,stolen,blue\n")
+    with pytest.raises(WatchlistError, match="entry 1: a value in a column without a header"):
+        load_watchlist(path)
     path.write_text("plate,label\nOZG3580,stolen, blue\n")
     with pytest.raises(WatchlistError, match="entry 1: more values than the header.*quote a label"):
         load_watchlist(path)
