@@ -32,6 +32,7 @@ from dagster import (
     AssetRecordsFilter,
     DagsterEventType,
     DagsterInstance,
+    DagsterRunStatus,
     DailyPartitionsDefinition,
     DefaultScheduleStatus,
     DefaultSensorStatus,
@@ -39,6 +40,7 @@ from dagster import (
     MetadataValue,
     Output,
     RunRequest,
+    RunsFilter,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
@@ -57,6 +59,7 @@ from anpr_pipeline.uploads import UploadNameError, parse_partition_key
 
 daily_partitions = DailyPartitionsDefinition(start_date="2025-01-01", timezone="UTC")
 PLATE_EVENTS = AssetKey("plate_events")
+PARTITION_TAG = "dagster/partition"
 # Metadata of a stats materialization: the newest plate_events materialization (storage id)
 # recorded before the day was counted. Every video it covers had written its rows by then.
 COUNTED_THROUGH = "counted_through_storage_id"
@@ -378,7 +381,8 @@ def newest_change_by_day(records: Sequence[EventLogRecord]) -> dict[str, int]:
 def stale_days(instance: DagsterInstance, changes: dict[str, int], today: date) -> dict[str, int]:
     """The days of ``changes`` whose stats were counted before their latest change.
 
-    Never-materialised days are left to the schedule (or a backfill), and today is not
+    Never-materialised days are left to the schedule (or a backfill) unless their first
+    stats run is under way, and today is not
     complete yet (its partition does not exist before midnight UTC). Storage ids order the
     event log, so comparing them needs no clocks.
     """
@@ -390,11 +394,31 @@ def stale_days(instance: DagsterInstance, changes: dict[str, int], today: date) 
         camera_daily_stats.key, DagsterEventType.ASSET_MATERIALIZATION, partitions=set(candidates)
     )
     counted = counted_through(instance, {computed[day] for day in candidates if day in computed})
+    # A day's first stats run still in progress may have counted before this change; it
+    # records its materialization after this tick, which must not let the change go.
+    in_progress = days_being_computed(instance, [day for day in candidates if day not in computed])
     return {
         day: sid
         for day, sid in candidates.items()
-        if day in computed and counted.get(computed[day], computed[day]) < sid
+        if (day in computed and counted.get(computed[day], computed[day]) < sid) or day in in_progress
     }
+
+
+ACTIVE_RUN_STATUSES = [
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+]
+
+
+def days_being_computed(instance: DagsterInstance, days: Sequence[str]) -> set[str]:
+    """Those of ``days`` with a run queued or in progress: date partition keys are the stats'
+    only (videos are keyed camera/time), whichever job or backfill launched it."""
+    if not days:
+        return set()
+    runs = instance.get_runs(RunsFilter(statuses=ACTIVE_RUN_STATUSES, tags={PARTITION_TAG: list(days)}))
+    return {run.tags[PARTITION_TAG] for run in runs if run.tags.get(PARTITION_TAG) in days}
 
 
 def counted_through(instance: DagsterInstance, stats_ids: set[int]) -> dict[int, int]:

@@ -13,6 +13,8 @@ from dagster import (
     AssetKey,
     AssetsDefinition,
     DagsterInstance,
+    DagsterRun,
+    DagsterRunStatus,
     SensorResult,
     asset,
     build_schedule_context,
@@ -20,6 +22,7 @@ from dagster import (
     instance_for_test,
     materialize,
 )
+from dagster._core.utils import make_new_run_id
 from PIL import Image
 
 from anpr_pipeline.assets import stats as stats_module
@@ -348,6 +351,32 @@ def test_a_video_written_while_its_day_was_being_counted_is_counted_later(tmp_pa
         second = tick(instance, first.cursor)
         assert [r.partition_key for r in second.run_requests] == ["2026-11-20"]
         assert materialize_stats(instance, resources, "2026-11-20") == 9
+        assert not tick(instance, second.cursor).run_requests
+
+
+def test_a_change_during_a_days_first_stats_run_is_asked_for(tmp_path):
+    """The day's first stats run counted before a late video wrote its rows, and the sensor
+    ticks before that run records its materialization: the day has no stats yet, and the
+    change must not be let go."""
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    seed(url)
+    resources = stats_resources(url, tmp_path / "bucket")
+    with instance_for_test() as instance:
+        first = tick(instance, None)
+        stats_run = instance.add_run(
+            DagsterRun(
+                job_name="camera_daily_stats_job",
+                run_id=make_new_run_id(),
+                tags={"dagster/partition": "2026-11-20"},
+                status=DagsterRunStatus.STARTED,
+            )
+        )
+        process_video(instance, resources, "cam-late", DAY + timedelta(hours=14), ["LATE1"])
+        second = tick(instance, first.cursor)
+        assert [r.partition_key for r in second.run_requests] == ["2026-11-20"]
+        # Without a run under way a day never computed is still left to the schedule.
+        instance.report_run_canceled(stats_run)
+        process_video(instance, resources, "cam-late", DAY + timedelta(hours=15), ["LATE2"])
         assert not tick(instance, second.cursor).run_requests
 
 
