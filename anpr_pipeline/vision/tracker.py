@@ -352,13 +352,36 @@ def _continues(a: Track, b: Track, max_distance: float, backward: bool = False) 
     return ((mx + vx * dt - ox) ** 2 + (my + vy * dt - oy) ** 2) ** 0.5 <= max_distance * size
 
 
+def _boxes_by_frame(track: Track) -> dict[int, list[Box]]:
+    by_frame: dict[int, list[Box]] = defaultdict(list)
+    for r in track.reads:
+        by_frame[r.frame_index].append(r.box)
+    return dict(by_frame)
+
+
+def _apart_in_a_shared_frame(a: dict[int, list[Box]], b: dict[int, list[Box]]) -> bool:
+    """Whether, in some frame both were read in, a box of one does not touch a box of the
+    other: two plates seen at once in different places are two vehicles, however alike
+    their texts (ABC1234 in the left lane, A8C1234 in the right)."""
+    if len(b) < len(a):
+        a, b = b, a
+    return any(
+        box_a.iou(box_b) == 0.0
+        for frame, boxes_a in a.items()
+        if frame in b
+        for box_a in boxes_a
+        for box_b in b[frame]
+    )
+
+
 def _merge_similar(
     tracks: list[Track], merge_gap_s: float, merge_similarity: float, merge_distance: float = 3.0
 ) -> list[Track]:
     """Merge tracks of the same plate close in time (occlusion, a missed detection run).
 
     Identical voted plates (up to look-alikes) within ``merge_gap_s`` merge even when they
-    overlap in time (a duplicate detection of one plate). Similar plates merge only when one
+    overlap in time (a duplicate detection of one plate) - unless, in a frame both were read
+    in, their boxes do not overlap: two vehicles side by side. Similar plates merge only when one
     ends before the other starts *and* the later one starts where the earlier one was heading
     (:func:`_continues`, ``merge_distance`` box sizes): one vehicle's track broken by an
     occlusion or a misread, not the next car of a fleet with a consecutive plate.
@@ -375,8 +398,12 @@ def _merge_similar(
     # Longest span of any track: bounds how far back an earlier track can still end near one.
     max_span = max((lt - ft for ft, lt in zip(first, last, strict=True)), default=0.0)
 
+    boxes = [_boxes_by_frame(t) for t in merged]
+
     def mergeable(i: int, j: int) -> bool:  # i < j
         if first[j] - last[i] > merge_gap_s or not keys[i] or not keys[j]:
+            return False
+        if first[j] <= last[i] and _apart_in_a_shared_frame(boxes[i], boxes[j]):
             return False
         sim = plates.similarity(keys[i], keys[j])
         if sim == 1.0:
@@ -392,7 +419,9 @@ def _merge_similar(
         last[i] = max(last[i], last[j])
         max_span = max(max_span, last[i] - first[i])
         keys[i] = plates.confusion_key(a.text)
-        del merged[j], first[j], last[j], keys[j]
+        for frame, frame_boxes in boxes[j].items():
+            boxes[i].setdefault(frame, []).extend(frame_boxes)
+        del merged[j], first[j], last[j], keys[j], boxes[j]
 
     i = 0
     while i < len(merged):

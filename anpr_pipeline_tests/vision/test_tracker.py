@@ -309,6 +309,24 @@ def test_misread_after_an_occlusion_still_merges_where_the_car_was_heading() -> 
     assert len(track_reads(before + elsewhere, merge_distance=100.0)) == 1
 
 
+def test_look_alike_plates_seen_at_once_in_different_places_are_two_vehicles() -> None:
+    # Review case: ABC1234 in the left lane and A8C1234 (B/8 look-alikes) in the right lane,
+    # read in the same 10 frames. The same plate after folding, but two cars at once.
+    def step(i: int, text: str, x: int) -> FrameRead:
+        return FrameRead(
+            i, i * 0.2, Box(x, 500 - 20 * i, 120, 40), PlateRead(text, text, 0.95, (0.95,) * 7, "us"), 0.9
+        )
+
+    left = [step(i, "ABC1234", 100) for i in range(10)]
+    right = [step(i, "A8C1234", 900) for i in range(10)]
+    tracks = track_reads(left + right)
+    assert summary(tracks) == [(0, "ABC1234", 10, 0.0, 1.8), (1, "A8C1234", 10, 0.0, 1.8)]
+    assert [{r.box.x for r in t.reads} for t in tracks] == [{100}, {900}]
+    # A duplicate detection of one plate (boxes overlapping in the shared frames) still merges.
+    twin = [step(i, "A8C1234", 110) for i in range(10)]
+    assert len(track_reads(left + twin)) == 1
+
+
 def _merge_reference(
     tracks: list[Track], merge_gap_s: float, merge_similarity: float, merge_distance: float
 ) -> list[Track]:
@@ -321,6 +339,11 @@ def _merge_reference(
             return False
         key_a, key_b = plates.confusion_key(a.text), plates.confusion_key(b.text)
         if not key_a or not key_b:
+            return False
+        side_by_side = any(
+            ra.frame_index == rb.frame_index and ra.box.iou(rb.box) == 0.0 for ra in a.reads for rb in b.reads
+        )
+        if side_by_side:
             return False
         sim = plates.similarity(key_a, key_b)
         disjoint = b.first_pts_s > a.last_pts_s or a.first_pts_s > b.last_pts_s
