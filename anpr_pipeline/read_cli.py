@@ -18,8 +18,8 @@ detector box with whatever was read there. Photos are read as
 viewers show them (EXIF orientation applied), so boxes match the annotated copies.
 
 A folder stands for the images and videos directly inside it. A file that is missing, not
-an image, or a corrupt or truncated video is reported and skipped; the rest are still read,
-and the exit code is 1.
+an image, a corrupt or truncated photo or video, or a photo the detector or reader fails on
+is reported and skipped; the rest are still read, and the exit code is 1.
 """
 
 from __future__ import annotations
@@ -99,8 +99,30 @@ def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_SUFFIXES
 
 
+def damaged_image_problem(path: Path) -> str | None:
+    """Why the image file at ``path`` is damaged (truncated, corrupt data), or None.
+
+    OpenCV decodes what it can of a truncated JPEG and fills the rest grey without an
+    error, so a half-copied upload would be read as a photo with no plate. Pillow raises
+    instead; it only checks here (OpenCV still decodes, so pixels and boxes are unchanged).
+    A JPEG is checked at 1/8 scale: all of its data is still read, at a fraction of the cost.
+    A format Pillow does not know is left to OpenCV."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
+            im.load()
+    except UnidentifiedImageError:
+        return None
+    except (OSError, SyntaxError) as exc:  # Pillow's "truncated" / "broken PNG file"
+        return f"damaged image file ({exc})"
+    return None
+
+
 def load_photo(path: Path) -> np.ndarray:
-    """RGB uint8, EXIF orientation applied; a clear error for a missing or non-image file."""
+    """RGB uint8, EXIF orientation applied; a clear error for a missing, non-image or
+    damaged (e.g. truncated) file."""
     import cv2
 
     if not path.is_file():
@@ -108,6 +130,8 @@ def load_photo(path: Path) -> np.ndarray:
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if bgr is None:
         raise ValueError(f"{path}: not an image OpenCV can decode (corrupt or unsupported format)")
+    if problem := damaged_image_problem(path):
+        raise ValueError(f"{path}: {problem}")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -154,9 +178,8 @@ def read_photos(
     require_format: bool = False,
 ) -> Iterator[tuple[PhotoResult, np.ndarray | None]]:
     """Each photo's result (and its pixels, for annotation), in order, chunk by chunk.
-    ``require_format``: report only reads fitting a format of the reader's regions."""
-    from anpr_pipeline.vision.recognize import read_plates
-
+    ``require_format``: report only reads fitting a format of the reader's regions. A photo
+    the detector or reader fails on is that photo's error; the others are still read."""
     for start in range(0, len(paths), CHUNK):
         loaded: list[tuple[PhotoResult, np.ndarray | None]] = []
         for path in paths[start : start + CHUNK]:
@@ -167,17 +190,44 @@ def read_photos(
                 continue
             loaded.append((PhotoResult(str(path), width=image.shape[1], height=image.shape[0]), image))
         images = [image for _, image in loaded if image is not None]
-        per_image = iter(read_plates(images, detector, reader) if images else [])
+        per_image = iter(_read_each(images, detector, reader))
         for result, image in loaded:
             if image is not None:
+                pairs = next(per_image)
+                if isinstance(pairs, Exception):
+                    reason = (str(pairs).strip().splitlines() or [""])[-1]  # OpenCV's last line names it
+                    result.error = f"{result.file}: reading failed ({type(pairs).__name__}: {reason})"
+                    yield result, None
+                    continue
                 result.plates = plate_rows(
-                    next(per_image),
-                    min_confidence,
-                    include_all,
-                    require_format,
-                    getattr(reader, "regions", None),
+                    pairs, min_confidence, include_all, require_format, getattr(reader, "regions", None)
                 )
             yield result, image
+
+
+def _read_each(images: Sequence[np.ndarray], detector, reader) -> list[list | Exception]:
+    """``read_plates`` over ``images`` in one batch; if that raises, photo by photo, so a
+    photo the models fail on (an odd size, a model error) yields its exception in its place
+    instead of losing the batch and the report."""
+    from anpr_pipeline.vision.recognize import read_plates
+
+    if not images:
+        return []
+    try:
+        return read_plates(images, detector, reader)
+    except Exception as exc:  # noqa: BLE001 - whatever the models raise: found below, photo by photo
+        if len(images) == 1:
+            return [exc]
+    return [_read_one(image, detector, reader) for image in images]
+
+
+def _read_one(image: np.ndarray, detector, reader) -> list | Exception:
+    from anpr_pipeline.vision.recognize import read_plates
+
+    try:
+        return read_plates([image], detector, reader)[0]
+    except Exception as exc:  # noqa: BLE001 - reported as this photo's error
+        return exc
 
 
 def read_video(

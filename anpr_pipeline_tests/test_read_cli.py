@@ -62,6 +62,72 @@ def test_read_a_folder_reports_plates_annotates_and_skips_a_broken_file(tmp_path
     assert np.abs(cv2.imread(str(drawn[0])).astype(int) - original).max() > 100
 
 
+def test_read_reports_a_truncated_photo_as_its_error_and_reads_the_rest(tmp_path: Path) -> None:
+    # OpenCV decodes half a JPEG without complaint (the rest grey): "no plate", exit 0.
+    img, truth = _scene(11)
+    whole = tmp_path / "whole.jpg"
+    cv2.imwrite(str(whole), img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+    data = whole.read_bytes()
+    (tmp_path / "half.jpg").write_bytes(data[: len(data) // 2])
+    assert cv2.imread(str(tmp_path / "half.jpg")) is not None  # what OpenCV alone accepts
+    out = tmp_path / "read.json"
+
+    assert anpr(["read", str(tmp_path / "half.jpg"), str(whole), "--json", str(out)]) == 1
+
+    by_name = {Path(p["file"]).name: p for p in json.loads(out.read_text())["photos"]}
+    assert "truncated" in by_name["half.jpg"]["error"] and by_name["half.jpg"]["plates"] == []
+    assert by_name["whole.jpg"]["error"] is None
+    assert _found(by_name["whole.jpg"], truth) == set(truth)
+
+
+def test_read_a_one_pixel_strip_is_read_like_any_photo(tmp_path: Path) -> None:
+    # The detector's downscale rounded a 1 x 2000 strip to 0 rows: OpenCV raised, the batch
+    # and its JSON were lost.
+    img, truth = _scene(12)
+    cv2.imwrite(str(tmp_path / "a_scene.png"), img[:, :, ::-1])
+    cv2.imwrite(str(tmp_path / "b_strip.png"), np.full((1, 2000, 3), 128, np.uint8))
+    out = tmp_path / "read.json"
+    assert anpr(["read", str(tmp_path), "--json", str(out)]) == 0
+    by_name = {Path(p["file"]).name: p for p in json.loads(out.read_text())["photos"]}
+    assert by_name["b_strip.png"]["error"] is None and by_name["b_strip.png"]["plates"] == []
+    assert _found(by_name["a_scene.png"], truth) == set(truth)
+
+
+class _FailsOnGreyPhotos:
+    """The classical detector, failing (as a model can: CUDA out of memory, an odd input)
+    on flat grey photos: the fault to isolate, injected into the real detector."""
+
+    def __init__(self) -> None:
+        from anpr_pipeline.vision.detector import build_detector
+
+        self.inner = build_detector("classical")
+        self.version = self.inner.version
+
+    def detect(self, images: list[np.ndarray]) -> list:
+        if any(image.std() == 0 for image in images):
+            raise RuntimeError("CUDA out of memory\nTried to allocate 2.00 GiB")
+        return self.inner.detect(images)
+
+
+def test_a_photo_the_models_fail_on_is_its_error_and_the_rest_are_read(tmp_path: Path) -> None:
+    from anpr_pipeline.read_cli import read_photos
+    from anpr_pipeline.vision.reader import build_reader
+
+    img, truth = _scene(11)
+    paths = [tmp_path / "a.png", tmp_path / "grey.png", tmp_path / "c.png"]
+    cv2.imwrite(str(paths[0]), img[:, :, ::-1])
+    cv2.imwrite(str(paths[1]), np.full((720, 1280, 3), 128, np.uint8))
+    cv2.imwrite(str(paths[2]), img[:, :, ::-1])
+    results = list(read_photos(paths, _FailsOnGreyPhotos(), build_reader("default"), 0.3))
+
+    assert [Path(r.file).name for r, _ in results] == ["a.png", "grey.png", "c.png"]
+    (good, good_image), (failed, failed_image), (again, _) = results
+    assert failed.error == f"{paths[1]}: reading failed (RuntimeError: Tried to allocate 2.00 GiB)"
+    assert failed.plates == [] and failed_image is None
+    assert good.error is None and good_image is not None
+    assert _found(good.__dict__, truth) == _found(again.__dict__, truth) == set(truth)
+
+
 def test_read_applies_exif_orientation_like_a_photo_viewer(tmp_path: Path, capsys) -> None:
     img, truth = _scene(13)
     # Stored sideways with "rotate 90° clockwise to view": the upright scene on screen.

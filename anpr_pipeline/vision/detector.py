@@ -237,8 +237,10 @@ class ClassicalDetector:
     def detect_one(self, image: np.ndarray) -> list[Detection]:
         h, w = image.shape[:2]
         scale = min(1.0, self.params.work_width / float(w))
-        small = (
-            cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        small = (  # at least 1 px each way: a 1 x 2000 strip would round to 0 rows
+            cv2.resize(
+                image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+            )
             if scale < 1
             else image
         )
@@ -267,7 +269,8 @@ class ClassicalDetector:
     def _candidates_with_pyramid(self, gray: np.ndarray) -> list[Detection]:
         found = _candidates(gray, self.params)
         if self.params.pyramid and gray.shape[1] >= 2 * self.params.min_width * 4:
-            half = cv2.resize(gray, (gray.shape[1] // 2, gray.shape[0] // 2), interpolation=cv2.INTER_AREA)
+            half_size = (gray.shape[1] // 2, max(1, gray.shape[0] // 2))
+            half = cv2.resize(gray, half_size, interpolation=cv2.INTER_AREA)
             fx, fy = gray.shape[1] / half.shape[1], gray.shape[0] / half.shape[0]
             for d in _candidates(half, self.params):
                 b = Box(round(d.box.x * fx), round(d.box.y * fy), round(d.box.w * fx), round(d.box.h * fy))
