@@ -19,22 +19,23 @@ overall and per group (the image's parent folder name, e.g. us/eu/br):
 - ``detector_recall``, ``detector_precision``: the same over every detector box (placed),
   before the reader drops what it cannot read as a plate;
 - ``plate_accuracy``: share of labelled plates whose read equals the label exactly, after
-  normalisation (upper case, A-Z0-9 only). The read of a labelled plate is the read of the
+  normalisation (upper case, accents folded, A-Z0-9 only: ``plates.normalize``). The read of a labelled plate is the read of the
   predicted box with the best IoU to it ("" when no box overlaps it);
 - ``char_accuracy``: mean of 1 - edit_distance(read, label) / max(len(read), len(label));
 - ``watchlist_match``: share of labelled plates whose read a fuzzy watchlist entry of the
   true plate would match (``plates.fuzzy_match``: one edit after folding O/0-style
   look-alikes): the plates an operator's fuzzy alert still catches when the read is wrong;
 - ``seconds_per_image``: detection + reading wall time per image (image decoding excluded);
-- ``misses``: every labelled plate not read exactly, with what was read and the IoU;
+- ``misses``: every labelled plate not read exactly, with what was read and the IoU (a
+  plate labelled without text: only when not detected);
 - ``unlabelled_reports``: every predicted box on no labelled plate (file, read,
   confidence, box): what costs precision, for a person to sort into unlabelled plates and
   text read as a plate;
 - ``operating_points``: the same photos scored at several read-confidence thresholds, so a
   city can choose ``ANPR_MIN_READ_CONFIDENCE`` by the wrong reads it will accept (a wrong
   plate costs an operator more than a missed one): per threshold, the share of labelled
-  plates read right, read wrong and not reported, wrong reads as a share of reads, and
-  reported boxes on no labelled plate per image.
+  plates (with text) read right, read wrong and not reported, wrong reads as a share of
+  reads, and reported boxes on no labelled plate per image.
 
 ``--regions`` says which plate formats the reader may assume, like a deployment's
 ``ANPR_PLATE_REGIONS``: ``all`` (default: the country is unknown), a list such as
@@ -66,8 +67,11 @@ from pathlib import Path
 import numpy as np
 
 from anpr_pipeline.cli_args import out_dir_problem, out_path_problem, positive_int
-from anpr_pipeline.vision.labels import LabelsError, read_label_rows
-from anpr_pipeline.vision.plates import MIN_READ_CONFIDENCE, fuzzy_match
+from anpr_pipeline.vision.labels import LabelRow, LabelsError, fit_to_image, image_size, read_label_rows
+
+# The pipeline's own normalisation (accents folded: TÜ-AB 123 -> TUAB123), so a label
+# means the same plate here as in an event or a watchlist entry.
+from anpr_pipeline.vision.plates import MIN_READ_CONFIDENCE, fuzzy_match, normalize
 from anpr_pipeline.vision.recognize import reported_plates
 from anpr_pipeline.vision.types import Box, Detection, PlateDetector, PlateReader
 
@@ -81,11 +85,6 @@ OPERATING_THRESHOLDS = (0.3, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 # --------------------------------------------------------------------------- metrics
-
-
-def normalize(text: str) -> str:
-    """Upper case, A-Z0-9 only: what "the same plate" means for every metric."""
-    return re.sub(r"[^A-Z0-9]", "", text.upper())
 
 
 def edit_distance(a: str, b: str) -> int:
@@ -109,11 +108,16 @@ def char_accuracy(read: str, label: str) -> float:
 # --------------------------------------------------------------------------- labels
 
 
+# Two labelled boxes in one image overlapping this much are one plate labelled twice.
+SAME_PLATE_IOU = 0.9
+
+
 @dataclass(frozen=True)
 class LabelledPlate:
-    file: str  # as written in the CSV (relative to it)
+    file: str  # as written in the CSV (relative to it): the image's first spelling there
     box: Box
     plate: str  # normalised
+    line: int = 0  # in the CSV, for messages
 
     @property
     def group(self) -> str:
@@ -123,9 +127,13 @@ class LabelledPlate:
 def load_labels(csv_path: str | Path) -> list[LabelledPlate]:
     """Rows of a ``file,x,y,w,h,plate`` CSV (``plate`` may be absent: detection only).
 
-    Raises :class:`~anpr_pipeline.vision.labels.LabelsError` for a malformed CSV and
-    FileNotFoundError naming every image that is missing, before any work (an unreadable
-    one fails when it is loaded, named the same way).
+    An image is known by its resolved path: ``us/x.jpg`` and ``./us/x.jpg`` are one photo,
+    and all its rows take the first spelling, so it is scored (and named) once.
+
+    Raises :class:`~anpr_pipeline.vision.labels.LabelsError` for a malformed CSV or one
+    plate labelled twice (see :func:`_check_one_label_per_plate`), and FileNotFoundError
+    naming every image that is missing, before any work (an unreadable one fails when it is
+    loaded, named the same way).
     """
     rows = read_label_rows(csv_path)
     if not rows:
@@ -137,16 +145,62 @@ def load_labels(csv_path: str | Path) -> list[LabelledPlate]:
         raise FileNotFoundError(
             f"{csv_path}: {len(missing)} image(s) not found (paths are relative to the CSV): {shown}"
         )
-    return [LabelledPlate(r.file, Box(*r.box), normalize(r.plate)) for r in rows]
+    rows = [_fitted(csv_path, root, r) for r in rows]
+    spelling: dict[Path, str] = {}
+    labels = [
+        LabelledPlate(
+            spelling.setdefault((root / r.file).resolve(), r.file), Box(*r.box), normalize(r.plate), r.line
+        )
+        for r in rows
+    ]
+    _check_one_label_per_plate(csv_path, labels)
+    return labels
+
+
+def _fitted(csv_path: str | Path, root: Path, row: LabelRow) -> LabelRow:
+    """``row`` with its box clipped to its image; a box mostly off it is a LabelsError
+    naming the line (see :func:`~anpr_pipeline.vision.labels.fit_to_image`)."""
+    size = image_size(root / row.file)
+    if size is None:  # not a format Pillow reads: OpenCV decodes it (slower, but rare)
+        size = load_rgb(root / row.file).shape[1::-1]
+    return fit_to_image(row, size[0], size[1], csv_path)
+
+
+def _check_one_label_per_plate(csv_path: str | Path, labels: Sequence[LabelledPlate]) -> None:
+    """A LabelsError naming both CSV lines where one image has two boxes at IoU >=
+    ``SAME_PLATE_IOU``: a duplicated row would count the plate twice (its read weighs
+    double, its miss shows twice), and two texts for one plate make one of them a miss
+    whatever is read. The CSV is fixed rather than guessed at: which row is right is for
+    the person who labelled it."""
+    by_file: dict[str, list[LabelledPlate]] = defaultdict(list)
+    for lab in labels:
+        for other in by_file[lab.file]:
+            if other.box.iou(lab.box) >= SAME_PLATE_IOU:
+                what = (
+                    "the same plate twice"
+                    if other.plate == lab.plate
+                    else f"one plate with two texts ({other.plate or 'none'!r} and {lab.plate or 'none'!r})"
+                )
+                raise LabelsError(
+                    f"{csv_path}: lines {other.line} and {lab.line} label {what} in {lab.file} "
+                    f"(boxes at IoU >= {SAME_PLATE_IOU}); keep one row"
+                )
+        by_file[lab.file].append(lab)
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
-    """An image file as RGB uint8 (EXIF orientation ignored: labels use stored pixels)."""
+    """An image file as RGB uint8 (EXIF orientation ignored: labels use stored pixels).
+    A truncated or corrupt file is an error naming it, not a partly grey photo scored as
+    one with nothing found."""
     import cv2
+
+    from anpr_pipeline.read_cli import damaged_image_problem
 
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
     if bgr is None:
         raise FileNotFoundError(f"{path}: missing or not an image")
+    if problem := damaged_image_problem(Path(path)):
+        raise FileNotFoundError(f"{path}: {problem}")  # reported like a missing image
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -294,12 +348,14 @@ def operating_points(
     box with the best IoU, as in ``plate_accuracy``. ``count_spurious``: also reported boxes
     on no labelled plate, per image."""
     points = []
-    n = sum(len(labs) for labs, _ in photos)
+    # Plates labelled without text (detection only) have no right read: like plate_accuracy,
+    # these rates are over the plates with text. Their boxes still hold no spurious report.
+    n = sum(bool(lab.plate) for labs, _ in photos for lab in labs)
     for threshold in thresholds:
         right = wrong = spurious = 0
         for labs, pairs in photos:
             reported = reported_plates(pairs, threshold)
-            for lab in labs:
+            for lab in (lab for lab in labs if lab.plate):
                 read = _score_plate(lab, reported, pairs, with_reader=True)["read"]
                 right += bool(read) and read == lab.plate
                 wrong += bool(read) and read != lab.plate
@@ -354,7 +410,8 @@ def _xywh(box: Box) -> list[int]:
 def write_error_images(report: dict, labels_csv: str | Path, out_dir: str | Path) -> list[Path]:
     """Each photo of ``report`` (from :func:`evaluate`) with a miss or an unlabelled report,
     drawn for a person to look at: labelled plates in blue (the label), the read matched to
-    them in red, boxes reported on no labelled plate in orange. Returns the files written."""
+    them in red, boxes reported on no labelled plate in orange. Named ``NNNN_<path with
+    separators as _>.jpg``, numbered in file order. Returns the files written."""
     import cv2
 
     from anpr_pipeline.vision.draw import draw_labelled_box, line_thickness
@@ -371,13 +428,15 @@ def write_error_images(report: dict, labels_csv: str | Path, out_dir: str | Path
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for file, boxes in sorted(by_file.items()):
+    for n, (file, boxes) in enumerate(sorted(by_file.items()), 1):
         image = load_rgb(root / file)
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
         thickness = line_thickness(image)
         for box, label, colour, above in boxes:
             draw_labelled_box(bgr, box, label, colour, thickness, above)
-        path = out / (re.sub(r"[^A-Za-z0-9._-]+", "_", str(Path(file).with_suffix(""))) + ".jpg")
+        # Numbered (as `anpr read --annotate`): flattened paths collide (a b.jpg, a_b.jpg).
+        flat = re.sub(r"[^\w.-]+", "_", str(Path(file).with_suffix("")))
+        path = out / f"{n:04d}_{flat}.jpg"
         cv2.imwrite(str(path), bgr)
         written.append(path)
     return written
@@ -412,11 +471,11 @@ def _score_plate(lab: LabelledPlate, reported: Sequence, boxes: Sequence, with_r
         "box": _xywh(lab.box),
         "read_box": _xywh(best_box) if best_box is not None else None,
     }
-    if with_reader:
+    if with_reader and lab.plate:
         row["exact"] = text == lab.plate
         row["char_accuracy"] = round(char_accuracy(text or "", lab.plate), 4)
         row["watchlist_match"] = bool(text) and fuzzy_match(lab.plate, text)
-    else:  # detection-only: a "miss" is a plate not found
+    else:  # detection only (no reader, or no text labelled): a "miss" is a plate not found
         row["exact"] = row["detected"]
         row["char_accuracy"] = None
         row["watchlist_match"] = None

@@ -25,6 +25,16 @@ def test_text_metrics() -> None:
     assert evaluation.char_accuracy("", "ABC123") == 0.0
 
 
+def test_labels_are_normalised_like_the_pipeline_with_accents_folded(tmp_path: Path) -> None:
+    # An accented label must be the plate an event holds (plates.normalize folds accents),
+    # not a shorter text that no read can ever equal.
+    assert evaluation.normalize("TÜ-AB 123") == "TUAB123"
+    assert evaluation.char_accuracy("TUAB123", "TÜ-AB 123") == 1.0
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((40, 80, 3), np.uint8))
+    labels = write_labels_csv(tmp_path / "labels.csv", [["a.png", 0, 0, 80, 40, "TÜ-AB 123"]])
+    assert [lab.plate for lab in evaluation.load_labels(labels)] == ["TUAB123"]
+
+
 def test_plate_takes_the_read_of_the_best_iou_box() -> None:
     lab = evaluation.LabelledPlate("us/a.jpg", Box(100, 100, 80, 40), "ABC123")
 
@@ -89,6 +99,29 @@ def test_operating_points_trade_wrong_reads_for_unreported_plates() -> None:
     assert no_reads[0]["wrong_share_of_reads"] is None and "spurious_per_image" not in no_reads[0]
 
 
+def test_plates_labelled_without_text_are_neither_wrong_reads_nor_read_misses() -> None:
+    # A detection-only row (empty plate) has no right text: reading it is not "wrong".
+    untexted = evaluation.LabelledPlate("us/a.jpg", Box(100, 100, 80, 40), "")
+    texted = evaluation.LabelledPlate("us/b.jpg", Box(100, 100, 80, 40), "ABC123")
+    photos = [
+        ([untexted], [_pair((100, 100, 80, 40), "TRZ951", 0.9)]),
+        ([texted], [_pair((100, 100, 80, 40), "ABC123", 0.9)]),
+    ]
+    (point,) = evaluation.operating_points(photos, (0.3,), count_spurious=True)
+    assert point == {
+        "min_read_confidence": 0.3,
+        "read_right": 1.0,
+        "read_wrong": 0.0,
+        "not_reported": 0.0,
+        "wrong_share_of_reads": 0.0,
+        "spurious_per_image": 0.0,  # the box on the untexted plate is on a labelled plate
+    }
+    found = evaluation._score_plate(untexted, photos[0][1], photos[0][1], with_reader=True)
+    assert found["exact"] and found["char_accuracy"] is None  # detected: not a miss
+    lost = evaluation._score_plate(untexted, [], photos[0][1], with_reader=True)
+    assert not lost["exact"] and not lost["detected"]  # not found: a detection miss
+
+
 def _labelled_folder(root: Path) -> Path:
     """Two groups of generated photos: one plate per image, plus an unlabelled blank image."""
     rows = []
@@ -145,14 +178,31 @@ def test_eval_annotate_draws_the_misses_and_unlabelled_reports(tmp_path: Path) -
     report = json.loads(out.read_text())
     wanted = {m["file"] for m in report["misses"]} | {r["file"] for r in report["unlabelled_reports"]}
     assert "bb/empty.png" in wanted
-    assert sorted(p.name for p in drawn.iterdir()) == sorted(
-        f.replace("/", "_").replace(".png", ".jpg") for f in wanted
-    )
+    assert sorted(p.name for p in drawn.iterdir()) == [
+        f"{n:04d}_" + f.replace("/", "_").replace(".png", ".jpg") for n, f in enumerate(sorted(wanted), 1)
+    ]
     # The missed plate's labelled box is drawn in blue where the photo was flat grey.
-    image = cv2.imread(str(drawn / "bb_empty.jpg"))
+    image = cv2.imread(str(drawn / f"{len(wanted):04d}_bb_empty.jpg"))
     x, y, w, h = report["misses"][0]["box"]
     edge = image[y + h // 2, x - 1 : x + 2].astype(int)  # across the left edge (stroke >= 2 px)
     assert (edge[:, 0] - edge[:, 2]).max() > 100  # blue over red: the label colour, not grey
+
+
+def test_annotated_photos_whose_flattened_names_collide_are_all_written(tmp_path: Path) -> None:
+    # "a b", "a_b", "a/b" flatten alike, and so did "Ölstraße" and "Ülstraße" (non-ASCII -> _).
+    files = ["a b.png", "a_b.png", "a/b.png", "us/Ölstraße 1.png", "us/Ülstraße 1.png"]
+    for i, f in enumerate(files):
+        (tmp_path / f).parent.mkdir(exist_ok=True)
+        cv2.imwrite(str(tmp_path / f), np.full((200, 300, 3), 40 * i, np.uint8))
+    report = {
+        "misses": [{"file": f, "plate": "ABC123", "box": [10, 10, 40, 20], "read_box": None} for f in files],
+        "unlabelled_reports": [],
+    }
+    written = evaluation.write_error_images(report, tmp_path / "labels.csv", tmp_path / "drawn")
+    assert len(set(written)) == len(files) == len(list((tmp_path / "drawn").iterdir()))
+    # Each is its own photo (its own grey level), not one overwritten by another.
+    levels = {round(cv2.imread(str(p))[-5, -5, 0] / 40) for p in written}
+    assert len(levels) == len(files)
 
 
 def test_eval_cli_names_missing_images_and_bad_rows_without_a_traceback(
@@ -165,6 +215,67 @@ def test_eval_cli_names_missing_images_and_bad_rows_without_a_traceback(
     bad = write_labels_csv(tmp_path / "bad.csv", [["aa/1.png", 1, 2, "wide", 4, "AB1123"]])
     assert anpr(["eval-crops", str(bad)]) == 2
     assert "bad.csv:2: w='wide' is not a number" in capsys.readouterr().err
+
+
+def test_eval_names_a_truncated_photo_instead_of_scoring_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # OpenCV decodes half a JPEG without complaint: a plate "not found" in a grey half.
+    labels = _labelled_folder(tmp_path / "set")
+    image = cv2.imread(str(tmp_path / "set" / "aa" / "1.png"))
+    cv2.imwrite(str(tmp_path / "set" / "aa" / "1.jpg"), image)
+    data = (tmp_path / "set" / "aa" / "1.jpg").read_bytes()
+    (tmp_path / "set" / "aa" / "1.jpg").write_bytes(data[: len(data) // 2])
+    labels.write_text(labels.read_text().replace("aa/1.png", "aa/1.jpg"))
+    assert anpr(["eval", str(labels), "--detector", "classical", "--reader", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "aa/1.jpg: damaged image file (image file is truncated" in err and "Traceback" not in err
+
+
+def test_eval_scores_each_photo_once_however_its_path_is_spelled(tmp_path: Path) -> None:
+    labels = _labelled_folder(tmp_path / "set")
+    rows = labels.read_text().splitlines()
+    # A second plate of aa/0.png, written with a "./" (as another tool exports paths).
+    labels.write_text("\n".join([*rows, "./aa/0.png,20,20,100,30,QQ1111"]) + "\n")
+    report = evaluation.evaluate(labels, build_detector("classical"), reader=None)
+    assert report["overall"]["images"] == 4 and report["overall"]["plates"] == 5
+    assert report["groups"]["aa"]["images"] == 2
+    assert {m["file"] for m in report["misses"]} == {"aa/0.png", "bb/empty.png"}  # one name per photo
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("aa/1.png,220,250,150,40,AB1123", "lines 3 and 6 label the same plate twice in aa/1.png"),
+        (
+            "./aa/1.png,221,250,150,40,AB1I23",
+            "lines 3 and 6 label one plate with two texts ('AB1123' and 'AB1I23')",
+        ),
+        ("aa/1.png,220,250,150,40,", "lines 3 and 6 label one plate with two texts ('AB1123' and 'none')"),
+    ],
+)
+def test_eval_rejects_a_plate_labelled_twice_naming_both_lines(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, message: str
+) -> None:
+    labels = _labelled_folder(tmp_path / "set")
+    labels.write_text(labels.read_text() + extra + "\n")
+    assert anpr(["eval", str(labels), "--detector", "classical", "--reader", "none"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert anpr(["eval-crops", str(labels)]) == 2  # the same labels reader
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["eval", "eval-crops"])
+def test_eval_refuses_a_box_off_its_image_naming_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    labels = _labelled_folder(tmp_path / "set")
+    labels.write_text(labels.read_text().replace("aa/1.png,220,250", "aa/1.png,5000,5000"))
+    assert anpr([command, str(labels), "--reader", "none" if command == "eval" else "default"]) == 2
+    err = capsys.readouterr().err
+    assert "labels.csv:3: box 5000,5000,150,40 is outside the 640x480 image aa/1.png" in err
+    assert "Traceback" not in err
 
 
 def test_eval_crops_refuses_crops_without_plate_text(

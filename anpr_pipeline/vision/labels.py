@@ -4,12 +4,14 @@ Such files come from labelling tools and spreadsheets as often as from scripts, 
 reader accepts what those write (a UTF-8 byte-order mark, CRLF line ends, header names in
 any case or padded with spaces, coordinates written as ``12.0``) and rejects what would
 silently mislabel: a missing column, a coordinate that is not a number, a box with no
-area. Errors name the file and line.
+area, and (:func:`fit_to_image`, once the image's size is known) a box mostly outside its
+image. Errors name the file and line.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +41,7 @@ class LabelRow:
 def _coordinate(value: str | None, name: str, where: str) -> int:
     try:
         return int(round(float((value or "").strip())))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: inf
         raise LabelsError(f"{where}: {name}={value!r} is not a number") from None
 
 
@@ -81,3 +83,36 @@ def read_label_rows(csv_path: str | Path) -> list[LabelRow]:
                 )
             )
     return rows
+
+
+# A box at least this share inside its image is clipped to it (a plate at the picture's
+# edge, boxed a little beyond it); less is a wrong coordinate, not a plate.
+MIN_INSIDE_SHARE = 0.5
+
+
+def fit_to_image(row: LabelRow, width: int, height: int, csv_path: str | Path) -> LabelRow:
+    """``row`` with its box clipped to a ``width`` x ``height`` image; a LabelsError naming
+    the line when less than ``MIN_INSIDE_SHARE`` of the box is inside (it would crop
+    nothing, or mostly nothing, and fail or mislead inside OpenCV)."""
+    x0, y0 = max(row.x, 0), max(row.y, 0)
+    x1, y1 = min(row.x + row.w, width), min(row.y + row.h, height)
+    inside = max(x1 - x0, 0) * max(y1 - y0, 0)
+    if inside < MIN_INSIDE_SHARE * row.w * row.h:
+        where = "outside" if inside == 0 else "mostly outside"
+        raise LabelsError(
+            f"{csv_path}:{row.line}: box {row.x},{row.y},{row.w},{row.h} is {where} "
+            f"the {width}x{height} image {row.file}"
+        )
+    return dataclasses.replace(row, x=x0, y=y0, w=x1 - x0, h=y1 - y0)
+
+
+def image_size(path: str | Path) -> tuple[int, int] | None:
+    """(width, height) of the stored pixels (EXIF orientation not applied, as labels use
+    them) from the file's header, or None when Pillow cannot tell (unknown format)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except (UnidentifiedImageError, OSError):
+        return None

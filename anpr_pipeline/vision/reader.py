@@ -24,7 +24,7 @@ import dataclasses
 import math
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -101,6 +101,20 @@ def finish_read(
         # region it fits, but only one of the allowed ``regions``.
         region=region or next((f.region for f in plates.matching_formats(normalized, regions)), None),
     )
+
+
+def read_non_empty(
+    crops: Sequence[np.ndarray], read: Callable[[Sequence[np.ndarray]], list[PlateRead]]
+) -> list[PlateRead]:
+    """``read(crops)``, where a crop with no pixels (a box off its image) reads as nothing
+    (empty text, confidence 0) instead of failing inside OpenCV, and so failing its batch."""
+    kept = [i for i, c in enumerate(crops) if c.size]
+    if len(kept) == len(crops):
+        return read(crops)
+    out = [PlateRead(text="", normalized="", confidence=0.0, char_confidences=(), region=None)] * len(crops)
+    for i, r in zip(kept, read([crops[i] for i in kept]) if kept else [], strict=True):
+        out[i] = r
+    return out
 
 
 def to_gray(crop: np.ndarray) -> np.ndarray:
@@ -211,6 +225,9 @@ class EasyOCRReader:
         return out
 
     def read(self, crops: Sequence[np.ndarray]) -> list[PlateRead]:
+        return read_non_empty(crops, self._read)
+
+    def _read(self, crops: Sequence[np.ndarray]) -> list[PlateRead]:
         return [finish_read(ctc_char_probs(p), self.regions) for p in self.frame_probs(crops)]
 
 
@@ -272,6 +289,9 @@ class CRNNReader:
         return out
 
     def read(self, crops: Sequence[np.ndarray]) -> list[PlateRead]:
+        return read_non_empty(crops, self._read)
+
+    def _read(self, crops: Sequence[np.ndarray]) -> list[PlateRead]:
         reads = self._read_views(crops)
         if not self.text_row:
             return reads

@@ -31,8 +31,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from anpr_pipeline.cli_args import positive_float, positive_int
 from anpr_pipeline.vision import crnn, plates
-from anpr_pipeline.vision.labels import read_label_rows
+from anpr_pipeline.vision.labels import fit_to_image, read_label_rows
 
 CSV_NAMES = ("labels.csv", "crops.csv", "ocr_crops.csv")
 CONTEXT = 0.25  # keep this much of the box size around each box, for outward crop jitter
@@ -77,10 +78,10 @@ def load_samples(path: str | Path) -> list[Sample]:
         image = cache[f]
         if image is None:
             continue
-        x, y, w, h = row.box
+        ih, iw = image.shape[:2]
+        x, y, w, h = fit_to_image(row, iw, ih, csv_path).box  # a box off the image: LabelsError
         if w < 4 or h < 4:
             continue
-        ih, iw = image.shape[:2]
         mx, my = int(w * CONTEXT), int(h * CONTEXT)
         x0, y0 = max(0, x - mx), max(0, y - my)
         x1, y1 = min(iw, x + w + mx), min(ih, y + h + my)
@@ -222,9 +223,9 @@ def pseudo_label(
             bgr = cv2.imread(str(p.parent / row.file), cv2.IMREAD_COLOR)
             if bgr is None:
                 continue
-            x, y, w, h = row.box
+            x, y, w, h = box = fit_to_image(row, bgr.shape[1], bgr.shape[0], p).box
             image = np.ascontiguousarray(bgr[:, :, ::-1])
-            chunk.append((row, image, row.box))
+            chunk.append((row, image, box))
             crops.append(image[y : y + h, x : x + w])
         views = [v for c in crops for v in tta_views(c)]
         reads = reader.read(views)
@@ -617,8 +618,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--framed-weight", type=float, default=0.1, help="share of each batch drawn from those loose crops"
     )
-    ap.add_argument("--minutes", type=float, default=35.0, help="wall-time budget")
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--minutes", type=positive_float, default=35.0, help="wall-time budget")
+    ap.add_argument("--batch-size", type=positive_int, default=64)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument(
         "--holdout", type=float, default=0.1, help="share of plate texts held out for checkpoint choice"
@@ -627,7 +628,7 @@ def main(argv: list[str] | None = None) -> int:
         "--init", help="start from these weights (fine-tuning), e.g. the shipped plate_crnn_v1.pt"
     )
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    ap.add_argument("--threads", type=positive_int, default=1, help="torch CPU threads")
     ap.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     ap.add_argument("--eval-every", type=float, default=60.0, help="seconds between held-out evaluations")
     ap.add_argument("--channels", default="16,32,64,96,128", help="CRNN conv widths (5 values)")
@@ -648,6 +649,8 @@ def main(argv: list[str] | None = None) -> int:
         help="crnn: the small CRNN from scratch; easyocr-g2: fine-tune EasyOCR's english_g2 recogniser",
     )
     args = ap.parse_args(argv)
+    if not 0 <= args.holdout < 1:  # a share: 1 or more would hold out every plate
+        ap.error(f"--holdout {args.holdout}: expected a share from 0 to below 1")
     if args.write_holdout:
         if not args.data:
             ap.error("--write-holdout needs --data: the labelled CSVs to split")

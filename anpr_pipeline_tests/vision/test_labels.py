@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from anpr_pipeline.vision.labels import LabelRow, LabelsError, read_label_rows
+from anpr_pipeline.vision.labels import LabelRow, LabelsError, fit_to_image, read_label_rows
 
 
 def _write(tmp_path: Path, text: str, encoding: str = "utf-8") -> Path:
@@ -42,6 +42,8 @@ def test_plate_and_split_columns_are_optional(tmp_path: Path) -> None:
         ("name,x,y\na,1,2\n", "missing column(s) file, w, h"),
         ("file,x,y,w,h\na.jpg,1,2,3,4\nb.jpg,1,2,wide,4\n", "labels.csv:3: w='wide' is not a number"),
         ("file,x,y,w,h\na.jpg,1,2,0,4\n", "labels.csv:2: box 1,2,0,4 has no area"),
+        ("file,x,y,w,h\na.jpg,1,2,inf,4\n", "labels.csv:2: w='inf' is not a number"),
+        ("file,x,y,w,h\na.jpg,-1e400,2,3,4\n", "labels.csv:2: x='-1e400' is not a number"),
         ("file,x,y,w,h\na.jpg,1,2,3\n", "labels.csv:2: the row has 4 of the header's 5 columns"),
         ("file,x,y,w,h\n ,1,2,3,4\n", "labels.csv:2: empty file name"),
     ],
@@ -49,3 +51,21 @@ def test_plate_and_split_columns_are_optional(tmp_path: Path) -> None:
 def test_refuses_what_would_mislabel(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(LabelsError, match=re.escape(message)):
         read_label_rows(_write(tmp_path, text))
+
+
+def test_a_box_at_the_images_edge_is_clipped_and_one_off_it_refused() -> None:
+    def row(x: int, y: int, w: int, h: int) -> LabelRow:
+        return LabelRow("us/a.jpg", x, y, w, h, "ABC123", "", line=7)
+
+    assert fit_to_image(row(10, 20, 80, 40), 640, 480, "l.csv") == row(10, 20, 80, 40)
+    assert fit_to_image(row(580, -5, 80, 40), 640, 480, "l.csv") == row(580, 0, 60, 35)  # most in
+    for box, where in [
+        ((5000, 5000, 99, 49), "outside"),
+        ((-500, -500, 99, 49), "outside"),
+        ((620, 10, 80, 40), "mostly outside"),
+    ]:
+        with pytest.raises(
+            LabelsError,
+            match=re.escape(f"l.csv:7: box {','.join(map(str, box))} is {where} the 640x480 image us/a.jpg"),
+        ):
+            fit_to_image(row(*box), 640, 480, "l.csv")

@@ -109,6 +109,22 @@ def test_default_reader_batches_and_handles_empty_input(default_reader) -> None:
     assert len(reads) == 2
 
 
+@pytest.mark.parametrize("reader_name", ["default", "easyocr"])
+def test_an_empty_crop_reads_as_nothing_and_the_others_as_alone(reader_name, default_reader) -> None:
+    # A box off its image gives a crop with no pixels: no read, not an OpenCV error that
+    # loses the whole batch.
+    from anpr_pipeline.vision import synth
+
+    reader = default_reader if reader_name == "default" else build_reader("easyocr", device="cpu")
+    plate = synth.render_plate("ABC1234", "br", np.random.default_rng(7), dirt=0.0)
+    empty = [np.zeros((0, 0, 3), np.uint8), np.zeros((0, 40, 3), np.uint8), plate[:, :0]]
+    reads = reader.read([empty[0], plate, empty[1], empty[2]])
+    assert reads[1] == reader.read([plate])[0]
+    for r in (reads[0], reads[2], reads[3]):
+        assert (r.normalized, r.confidence, r.char_confidences, r.region) == ("", 0.0, (), None)
+    assert [r.normalized for r in reader.read(empty)] == ["", "", ""]
+
+
 def test_crnn_accuracy_on_real_dev_crops(default_reader, real_dev_dir) -> None:
     """Regression check on 100 real plate crops (60 Brazilian, 40 US) the reader never trained on."""
     from anpr_pipeline.evaluation import evaluate_crops

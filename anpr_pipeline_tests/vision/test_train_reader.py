@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from anpr_pipeline.vision import crnn, plates
+from anpr_pipeline.vision.labels import LabelsError
 from anpr_pipeline.vision.reader import DEFAULT_CRNN, WEIGHTS_DIR, build_reader
 from anpr_pipeline.vision.train_reader import (
     FRAMED_SEED_BASE,
@@ -54,6 +55,19 @@ def test_load_samples_keeps_context_around_the_box(tmp_path) -> None:
     x, y, w, h = s.box
     assert (w, h) == (120, 40) and x > 0 and y > 0  # margin kept for outward crop jitter
     assert s.group == "cam1" and s.text.isalnum()
+
+
+def test_load_samples_refuses_a_box_off_its_image_naming_the_line(tmp_path) -> None:
+    data = _write_plates(tmp_path / "data", n=2)
+    labels = data / "labels.csv"
+    labels.write_text(labels.read_text().replace("cam1/1.jpg,40,30", "cam1/1.jpg,5000,30"))
+    with pytest.raises(
+        LabelsError, match="labels.csv:3: box 5000,30,120,40 is outside the 200x100 image cam1/1.jpg"
+    ):
+        load_samples(data)
+    # A box a little over the edge is clipped to it, as the plate it still mostly holds.
+    labels.write_text(labels.read_text().replace("cam1/1.jpg,5000,30", "cam1/1.jpg,100,30"))
+    assert [s.box[2:] for s in load_samples(data)] == [(120, 40), (100, 40)]
 
 
 def test_augment_gives_model_sized_inputs_for_one_and_two_row_crops(tmp_path) -> None:
@@ -211,6 +225,27 @@ def test_input_size_refuses_sizes_the_network_cannot_pool(tmp_path, size: str, c
         main(["--out", str(tmp_path / "run"), "--input-size", size])
     assert exit_info.value.code == 2
     assert f"--input-size {size!r}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--batch-size", "0"], "argument --batch-size: '0': expected a positive integer"),
+        (["--batch-size", "-3"], "argument --batch-size: '-3': expected a positive integer"),
+        (["--minutes", "0"], "argument --minutes: '0': expected a number above 0"),
+        (["--threads", "0"], "argument --threads: '0': expected a positive integer"),
+        (["--holdout", "1.5"], "--holdout 1.5: expected a share from 0 to below 1"),
+        (["--holdout", "-0.1"], "--holdout -0.1: expected a share from 0 to below 1"),
+    ],
+)
+def test_train_reader_rejects_bad_numbers_in_one_line(
+    tmp_path, capsys, flags: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--out", str(tmp_path / "run"), *flags])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and not (tmp_path / "run").exists()
 
 
 def test_easyocr_g2_backbone_starts_from_english_g2_and_fine_tunes(tmp_path) -> None:
