@@ -182,10 +182,47 @@ def test_accuracy_counts_and_names_the_missed_and_spurious_plates() -> None:
     assert report == {
         "vehicles": 3,
         "events": 3,
-        "plates_found": 1,
-        "recall": 0.5,
+        "plates_found": 2,  # both AAA1111 vehicles, each with its event
+        "recall": 0.6667,
         "spurious_events": 1,
         "missed_plates": ["BBB2222"],
         "spurious_plates": ["CCC3333"],
     }
     assert accuracy(None, rows) is None
+
+
+def test_accuracy_matches_vehicles_and_events_one_to_one() -> None:
+    from anpr_pipeline.bench import accuracy
+
+    # One vehicle pass split into two events: the second event is spurious.
+    truth = {"vehicles": [{"plate": "ABC1234"}, {"plate": "XYZ987"}]}
+    rows = [{"normalized_plate": p} for p in ("ABC1234", "ABC1234", "XYZ987")]
+    split = accuracy(truth, rows)
+    assert (split["plates_found"], split["recall"], split["spurious_events"]) == (2, 1.0, 1)
+    assert split["spurious_plates"] == ["ABC1234"] and split["missed_plates"] == []
+    # Two vehicles with the same plate, one event found: one of them is missed.
+    twins = accuracy({"vehicles": [{"plate": "ABC1234"}] * 2}, [{"normalized_plate": "ABC1234"}])
+    assert (twins["plates_found"], twins["recall"], twins["spurious_events"]) == (1, 0.5, 0)
+    assert twins["missed_plates"] == ["ABC1234"]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--sample-fps", "0"], "argument --sample-fps: '0': expected a number above 0"),
+        (["--sample-fps", "500"], "--sample-fps 500.0: expected 0 < fps <= 120"),
+        (["--detector", "nope"], "--detector: unknown detector 'nope'"),
+        (["--reader", "nope"], "--reader: unknown reader 'nope'"),
+        (["--device", "tpu"], "--device: unknown device 'tpu'"),
+        (["--reader-batch", "0"], "argument --reader-batch: '0': expected a positive integer"),
+        (["--detector-batch", "-2"], "argument --detector-batch: '-2': expected a positive integer"),
+        (["--repeat", "0"], "argument --repeat: '0': expected a positive integer"),
+        (["--prefetch", "-1"], "--prefetch -1: expected 0 (off) or more frames"),
+    ],
+)
+def test_bench_rejects_bad_flags_in_one_line(tmp_path, capsys, flags: list[str], message: str) -> None:
+    with pytest.raises(SystemExit) as exit_info:  # before any video is rendered
+        main([*flags, "--cache-dir", str(tmp_path / "cache")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and not (tmp_path / "cache").exists()

@@ -375,8 +375,9 @@ def read_crops(
     batches (reused detections share their original's crop key)."""
     distinct = list(dict.fromkeys(keys))
     by_key: dict[str, PlateRead] = {}
-    for start in range(0, len(distinct), max(1, batch_size)):
-        chunk = distinct[start : start + batch_size]
+    size = max(1, batch_size)  # one size for step and slice: 0 would slice empty chunks
+    for start in range(0, len(distinct), size):
+        chunk = distinct[start : start + size]
         crops = [load(key) for key in chunk]
         with inference_mode():
             by_key.update(zip(chunk, reader.read(crops), strict=True))

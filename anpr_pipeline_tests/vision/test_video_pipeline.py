@@ -141,6 +141,24 @@ def test_read_crops_reads_each_distinct_key_once_in_order():
     assert reader.crops == 3
 
 
+def test_read_crops_with_a_batch_size_below_one_reads_one_crop_at_a_time():
+    # The loop stepped by max(1, batch_size) but sliced by batch_size: 0 read nothing (and
+    # a KeyError followed), a negative size read the wrong crops.
+    from anpr_pipeline.vision import synth
+    from anpr_pipeline.vision.reader import build_reader
+
+    rng = np.random.default_rng(5)
+    store = {t: synth.render_plate(t, "br", rng, dirt=0.0) for t in ("ABC1234", "BRA2E19", "QRS5678")}
+    reader = build_reader("default", device="cpu")
+    keys = ["ABC1234", "BRA2E19", "ABC1234", "QRS5678"]
+    expected = [r.normalized for r in read_crops(keys, store.__getitem__, reader, batch_size=32)]
+    assert expected == keys
+    for size in (0, -3):
+        assert [
+            r.normalized for r in read_crops(keys, store.__getitem__, reader, batch_size=size)
+        ] == expected
+
+
 def test_jpeg_bytes_encodes_views():
     image = np.zeros((50, 80, 3), np.uint8)
     data = jpeg_bytes(image[10:30, 5:60])  # a non-contiguous view, as crops are
