@@ -353,9 +353,13 @@ def _continues(a: Track, b: Track, max_distance: float, backward: bool = False) 
 
 
 def _boxes_by_frame(track: Track) -> dict[int, list[Box]]:
+    """The boxes of the track's reads that hold text, by frame: an unreadable detection the
+    track took in (a light, the bumper where its motion put the plate) is not the plate
+    seen elsewhere, and must not keep a fast vehicle's pass split."""
     by_frame: dict[int, list[Box]] = defaultdict(list)
     for r in track.reads:
-        by_frame[r.frame_index].append(r.box)
+        if r.read.normalized:
+            by_frame[r.frame_index].append(r.box)
     return dict(by_frame)
 
 

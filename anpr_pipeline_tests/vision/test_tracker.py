@@ -327,6 +327,24 @@ def test_look_alike_plates_seen_at_once_in_different_places_are_two_vehicles() -
     assert len(track_reads(left + twin)) == 1
 
 
+def test_an_unreadable_detection_in_a_fast_vehicles_track_does_not_split_its_pass() -> None:
+    # Review case: 150 px a frame at 5 fps (no overlap frame to frame); in frame 5 an
+    # unreadable detection sits where the motion put the plate, the plate 60 px lower.
+    def at(i: int, x: int, y: int, text: str) -> FrameRead:
+        n = normalize(text)
+        return FrameRead(
+            i, i / 5, Box(x, y, 120, 30), PlateRead(text, n, 0.95 if n else 0.0, (0.95,) * len(n), "us"), 0.9
+        )
+
+    reads = [at(i, 100 + 150 * i, 500, "ABC1234") for i in range(5)]
+    reads += [at(5, 850, 500, ""), at(5, 820, 560, "ABC1234")]
+    reads += [at(i, 820 + 150 * (i - 5), 560, "ABC1234") for i in range(6, 10)]
+    plated = [t for t in track_reads(reads) if t.text]
+    assert [(t.text, sorted({r.frame_index for r in t.reads})) for t in plated] == [
+        ("ABC1234", list(range(10)))
+    ]
+
+
 def _merge_reference(
     tracks: list[Track], merge_gap_s: float, merge_similarity: float, merge_distance: float
 ) -> list[Track]:
@@ -341,7 +359,10 @@ def _merge_reference(
         if not key_a or not key_b:
             return False
         side_by_side = any(
-            ra.frame_index == rb.frame_index and ra.box.iou(rb.box) == 0.0 for ra in a.reads for rb in b.reads
+            ra.frame_index == rb.frame_index and ra.box.iou(rb.box) == 0.0
+            for ra in a.reads
+            for rb in b.reads
+            if ra.read.normalized and rb.read.normalized
         )
         if side_by_side:
             return False
