@@ -113,7 +113,9 @@ def damaged_image_problem(path: Path) -> str | None:
         with Image.open(path) as im:
             im.draft("RGB", (max(1, im.width // 8), max(1, im.height // 8)))
             im.load()
-    except UnidentifiedImageError:
+    except (UnidentifiedImageError, Image.DecompressionBombError, ValueError):
+        # A format Pillow does not know, or one past Pillow's safety limits (a 200 MP phone
+        # photo, a PNG with a large metadata chunk): not damage, left to OpenCV.
         return None
     except (OSError, SyntaxError) as exc:  # Pillow's "truncated" / "broken PNG file"
         return f"damaged image file ({exc})"

@@ -62,6 +62,33 @@ def test_read_a_folder_reports_plates_annotates_and_skips_a_broken_file(tmp_path
     assert np.abs(cv2.imread(str(drawn[0])).astype(int) - original).max() > 100
 
 
+def test_undamaged_photos_past_pillows_limits_are_read(tmp_path, monkeypatch) -> None:
+    """The damage check must not refuse what is whole: a photo over Pillow's pixel limit (a
+    200 MP phone photo; the limit is lowered here instead of writing one), a PNG with a
+    metadata chunk over Pillow's text limit."""
+    from PIL import Image as PILImage
+    from PIL import PngImagePlugin
+
+    from anpr_pipeline.read_cli import damaged_image_problem, load_photo
+
+    img, _ = _scene(11)
+    jpeg = tmp_path / "phone.jpg"
+    cv2.imwrite(str(jpeg), img[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+    monkeypatch.setattr(PILImage, "MAX_IMAGE_PIXELS", 1000)
+    assert damaged_image_problem(jpeg) is None and load_photo(jpeg).shape == img.shape
+    monkeypatch.undo()
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("XML:com.adobe.xmp", "x" * 2_000_000, zip=True)
+    png = tmp_path / "xmp.png"
+    PILImage.fromarray(img).save(png, pnginfo=info)
+    assert damaged_image_problem(png) is None and load_photo(png).shape == img.shape
+
+    half = tmp_path / "half.jpg"
+    half.write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size // 2])
+    assert "truncated" in (damaged_image_problem(half) or "")
+
+
 def test_read_reports_a_truncated_photo_as_its_error_and_reads_the_rest(tmp_path: Path) -> None:
     # OpenCV decodes half a JPEG without complaint (the rest grey): "no plate", exit 0.
     img, truth = _scene(11)

@@ -73,7 +73,7 @@ def load_samples(path: str | Path) -> list[Sample]:
             continue
         f = row.file
         if f not in cache:
-            bgr = cv2.imread(str(csv_path.parent / f), cv2.IMREAD_COLOR)
+            bgr = cv2.imread(str(csv_path.parent / f), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
             cache[f] = None if bgr is None else np.ascontiguousarray(bgr[:, :, ::-1])
         image = cache[f]
         if image is None:
@@ -220,7 +220,7 @@ def pseudo_label(
     for start in range(0, len(rows), 64):
         chunk, crops = [], []
         for row in rows[start : start + 64]:
-            bgr = cv2.imread(str(p.parent / row.file), cv2.IMREAD_COLOR)
+            bgr = cv2.imread(str(p.parent / row.file), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
             if bgr is None:
                 continue
             x, y, w, h = box = fit_to_image(row, bgr.shape[1], bgr.shape[0], p).box

@@ -275,3 +275,23 @@ def test_easyocr_g2_backbone_starts_from_english_g2_and_fine_tunes(tmp_path) -> 
     reader = build_reader(f"crnn:{out / 'best.pt'}", device="cpu")
     (read,) = reader.read([np.zeros((40, 120, 3), np.uint8)])
     assert isinstance(read.normalized, str)
+
+
+def test_load_samples_uses_stored_pixels_like_the_labels(tmp_path):
+    """Labels give boxes in stored pixels (as `anpr eval` reads them); a photo with an EXIF
+    rotation must not be turned before cropping (the box fell off the turned image)."""
+    import cv2
+    import numpy as np
+    from PIL import Image
+
+    img = np.full((300, 800, 3), 90, np.uint8)  # stored 800 x 300, shown upright 300 x 800
+    cv2.rectangle(img, (600, 120), (760, 170), (255, 255, 255), -1)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(img).save(tmp_path / "upright.jpg", exif=exif.tobytes(), quality=95)
+    (tmp_path / "labels.csv").write_text("file,x,y,w,h,plate\nupright.jpg,600,120,160,50,ABC1234\n")
+    (sample,) = load_samples(tmp_path / "labels.csv")
+    x, y, w, h = sample.box
+    assert (w, h) == (160, 50) and sample.text == "ABC1234"
+    plate = sample.image[y : y + h, x : x + w]
+    assert plate.mean() > 240  # the white plate, not the grey around it
