@@ -74,9 +74,18 @@ def _hour_expr(dialect: str):
     return sa.cast(sa.func.strftime("%H", events.c.captured_at), sa.Integer)
 
 
+def _day_start(day: datetime) -> datetime:
+    return day.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=UTC)
+
+
+def _on_day(day: datetime) -> sa.ColumnElement[bool]:
+    """Events captured on the UTC day of ``day``."""
+    start = _day_start(day)
+    return sa.and_(events.c.captured_at >= start, events.c.captured_at < start + timedelta(days=1))
+
+
 def hourly_counts(conn: sa.Connection, day: datetime) -> pd.DataFrame:
     """Events, distinct plates and mean confidence per (camera, hour) for one UTC day."""
-    start = day.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=UTC)
     hour = _hour_expr(conn.dialect.name).label("hour")
     stmt = (
         sa.select(
@@ -86,7 +95,7 @@ def hourly_counts(conn: sa.Connection, day: datetime) -> pd.DataFrame:
             sa.func.count(sa.distinct(events.c.normalized_plate)).label("distinct_plates"),
             sa.func.avg(events.c.confidence).label("mean_confidence"),
         )
-        .where(events.c.captured_at >= start, events.c.captured_at < start + timedelta(days=1))
+        .where(_on_day(day))
         .group_by(events.c.camera_id, hour)
         .order_by(events.c.camera_id, hour)
     )
@@ -94,7 +103,7 @@ def hourly_counts(conn: sa.Connection, day: datetime) -> pd.DataFrame:
         [dict(r._mapping) for r in conn.execute(stmt)],
         columns=["camera_id", "hour", "events", "distinct_plates", "mean_confidence"],
     )
-    df.insert(0, "day", start.date())
+    df.insert(0, "day", _day_start(day).date())
     return df.astype({"hour": int, "events": int, "distinct_plates": int, "mean_confidence": float})[
         STATS_COLUMNS
     ]
@@ -103,10 +112,9 @@ def hourly_counts(conn: sa.Connection, day: datetime) -> pd.DataFrame:
 def distinct_plates_by_camera(engine: sa.Engine, day: datetime) -> pd.DataFrame:
     """Distinct plates per camera over the whole UTC day: not the sum of the hours' counts,
     which counts a car seen in two hours twice."""
-    start = day.replace(hour=0, minute=0, second=0, microsecond=0, tzinfo=UTC)
     stmt = (
         sa.select(events.c.camera_id, sa.func.count(sa.distinct(events.c.normalized_plate)).label("plates"))
-        .where(events.c.captured_at >= start, events.c.captured_at < start + timedelta(days=1))
+        .where(_on_day(day))
         .group_by(events.c.camera_id)
     )
     with engine.connect() as conn:

@@ -85,16 +85,19 @@ class GdprError(RuntimeError):
     """The request cannot be carried out safely (bad plate, missing salt in production)."""
 
 
+def _hmac_hex(salt: str, text: str) -> str:
+    return hmac.new(salt.encode(), text.encode(), hashlib.sha256).hexdigest()
+
+
 def plate_digest(plate: str, salt: str) -> str:
-    return hmac.new(salt.encode(), normalize_plate(plate).encode(), hashlib.sha256).hexdigest()
+    return _hmac_hex(salt, normalize_plate(plate))
 
 
 def erasure_digest(plate: str, salt: str) -> str:
     """What ``erased_plates`` keeps: HMAC of the plate with look-alikes folded (O/0, I/1, B/8,
     S/5, Z/2, G/6: ``plates.confusion_key``), so a re-read of the same pass that differs only
     by one of them is still recognised; prefixed, so it never equals the audit's hash."""
-    folded = "erased:" + confusion_key(normalize_plate(plate))
-    return hmac.new(salt.encode(), folded.encode(), hashlib.sha256).hexdigest()
+    return _hmac_hex(salt, "erased:" + confusion_key(normalize_plate(plate)))
 
 
 def check_request(plate: str, salt: str, production: bool) -> str:

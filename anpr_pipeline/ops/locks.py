@@ -98,11 +98,19 @@ def _timeout_error(what: str, timeout_s: float) -> DataLockTimeout:
     )
 
 
+def _log_waiting(what: str) -> None:
+    log.info(
+        "%s: waiting for the data lock (an erase-plate, archive or retention_sweep run, or video "
+        "event writes, hold it)",
+        what,
+    )
+
+
 def _poll(try_once: Callable[[], bool], what: str, timeout_s: float, poll_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     if try_once():
         return
-    log.info("%s: waiting for the data lock (an erase-plate, archive or retention_sweep run holds it)", what)
+    _log_waiting(what)
     while time.monotonic() < deadline:
         time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
         if try_once():
@@ -122,7 +130,7 @@ def _wait_for_postgres_lock(conn: sa.Connection, take: sa.TextClause, what: str,
 
     Both timeouts are set for the wait (a database's own statement_timeout would cut it short)
     and put back as they were: the connection returns to the pool."""
-    log.info("%s: waiting for the data lock (an erase-plate, archive or retention_sweep run holds it)", what)
+    _log_waiting(what)
     before = conn.execute(
         sa.text("SELECT current_setting('lock_timeout'), current_setting('statement_timeout')")
     ).one()

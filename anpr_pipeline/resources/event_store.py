@@ -63,6 +63,11 @@ class EventStoreError(RuntimeError):
     """The events database failed; the message names host/port/database, never the password."""
 
 
+def as_utc(value: datetime) -> datetime:
+    """Timezone-aware UTC; a naive time is taken to be UTC already."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class UTCDateTime(sa.TypeDecorator[datetime]):
     """Timestamps go in as tz-aware (naive means UTC) and come out tz-aware UTC on both databases.
 
@@ -75,13 +80,13 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
         if value is None:
             return None
-        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        value = as_utc(value)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
         if value is None:
             return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return as_utc(value)
 
 
 def _columns() -> list[sa.Column[Any]]:
@@ -169,9 +174,9 @@ def _watchlist_alerts_table(metadata: sa.MetaData) -> sa.Table:
 def _erased_plates_table(metadata: sa.MetaData) -> sa.Table:
     """Plates erased by ``erase_plate``, kept so a re-run of a video does not store them again.
 
-    Only HMAC-SHA256(ANPR_GDPR_SALT, plate), as in the audit records: the table says which
-    digests were erased when, never the plate. Passes captured at or before ``erased_at`` are
-    dropped; later passes are new data.
+    Only ``gdpr.erasure_digest``: HMAC-SHA256(ANPR_GDPR_SALT, plate with look-alikes folded),
+    not the audit's hash; the table says which digests were erased when, never the plate.
+    Passes captured at or before ``erased_at`` are dropped; later passes are new data.
     """
     return sa.Table(
         "erased_plates",
@@ -543,7 +548,7 @@ class EventStore:
             r["created_at"] = r["created_at"] or now
             for ts in ("captured_at", "first_seen_at", "last_seen_at", "created_at"):
                 v = r[ts]
-                r[ts] = v.replace(tzinfo=UTC) if v.tzinfo is None else v.astimezone(UTC)
+                r[ts] = as_utc(v)
             out.append(r)
         return out
 
@@ -601,7 +606,7 @@ class EventStore:
     def record_erasure(self, digest: str, erased_at: datetime) -> None:
         """Remember that the plate with this digest was erased at ``erased_at`` (a later
         erasure of the same plate moves the time on, an earlier one never back)."""
-        erased_at = erased_at.replace(tzinfo=UTC) if erased_at.tzinfo is None else erased_at.astimezone(UTC)
+        erased_at = as_utc(erased_at)
 
         def write() -> None:
             with self._engine.begin() as conn:
